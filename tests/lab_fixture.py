@@ -1,0 +1,1 @@
+"""The session-wide lab fixture (owned by the lab: see watchdog/lab/)."""

@@ -1,0 +1,65 @@
+"""The one result type every check returns.
+
+A check answers "is this part safe and working" with ``ok``, a ``reason`` from
+the check's fixed set (so metrics and alerts can match on it), a one-line
+``detail`` for humans (never a secret), numeric ``observations`` that become
+metrics, and string ``facts`` that become ``_info`` labels (exit IP, resolver,
+bound interface).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+OK = "ok"
+# Reasons every check can have, filled in by the runner, never by a check.
+ERROR = "error"  # the check raised: a bug or an unexpected answer
+TIMEOUT = "timeout"  # the check did not finish within its timeout
+COMMON_REASONS = (ERROR, TIMEOUT)
+
+
+def _frozen(m: Mapping | None) -> Mapping:
+    return MappingProxyType(dict(m or {}))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a check function returns; the runner adds name, timing and duration."""
+
+    ok: bool
+    reason: str = OK
+    detail: str = ""
+    observations: Mapping[str, float] = field(default_factory=dict)
+    facts: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "observations", _frozen(self.observations))
+        object.__setattr__(self, "facts", _frozen(self.facts))
+        if self.ok != (self.reason == OK):
+            raise ValueError(f"ok={self.ok} does not go with reason {self.reason!r}")
+
+    @classmethod
+    def passed(cls, detail: str = "", **kw) -> Outcome:
+        return cls(True, OK, detail, **kw)
+
+    @classmethod
+    def failed(cls, reason: str, detail: str, **kw) -> Outcome:
+        return cls(False, reason, detail, **kw)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    ok: bool
+    reason: str
+    detail: str
+    observations: Mapping[str, float]
+    facts: Mapping[str, str]
+    started: float  # unix time the check started
+    duration: float  # seconds
+
+    @classmethod
+    def from_outcome(cls, check: str, o: Outcome, started: float, duration: float) -> CheckResult:
+        return cls(check, o.ok, o.reason, o.detail, o.observations, o.facts, started, duration)

@@ -1,0 +1,125 @@
+"""Adapters that read the world, behind narrow typed interfaces.
+
+Every adapter returns the project's own frozen dataclasses defined here and
+nothing else, and raises ``SourceError`` (with a message fit for an operator)
+for expected failures: a missing interface, a refused connection, a bad answer.
+Checks never import pyroute2, dnspython or qbittorrent-api directly.
+
+Where each lives:
+  wireguard.py    peer state: kernel generic netlink (pyroute2) or UAPI socket
+  links.py        rtnetlink in the namespace: link state, counters, addresses, routes
+  netns.py        sockets opened inside a network namespace (never creates one)
+  dns.py          one DNS query through a given resolver, inside the namespace
+  http.py         one size-capped HTTP(S) GET, inside the namespace
+  qbittorrent.py  qBittorrent Web API (qbittorrent-api), one fetch per cycle
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class SourceError(Exception):
+    """An expected failure reading a source; ``str()`` is a one-line operator message."""
+
+    def __init__(self, message: str, *, kind: str = "unreachable") -> None:
+        super().__init__(message)
+        # A short machine word the checks map to their reasons, e.g.
+        # "missing", "unreachable", "timeout", "bad_response", "login".
+        self.kind = kind
+
+
+# --- WireGuard ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WgPeer:
+    public_key: str  # base64, as `wg show` prints it (public, safe to export)
+    endpoint: str | None  # "host:port" or None when unknown
+    last_handshake: float | None  # unix seconds; None when there has never been one
+    rx_bytes: int  # bytes received on the wire from this peer, handshakes included
+    tx_bytes: int  # bytes sent on the wire to this peer, handshakes included
+    allowed_ips: tuple[str, ...] = ()
+    persistent_keepalive: int | None = None
+
+
+@dataclass(frozen=True)
+class WgDevice:
+    interface: str
+    reader: str  # "kernel" or "uapi": which path produced this reading
+    listen_port: int | None
+    peers: tuple[WgPeer, ...]
+
+
+# --- Links (rtnetlink) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkState:
+    name: str
+    index: int
+    up: bool  # administratively up and operationally not down
+    mtu: int
+    addresses: tuple[str, ...]  # "10.0.0.2/32" style, IPv4 and IPv6
+    # Interface counters of a WireGuard link count decrypted inner traffic.
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+
+
+# --- DNS ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    name: str
+    server: str
+    rcode: str  # "NOERROR", "SERVFAIL", "NXDOMAIN", ...
+    addresses: tuple[str, ...]
+    latency: float  # seconds
+
+
+# --- HTTP --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes  # at most the cap the caller gave
+    latency: float
+
+
+# --- qBittorrent -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TorrentBrief:
+    hash: str
+    name: str
+    state: str  # qBittorrent's state string, e.g. "downloading", "pausedDL", "stoppedUP"
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QbtState:
+    version: str  # application version, e.g. "v4.5.2"
+    api_version: str  # Web API version, e.g. "2.8.19"
+    # Preferences
+    interface_name: str  # Session\\Interface (the device); "" = any interface
+    interface_address: str  # Session\\InterfaceAddress; "" = all addresses
+    listen_port: int
+    webui_address: str  # "*" or an address
+    webui_port: int
+    # Transfer info
+    connection_status: str  # "connected" | "firewalled" | "disconnected"
+    dht_nodes: int
+    dl_speed: int  # bytes per second
+    up_speed: int
+    dl_total: int  # bytes this qBittorrent session
+    up_total: int
+    # app/networkInterfaceAddressList for interface_name (empty when it has none
+    # or when interface_name is "")
+    interface_addresses: tuple[str, ...] = ()
+    torrents: tuple[TorrentBrief, ...] = field(default_factory=tuple)
