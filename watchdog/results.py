@@ -63,3 +63,19 @@ class CheckResult:
     @classmethod
     def from_outcome(cls, check: str, o: Outcome, started: float, duration: float) -> CheckResult:
         return cls(check, o.ok, o.reason, o.detail, o.observations, o.facts, started, duration)
+
+
+# The remediation states, in the order a bad night goes through them.
+REMEDIATION_STATES = ("ok", "holding", "restarting", "gave_up")
+
+
+@dataclass(frozen=True)
+class RemediationView:
+    """What remediation reports after a cycle, for metrics, STATUS= and logs."""
+
+    state: str = "ok"  # one of REMEDIATION_STATES
+    observe_only: bool = False  # mode = "observe": actions are only reported
+    held_stopped: int = 0  # torrents we stopped and hold (tagged)
+    actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> count since start
+    failures_total: Mapping[str, int] = field(default_factory=dict)
+    summary: str = ""  # one line, e.g. "holding 3 torrents: return_path failing for 2 cycles"

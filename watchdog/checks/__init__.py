@@ -93,6 +93,14 @@ class Context:
     def qbittorrent(self) -> QbtState:
         return self._once("qbittorrent", self.sources.qbittorrent.state)
 
+    def readings(self) -> dict[str, Any]:
+        """The readers' values this cycle that succeeded (for the metrics snapshot)."""
+        out = {}
+        for key, m in list(self._memo.items()):
+            if m._done and m._error is None:
+                out[key] = m._value
+        return out
+
     def for_check(self, history: Sequence[CheckResult]) -> Context:
         """The same cycle (shared memo) with another check's history."""
         return Context(self.config, self.sources, history, self.now, self._memo)
@@ -142,14 +150,6 @@ def load_all() -> dict[str, CheckSpec]:
 
 # The order checks are shown in and run in.
 ORDER = ("handshake", "return_path", "dns", "exit_ip", "bind", "webui")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to run this cycle: name -> (timeout, due)."""
-
-    timeouts: Mapping[str, float]
-    due: frozenset[str]
 
 
 class Runner:
