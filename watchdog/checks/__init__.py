@@ -93,10 +93,29 @@ class Context:
     def qbittorrent(self) -> QbtState:
         return self._once("qbittorrent", self.sources.qbittorrent.state)
 
+    def resolver(self) -> str | None:
+        """The VPN's resolver: ``checks.dns.resolver``, else the namespace's resolv.conf.
+
+        Inside a namespace Python would still read the host's /etc/resolv.conf
+        (a DNS leak), so the nameserver is always passed explicitly.
+        """
+        configured = self.config.checks.dns.resolver
+        if configured:
+            return configured
+        from watchdog.sources.netns import resolv_conf_nameserver
+
+        return self._once("resolver", lambda: resolv_conf_nameserver(self.config.netns))
+
+    def route_interface(self, dst: str) -> str | None:
+        """The interface the namespace's route to ``dst`` leaves by (None: no route)."""
+        return self._once(f"route:{dst}", lambda: self.sources.links.route_interface(dst))
+
     def readings(self) -> dict[str, Any]:
         """The readers' values this cycle that succeeded (for the metrics snapshot)."""
         out = {}
         for key, m in list(self._memo.items()):
+            if key.startswith("route:"):
+                continue
             if m._done and m._error is None:
                 out[key] = m._value
         return out

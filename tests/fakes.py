@@ -1,0 +1,50 @@
+"""Small fakes of the source interfaces, for the pure logic behind them.
+
+Only checks' decision logic is tested with these; every adapter has its own
+tests against real wireguard-go, dnsmasq, qbittorrent-nox and loopback servers.
+"""
+
+from __future__ import annotations
+
+from watchdog.checks import Context, Sources
+from watchdog.config import Config
+from watchdog.sources import SourceError
+
+
+class Fixed:
+    """A reader returning a fixed value (or raising a fixed SourceError)."""
+
+    def __init__(self, value=None, error: SourceError | None = None):
+        self.value, self.error, self.calls = value, error, 0
+
+    def __call__(self, *a, **kw):
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class FakeWireguard:
+    def __init__(self, device=None, error=None):
+        self.read = Fixed(device, error)
+
+
+class FakeLinks:
+    def __init__(self, links=None, routes=None):
+        self.links, self.routes = dict(links or {}), dict(routes or {})
+
+    def link(self, name):
+        return self.links.get(name)
+
+    def route_interface(self, dst):
+        return self.routes.get(dst)
+
+
+def sources(**kw) -> Sources:
+    base = dict(wireguard=FakeWireguard(), links=FakeLinks(), dns=None, http=None, qbittorrent=None)
+    base.update(kw)
+    return Sources(**base)
+
+
+def context(cfg: Config | None = None, now: float = 1_000_000.0, history=(), **kw) -> Context:
+    return Context(cfg or Config(), sources(**kw), history, lambda: now)

@@ -1,0 +1,112 @@
+"""The return-path decision: property tests over counter sequences, and examples."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, Sample, assess
+
+WINDOW = 15.0
+MIN_TX = 1024
+KEY = "peerkey="
+
+
+def _run(steps, interval=10.0, probe=True, answered=None, start=None):
+    """Fold (d_peer_rx, d_peer_tx, d_in_rx, d_in_tx) steps into samples; assess each."""
+    s = start or Sample(0.0, KEY, HANDSHAKE_RESPONSE_BYTES, 148, 0, 0, False, False)
+    history, verdicts = [], []
+    for i, (prx, ptx, irx, itx) in enumerate(steps):
+        ans = answered(i) if answered else False
+        s = Sample(s.at + interval, KEY, s.peer_rx + prx, s.peer_tx + ptx, s.inner_rx + irx,
+                   s.inner_tx + itx, probe, ans)
+        verdicts.append(assess(history, s, MIN_TX, WINDOW))
+        history.append(s)
+    return verdicts
+
+
+traffic = st.integers(min_value=1, max_value=50_000_000)
+intervals = st.floats(min_value=1.0, max_value=60.0)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(traffic, traffic), min_size=1, max_size=40), intervals, st.booleans())
+def test_never_fires_on_symmetric_traffic(pairs, interval, probe):
+    # Whatever goes out, something decrypted comes back in the same step.
+    steps = [(rx + 32, tx + 32, rx, tx) for tx, rx in pairs]
+    assert all(v.ok for v in _run(steps, interval, probe))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(traffic, traffic), min_size=1, max_size=40), intervals)
+def test_never_fires_on_saturated_download_with_tiny_upload(pairs, interval):
+    # A saturated healthy download: rx huge, tx only ACKs; a step may even carry no tx.
+    steps = [(rx, tx % 2000, rx, tx % 1500) for rx, tx in pairs]
+    assert all(v.ok for v in _run(steps, interval, probe=False))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=60), intervals)
+def test_never_fires_on_idle_tunnel(handshakes, interval):
+    # Idle: our own persistent keepalives (32 B) and re-handshakes go out, only
+    # handshake responses come in, no inner traffic at all, no probe possible.
+    steps = [(k * HANDSHAKE_RESPONSE_BYTES, 32 + k * 148, 0, 0) for k in handshakes]
+    assert all(v.ok for v in _run(steps, interval, probe=False))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=60), intervals)
+def test_never_fires_when_probes_are_answered(handshakes, interval):
+    # The probe's answer wins even if counters look odd.
+    steps = [(k * HANDSHAKE_RESPONSE_BYTES, 100, 0, 60) for k in handshakes]
+    assert all(v.ok for v in _run(steps, interval, answered=lambda i: True))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 2), traffic), min_size=1, max_size=40), intervals, st.booleans())
+def test_always_fires_on_the_92_byte_pattern(steps_in, interval, probe):
+    # Data goes out, peer rx grows only by whole handshake responses (or not at
+    # all), nothing decrypted comes back: once the window is covered, it fails.
+    steps = [(k * HANDSHAKE_RESPONSE_BYTES, tx + 148 * k, 0, tx + MIN_TX) for k, tx in steps_in]
+    verdicts = _run(steps, interval, probe)
+    for i, v in enumerate(verdicts):
+        covered = (i + 1) * interval >= WINDOW  # the base sample is the starting point
+        if covered:
+            assert not v.ok, (i, v)
+            assert v.reason in ("handshake_only", "no_return_traffic")
+
+
+def test_seed_state_is_recognised_on_the_first_sample():
+    # The watchdog started on an already broken box: rx 92, tx 3.51 GB, inner rx 0.
+    s = Sample(100.0, KEY, 92, 3_510_000_000, 0, 3_400_000_000, True, False)
+    v = assess([], s, MIN_TX, WINDOW)
+    assert not v.ok and v.reason == "handshake_only" and "1 handshake response" in v.detail
+
+
+def test_keepalive_from_peer_proves_the_return_path_even_if_dns_is_dead():
+    # Resolver dead, tunnel fine: our probe gets no answer, but the server's
+    # passive keepalive (32 B) arrives within KEEPALIVE_TIMEOUT.
+    steps = [(32, 200, 0, 60)] * 5
+    assert all(v.ok for v in _run(steps, 10.0, probe=True))
+
+
+def test_detection_takes_two_intervals_at_the_default_interval():
+    healthy = [(500, 500, 400, 400)] * 3
+    broken = [(0, 5000, 0, 4000)] * 3
+    verdicts = _run(healthy + broken, 10.0, probe=True)
+    first_fail = next(i for i, v in enumerate(verdicts) if not v.ok)
+    assert first_fail - len(healthy) == 1  # the 2nd broken cycle: 2 intervals after the fault
+    assert verdicts[first_fail].reason == "no_return_traffic"
+
+
+def test_counter_reset_after_tunnel_restart_is_not_negative_traffic():
+    start = Sample(0.0, KEY, 10_000, 10_000, 9_000, 9_000, True, True)
+    s1 = Sample(20.0, KEY, 92, 300, 100, 200, True, False)  # restarted: counters from 0
+    v = assess([start], s1, MIN_TX, WINDOW)
+    assert v.ok and "received" in v.detail
+
+
+def test_other_peer_history_is_ignored():
+    old = Sample(0.0, "other", 0, 0, 0, 0, True, False)
+    now = Sample(30.0, KEY, 0, 5000, 0, 5000, True, False)
+    assert assess([old], now, MIN_TX, WINDOW).ok  # no same-peer base yet

@@ -1,0 +1,32 @@
+"""Build the real adapters from a config: the one place that knows every constructor."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from watchdog.checks import Sources
+from watchdog.config import Config, read_password
+
+
+def build_sources(cfg: Config) -> Sources:
+    from watchdog.sources.dns import Resolver
+    from watchdog.sources.http import Http
+    from watchdog.sources.links import Links
+    from watchdog.sources.qbittorrent import Qbittorrent
+    from watchdog.sources.wireguard import make_reader
+
+    netns = cfg.netns
+    resolver = Resolver(netns)
+    nameserver = cfg.checks.dns.resolver or None
+    if nameserver is None:
+        from watchdog.sources.netns import resolv_conf_nameserver
+
+        nameserver = resolv_conf_nameserver(netns)
+    q = cfg.qbittorrent
+    return Sources(
+        wireguard=make_reader(cfg),
+        links=Links(netns),
+        dns=resolver,
+        http=Http(netns, resolver, nameserver),
+        qbittorrent=Qbittorrent(q.url, q.username, partial(read_password, q), q.timeout),
+    )
