@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -212,6 +213,67 @@ class ChecksSection:
     webui: WebuiCheck = field(default_factory=WebuiCheck)
 
 
+def _unit_or_empty(v: str) -> str | None:
+    # A systemd unit name as an argv element: never an option, never a path.
+    if v == "" or (re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", v) and not v.startswith("-")):
+        return None
+    return 'a systemd unit name such as "wg-quick-wg0.service", or "" for none'
+
+
+def _argv(v: list) -> str | None:
+    # An argv list, run without a shell; [] = none.
+    if v == [] or (all(isinstance(x, str) and x for x in v) and not v[0].startswith("-")):
+        return None
+    return 'a command as a list of arguments, e.g. ["/run/current-system/sw/bin/my-restart", "wg0"], or []'
+
+
+def _host_port(v: str) -> str | None:
+    host, sep, port = v.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if sep and host and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() for c in host):
+        return None
+    return '"host:port" (IPv6 as "[addr]:port")'
+
+
+def _host_port_or_empty(v: str) -> str | None:
+    return None if v == "" else _host_port(v)
+
+
+def _host_ports(v: list) -> str | None:
+    for x in v:
+        if _host_port(x):
+            return 'a list of "host:port" endpoints'
+    return None
+
+
+def _tag(v: str) -> str | None:
+    # qBittorrent separates tags with commas.
+    if v and "," not in v and v == v.strip():
+        return None
+    return "a non-empty qBittorrent tag without commas or surrounding spaces"
+
+
+@dataclass(frozen=True)
+class RemediationSection:
+    """What the watchdog does when the tunnel is unsafe (see policy.py, actions.py)."""
+
+    stop_torrents: bool = True
+    tag: str = field(default="watchdog-stopped", metadata=_v(_tag))
+    # Tier 1 re-sets the peer endpoint to this "host:port", re-resolved through
+    # the host's resolver; "" = the endpoint the peer has now.
+    endpoint: str = field(default="", metadata=_v(_host_port_or_empty))
+    # Tier 2: `systemctl restart <restart_unit>`, or restart_command when set.
+    restart_unit: str = field(default="", metadata=_v(_unit_or_empty))
+    restart_command: list[str] = field(default_factory=list, metadata=_v(_argv))
+    # Tier 3: rotate through these endpoints.
+    alternative_endpoints: list[str] = field(default_factory=list, metadata=_v(_host_ports))
+    restart_backoff_initial: float = field(default=30.0, metadata=_v(_positive))
+    restart_backoff_max: float = field(default=600.0, metadata=_v(_positive))
+    max_restarts_per_hour: int = field(default=6, metadata=_v(_count))
+    rebind: bool = True
+    action_timeout: float = field(default=30.0, metadata=_v(_positive))
+
+
 @dataclass(frozen=True)
 class Config:
     watchdog: WatchdogSection = field(default_factory=WatchdogSection)
@@ -219,6 +281,7 @@ class Config:
     wireguard: WireguardSection = field(default_factory=WireguardSection)
     qbittorrent: QbittorrentSection = field(default_factory=QbittorrentSection)
     checks: ChecksSection = field(default_factory=ChecksSection)
+    remediation: RemediationSection = field(default_factory=RemediationSection)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     @property
