@@ -37,6 +37,8 @@ HANDSHAKE_RESPONSE_BYTES = 92
 # KEEPALIVE_TIMEOUT (10 s) + a margin for the probe's own timeout and scheduling.
 MIN_WINDOW_SECONDS = 15.0
 PROBE_TIMEOUT = 2.0
+# The verdict while the probe went unanswered and the window is not covered yet.
+PENDING = "collecting evidence: probe unanswered, window not covered yet"
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def assess(history: list[Sample], now: Sample, min_tx_bytes: int, window: float)
                 f"peer rx is {now.peer_rx} bytes = {now.peer_rx // HANDSHAKE_RESPONSE_BYTES} "
                 "handshake response(s) and no data",
             )
-        return Verdict(True, "ok", "collecting evidence (no answer to the probe yet)")
+        return Verdict(True, "ok", PENDING)
 
     span = now.at - base.at
     d_inner_rx = _delta(now.inner_rx, base.inner_rx)
@@ -215,4 +217,6 @@ def check(ctx: Context) -> Outcome:
     window = max(MIN_WINDOW_SECONDS, ctx.config.watchdog.interval)
     v = assess(history, now, cfg.min_tx_bytes, window)
     detail = v.detail if v.ok or not note else f"{v.detail}; {note}"
-    return Outcome(v.ok, v.reason, detail, observations=now.observations(), facts={"public_key": peer.public_key})
+    obs = now.observations()
+    obs["pending"] = float(v.detail == PENDING)
+    return Outcome(v.ok, v.reason, detail, observations=obs, facts={"public_key": peer.public_key})

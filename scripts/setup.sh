@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything qbt-vpn-watchdog, its lab and its tests need on a fresh
+# Debian 12 machine (as root): Debian's packages for the real parts, and a
+# virtualenv in .venv with the package (editable) and the test tools.
+# Idempotent; about 70-90 s the first time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (it installs Debian packages)" >&2
+    exit 2
+fi
+
+PACKAGES=(
+    wireguard-go wireguard-tools   # userspace WireGuard for the lab; `wg`
+    qbittorrent-nox mktorrent      # the confined client, the seeder, the test torrent
+    nftables iproute2 dnsmasq      # kill switch and faults; namespaces; the VPN's resolver
+    prometheus prometheus-alertmanager  # promtool/amtool, and the real ones for the e2e tests
+    nix-bin                        # nix-instantiate, to parse and evaluate nix/
+    openssl curl python3-venv
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d 101: never let a package start its daemon on this machine;
+    # the lab and the tests start exactly the processes they need.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup.sh: ready (.venv/bin/qbt-vpn-watchdog)"
