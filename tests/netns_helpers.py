@@ -132,6 +132,9 @@ def udp_server(ns: str, addr: str, port: int, handler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request, client_address):
+        pass  # clients that time out on purpose break pipes: not worth a traceback
+
 
 @contextlib.contextmanager
 def http_server(ns: str, addr: str, port: int, handler_cls, tls: ssl.SSLContext | None = None):

@@ -1,0 +1,93 @@
+"""One DNS query through a given resolver, from inside the namespace.
+
+The UDP socket is created inside the namespace (``socket_in``) and handed to
+dnspython, so the query leaves by the namespace's routes, and only to the
+server asked: never through the host's /etc/resolv.conf. No subprocess.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+from watchdog.sources import DnsAnswer, SourceError
+from watchdog.sources.netns import resolv_conf_nameserver, socket_in
+
+
+class Resolver:
+    """Queries a DNS server from inside ``netns`` (None: the current namespace)."""
+
+    def __init__(self, netns: str | None, port: int = 53, etc: str = "/etc") -> None:
+        self.netns = netns
+        self.port = port  # tests point it at a server on another port
+        self._etc = etc
+
+    def nameserver(self) -> str | None:
+        """The namespace's own resolver (first nameserver of its resolv.conf), if any."""
+        return resolv_conf_nameserver(self.netns, self._etc)
+
+    def query(self, name: str, server: str, timeout: float, rdtype: str = "A") -> DnsAnswer:
+        """Ask ``server`` for ``name``; addresses are the answer's A (or ``rdtype``) records.
+
+        Raises ``SourceError`` with kind ``timeout`` (no answer in time),
+        ``bad_response`` (junk, a reply to another question, a reply from
+        another address) or ``unreachable`` (the socket could not send).
+        A SERVFAIL or NXDOMAIN is an answer, not an error: see ``rcode``.
+        """
+        try:
+            family = (
+                socket.AF_INET6
+                if ipaddress.ip_address(server.split("%")[0]).version == 6
+                else socket.AF_INET
+            )
+        except ValueError:
+            raise SourceError(
+                f"DNS server {server!r} is not an IP address", kind="bad_response"
+            ) from None
+        try:
+            q = dns.message.make_query(name, rdtype)
+        except dns.exception.DNSException as e:
+            raise SourceError(f"cannot ask for {name!r}: {e}", kind="bad_response") from None
+        sock = socket_in(self.netns, family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)  # dnspython requires it for a caller's socket
+            t0 = time.monotonic()
+            try:
+                # ignore_errors=False: a malformed reply or a reply to another
+                # question is reported, not silently waited past.
+                r = dns.query.udp(q, server, timeout=timeout, port=self.port, sock=sock)
+            except dns.exception.Timeout:
+                raise SourceError(
+                    f"no answer from {server} for {name} within {timeout:g} s", kind="timeout"
+                ) from None
+            except dns.query.UnexpectedSource as e:
+                raise SourceError(
+                    f"reply for {name} came from an unexpected address: {e}", kind="bad_response"
+                ) from None
+            except dns.query.BadResponse:
+                raise SourceError(
+                    f"{server} answered another question than {name}", kind="bad_response"
+                ) from None
+            except dns.exception.DNSException as e:
+                raise SourceError(
+                    f"malformed answer from {server} for {name}: {e}", kind="bad_response"
+                ) from None
+            except OSError as e:
+                raise SourceError(
+                    f"cannot query {server} for {name}: {e.strerror or e}", kind="unreachable"
+                ) from None
+            latency = time.monotonic() - t0
+        finally:
+            sock.close()
+        want = dns.rdatatype.from_text(rdtype)
+        addresses = tuple(
+            rd.to_text() for rrset in r.answer if rrset.rdtype == want for rd in rrset
+        )
+        return DnsAnswer(name, server, dns.rcode.to_text(r.rcode()), addresses, latency)
