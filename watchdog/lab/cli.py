@@ -1,0 +1,90 @@
+"""`qbt-vpn-watchdog lab up | down | status | break FAULT | heal [FAULT] | restart-tunnel | demo`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+USAGE = """usage: qbt-vpn-watchdog lab COMMAND
+
+  up               build the lab (namespaces, tunnel, qBittorrent) and print the watchdog config path
+  down             remove everything of the lab (idempotent)
+  status           what is running, which faults are applied (JSON)
+  break FAULT      inject a fault
+  heal [FAULT]     undo one fault, or all of them
+  restart-tunnel   restart the confined tunnel (what remediation runs)
+  demo             up, watchdog, break return-path, watch it caught, heal, down
+
+All need root. Faults: {faults}
+"""
+
+
+def _usage() -> str:
+    from watchdog.lab.faults import FAULTS
+
+    return USAGE.format(faults=", ".join(FAULTS))
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage(), end="")
+        return 0 if argv else 2
+    if os.geteuid() != 0:
+        print("qbt-vpn-watchdog lab: needs root (it creates network namespaces and nftables rules)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from watchdog.lab import control, faults
+    from watchdog.lab.topology import LabError
+
+    cmd, args = argv[0], argv[1:]
+    try:
+        if cmd == "up" and not args:
+            if control.is_up():
+                print(control.write_watchdog_config())
+                return 0
+            if control.stale():
+                control.down()
+            t0 = time.monotonic()
+            path = control.up()
+            print(f"lab up in {time.monotonic() - t0:.1f} s; watchdog config:", file=sys.stderr)
+            print(path)
+            return 0
+        if cmd == "down" and not args:
+            control.down()
+            return 0
+        if cmd == "status" and not args:
+            print(json.dumps(control.status(), indent=2))
+            return 0
+        if cmd == "break" and len(args) == 1:
+            _require_up(control)
+            faults.break_fault(args[0])
+            return 0
+        if cmd == "heal" and len(args) <= 1:
+            healed = faults.heal_fault(args[0] if args else None)
+            print("healed: " + (", ".join(healed) or "nothing was broken"), file=sys.stderr)
+            return 0
+        if cmd == "restart-tunnel" and not args:
+            _require_up(control)
+            control.restart_tunnel()
+            return 0
+        if cmd == "demo" and not args:
+            from watchdog.lab.demo import demo
+
+            return demo()
+    except faults.UnknownFault as e:
+        print(f"qbt-vpn-watchdog lab: {e}", file=sys.stderr)
+        return 2
+    except LabError as e:
+        print(f"qbt-vpn-watchdog lab: {e}", file=sys.stderr)
+        return 1
+    print(_usage(), end="", file=sys.stderr)
+    return 2
+
+
+def _require_up(control) -> None:
+    from watchdog.lab.topology import LabError
+
+    if not control.is_up():
+        raise LabError("the lab is not up (run `qbt-vpn-watchdog lab up`)")
