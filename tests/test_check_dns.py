@@ -270,3 +270,10 @@ def test_with_the_real_route_lookup(net):
     )
     o = REGISTRY["dns"].fn(Context(cfg2, sources))
     assert o.reason == "leak" and TUNNEL in o.detail
+
+
+def test_latency_keys_are_the_ones_the_collector_renders():
+    from watchdog.checks.dns import LATENCY_PREFIX
+    from watchdog.metrics import DNS_LATENCY_PREFIX
+
+    assert LATENCY_PREFIX == DNS_LATENCY_PREFIX

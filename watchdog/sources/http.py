@@ -73,7 +73,10 @@ class Http:
                     f"cannot connect to {where}: {e.strerror or e}", kind="unreachable"
                 ) from None
             if u.scheme == "https":
-                ctx = self._ssl or ssl.create_default_context()
+                if self._ssl is None:
+                    # Built once: loading the system CA store costs milliseconds.
+                    self._ssl = ssl.create_default_context()
+                ctx = self._ssl
                 sock.settimeout(_left(deadline, where))
                 try:
                     sock = ctx.wrap_socket(sock, server_hostname=host)  # SNI and hostname check
