@@ -1,0 +1,140 @@
+"""Links (rtnetlink in a namespace) against real wireguard-go and veth links."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.wg_pair import wg_pair_fixture
+from watchdog.sources import SourceError
+from watchdog.sources.links import Links
+
+wg_pair = wg_pair_fixture("qvw")  # namespaces qvw-a/qvw-b, interfaces qvwa0/qvwb0
+
+pytestmark = pytest.mark.root
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def links(wg_pair):
+    lk = Links(wg_pair.ns_a)
+    yield lk
+    lk.close()
+
+
+def test_wireguard_link(links, wg_pair):
+    wg_pair.echo(1)
+    before = links.link(wg_pair.wg_a)
+    assert before is not None
+    assert before.name == wg_pair.wg_a
+    assert before.up  # operstate UNKNOWN, IFF_UP: up
+    assert before.mtu == 1420  # wireguard-go's default
+    assert f"{wg_pair.tun_a}/24" in before.addresses
+    wg_pair.echo(5, size=600)
+    after = links.link(wg_pair.wg_a)
+    # Inner (decrypted) traffic: 5 datagrams of 600 bytes + 28 bytes IP/UDP each way.
+    assert after.tx_bytes - before.tx_bytes >= 5 * 628
+    assert after.rx_bytes - before.rx_bytes >= 5 * 628
+    assert after.tx_packets - before.tx_packets >= 5
+    assert after.rx_packets - before.rx_packets >= 5
+    assert after.index == before.index
+
+
+def test_veth_link_and_missing_link(links, wg_pair):
+    veth = links.link(wg_pair.veth_a)
+    assert veth is not None and veth.up and veth.mtu == 1500
+    assert f"{wg_pair.under_a}/30" in veth.addresses
+    assert links.link("qvwnosuch0") is None
+    assert links.link(wg_pair.wg_b) is None  # lives in the other namespace
+
+
+def test_down_links(links, wg_pair):
+    # A private veth pair inside ns a, so the shared tunnel is not disturbed.
+    ip("-n", wg_pair.ns_a, "link", "add", "qvwx1", "type", "veth", "peer", "name", "qvwx2")
+    try:
+        assert links.link("qvwx1").up is False  # administratively down
+        ip("-n", wg_pair.ns_a, "link", "set", "qvwx1", "up")
+        # Up, but its peer is down: operstate LOWERLAYERDOWN, cannot pass traffic.
+        assert links.link("qvwx1").up is False
+        ip("-n", wg_pair.ns_a, "link", "set", "qvwx2", "up")
+        assert links.link("qvwx1").up is True
+    finally:
+        ip("-n", wg_pair.ns_a, "link", "del", "qvwx1")
+
+
+def test_route_interface(links, wg_pair):
+    assert links.route_interface(wg_pair.tun_b) == wg_pair.wg_a  # through the tunnel
+    assert links.route_interface(wg_pair.under_b) == wg_pair.veth_a
+    assert links.route_interface(wg_pair.tun_a) == "lo"  # a local address
+    assert links.route_interface("10.99.1.5") is None  # allowed IP, but no route
+    assert links.route_interface("fd00::1") is None
+    # The namespace has no default route: nothing is reachable beyond the lab.
+    assert links.route_interface("192.0.2.1") is None
+    ns = wg_pair.ns_a
+    ip("-n", ns, "route", "add", "blackhole", "192.0.2.0/24")
+    ip("-n", ns, "route", "add", "unreachable", "198.51.100.0/24")
+    ip("-n", ns, "route", "add", "prohibit", "203.0.113.0/24")
+    try:
+        for dst in ("192.0.2.1", "198.51.100.1", "203.0.113.1"):
+            assert links.route_interface(dst) is None, dst
+    finally:
+        for p in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"):
+            subprocess.run(["ip", "-n", ns, "route", "del", p], capture_output=True)
+    with pytest.raises(ValueError):
+        links.route_interface("not-an-address")
+
+
+def test_one_socket_across_threads(links, wg_pair):
+    # The check runner calls from a fresh thread each cycle: no socket per thread.
+    links.link(wg_pair.wg_a)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        t = threading.Thread(target=links.link, args=(wg_pair.wg_a,))
+        t.start()
+        t.join()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert links._nl.opened == 1
+
+
+def test_missing_namespace_is_not_created():
+    name = "qvw-missing"
+    assert not Path("/run/netns", name).exists()
+    lk = Links(name)
+    try:
+        for call in (lambda: lk.link("lo"), lambda: lk.route_interface("127.0.0.1")):
+            with pytest.raises(SourceError) as e:
+                call()
+            assert e.value.kind == "missing"
+            assert name in str(e.value)
+    finally:
+        lk.close()
+    assert not Path("/run/netns", name).exists()
+
+
+def test_namespace_recreated_under_the_same_name():
+    name = "qvw-c"
+    ip("netns", "add", name)
+    lk = Links(name)
+    try:
+        assert lk.link("lo") is not None
+        assert lk.link("qvwd0") is None
+        ip("netns", "del", name)
+        with pytest.raises(SourceError) as e:
+            lk.link("lo")
+        assert e.value.kind == "missing"
+        # A restarted VPN service re-creates the namespace: read the new one,
+        # not the old one the open socket still pins.
+        ip("netns", "add", name)
+        ip("-n", name, "link", "add", "qvwd0", "type", "veth", "peer", "name", "qvwd1")
+        assert lk.link("qvwd0") is not None
+        assert lk._nl.opened == 2
+    finally:
+        lk.close()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -1,0 +1,146 @@
+"""Link state, interface counters, addresses and routes via rtnetlink in a namespace.
+
+``Links(netns)`` keeps one pyroute2 ``IPRoute`` socket for its lifetime (it is
+called every cycle for years), owned by one thread (see netlink_thread for why),
+and reopens it after an error. A missing namespace is a
+``SourceError(kind="missing")`` naming it: pyroute2 creates a missing
+namespace by default, so the name is checked first and ``flags=0`` is passed.
+
+For a WireGuard link the interface counters count decrypted inner traffic
+(what went through the tunnel), unlike the peer counters which count bytes on
+the wire including handshakes.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from watchdog.sources import LinkState, SourceError
+from watchdog.sources.netlink_thread import NetlinkThread, netns_ident
+
+IFF_UP = 0x1
+# Operational states that mean "cannot pass traffic". A WireGuard or TUN link
+# that is up reports UNKNOWN (it has no carrier to speak of), so anything else
+# counts as up.
+_DOWN_OPERSTATES = frozenset({"DOWN", "LOWERLAYERDOWN", "NOTPRESENT"})
+RTN_UNICAST, RTN_LOCAL = 1, 2
+# `ip route get` answers for these without an error on some kernels; they do
+# not leave through any interface.
+_NO_ROUTE_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL, errno.EPERM}
+)
+
+
+class Links:
+    def __init__(self, netns: str | None, timeout: float = 5.0) -> None:
+        self.netns = netns or None
+        self._in = f" in namespace {self.netns}" if self.netns else ""
+        self._nl = NetlinkThread(
+            self._open, netns=self.netns, name=f"rtnl-{self.netns or 'root'}", timeout=timeout
+        )
+
+    def _open(self) -> Any:
+        from pyroute2 import IPRoute
+
+        try:
+            # flags=0: never create the namespace (NetlinkThread checked it exists).
+            return IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
+        except FileNotFoundError:  # deleted since the check
+            netns_ident(self.netns)
+            raise SourceError(
+                f"cannot enter network namespace {self.netns}", kind="missing"
+            ) from None
+        except OSError as e:
+            raise SourceError(
+                f"rtnetlink socket{self._in}: {e.strerror or e}", kind="unreachable"
+            ) from None
+
+    def _call(self, fn, what: str):
+        try:
+            return self._nl.call(fn, what + self._in)
+        except NetlinkError as e:
+            raise SourceError(
+                f"{what}{self._in}: {os.strerror(e.code)}", kind="unreachable"
+            ) from None
+
+    def link(self, name: str) -> LinkState | None:
+        """The link called ``name``, or None when it does not exist."""
+
+        def get(ipr: Any) -> LinkState | None:
+            try:
+                msgs = list(ipr.link("get", ifname=name))
+            except NetlinkError as e:
+                if e.code == errno.ENODEV:
+                    return None
+                raise
+            if not msgs:
+                return None
+            msg = msgs[0]
+            index = msg["index"]
+            addrs = []
+            for a in ipr.addr("dump", index=index):
+                if a["index"] != index:  # older kernels ignore the filter
+                    continue
+                addr = a.get("IFA_LOCAL") or a.get("IFA_ADDRESS")
+                if addr:
+                    addrs.append(f"{addr}/{a['prefixlen']}")
+            return link_state(msg, addrs)
+
+        return self._call(get, f"link {name}")
+
+    def route_interface(self, dst: str) -> str | None:
+        """The output interface of ``ip route get dst``, or None when dst is not routable.
+
+        None for unreachable, blackhole and prohibit routes and for no route
+        at all. ValueError when ``dst`` is not an IP address.
+        """
+        ip = ipaddress.ip_address(dst)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+        def get(ipr: Any) -> str | None:
+            try:
+                msgs = list(ipr.route("get", dst=str(ip), family=family))
+            except NetlinkError as e:
+                if e.code in _NO_ROUTE_ERRNOS:
+                    return None
+                raise
+            if not msgs or msgs[0]["type"] not in (RTN_UNICAST, RTN_LOCAL):
+                return None
+            oif = msgs[0].get("RTA_OIF")
+            if oif is None:
+                return None
+            try:
+                links = list(ipr.link("get", index=oif))
+            except NetlinkError as e:
+                if e.code == errno.ENODEV:  # deleted between the two calls
+                    return None
+                raise
+            return links[0].get("IFLA_IFNAME") if links else None
+
+        return self._call(get, f"route to {ip}")
+
+    def close(self) -> None:
+        self._nl.close()
+
+
+def link_state(msg: Any, addresses: list[str]) -> LinkState:
+    """Build a LinkState from a pyroute2 ifinfmsg and the link's addresses."""
+    stats = msg.get("IFLA_STATS64") or msg.get("IFLA_STATS") or {}
+    operstate = msg.get("IFLA_OPERSTATE") or "UNKNOWN"
+    return LinkState(
+        name=msg.get("IFLA_IFNAME") or "",
+        index=int(msg["index"]),
+        up=bool(msg["flags"] & IFF_UP) and operstate not in _DOWN_OPERSTATES,
+        mtu=int(msg.get("IFLA_MTU") or 0),
+        addresses=tuple(addresses),
+        rx_bytes=int(stats.get("rx_bytes", 0)),
+        tx_bytes=int(stats.get("tx_bytes", 0)),
+        rx_packets=int(stats.get("rx_packets", 0)),
+        tx_packets=int(stats.get("tx_packets", 0)),
+    )

@@ -1,0 +1,131 @@
+"""One long-lived pyroute2 socket, always used from the same thread.
+
+Why a thread of its own: pyroute2 0.9's synchronous sockets keep their event
+loop and kernel socket in thread-local storage. The check runner calls readers
+from a fresh thread each cycle, and every new thread would silently open
+another netlink socket (forking a child to enter the namespace each time) and
+another event loop, kept until ``close()``: a leak at one cycle every 10 s for
+years. So every call is handed to one worker thread that owns the socket.
+
+The socket is opened lazily, reopened after any error that is not a kernel
+answer (``NetlinkError``), and abandoned if a call hangs past its timeout (the
+stuck worker closes it whenever it returns).
+
+Namespaces: a socket keeps the namespace it was opened in alive even after
+``ip netns del``; if the namespace is then re-created under the same name (a
+restarted VPN service), the old socket would keep reading the dead one. So each
+call checks that ``/run/netns/NAME`` still exists (else SourceError "missing",
+never a silent creation) and is still the same namespace (inode), and reopens
+the socket when it is not.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from watchdog.sources import SourceError
+
+T = TypeVar("T")
+
+
+class _Generation:
+    """A worker thread and the socket it owns; replaced wholesale after a hang."""
+
+    def __init__(self, name: str) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.sock: Any = None
+        self.ns_ident: tuple[int, int] | None = None  # the namespace the socket lives in
+
+    def close_sock(self) -> None:  # runs on the worker thread
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except Exception:  # noqa: BLE001 - closing a broken socket may fail; nothing to do
+                pass
+
+
+def netns_ident(netns: str | None) -> tuple[int, int] | None:
+    """(device, inode) of /run/netns/NAME; SourceError(kind="missing") when it does not exist."""
+    if not netns:
+        return None
+    path = f"/run/netns/{netns}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SourceError(
+            f"network namespace {netns} does not exist ({path})", kind="missing"
+        ) from None
+    return st.st_dev, st.st_ino
+
+
+class NetlinkThread:
+    def __init__(
+        self, factory: Callable[[], Any], *, netns: str | None, name: str, timeout: float = 5.0
+    ) -> None:
+        """``factory()`` opens the socket in ``netns``, on the worker thread."""
+        self._factory = factory
+        self.netns = netns
+        self._name = name
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._gen: _Generation | None = None
+        self.opened = 0  # how many sockets were opened (tests check it stays at 1)
+
+    def call(self, fn: Callable[[Any], T], what: str) -> T:
+        """Run ``fn(sock)`` on the worker thread and return its result.
+
+        ``what`` names the operation in a timeout message. Exceptions from ``fn``
+        are re-raised here unchanged.
+        """
+        ident = netns_ident(self.netns)
+        with self._lock:
+            if self._gen is None:
+                self._gen = _Generation(self._name)
+            gen = self._gen
+        fut = gen.executor.submit(self._run, gen, fn, ident)
+        try:
+            return fut.result(timeout=self.timeout)
+        except FutureTimeout:
+            # Leave the stuck worker behind; the next call gets a fresh one.
+            with self._lock:
+                if self._gen is gen:
+                    self._gen = None
+            gen.executor.submit(gen.close_sock)
+            gen.executor.shutdown(wait=False)
+            raise SourceError(
+                f"{what}: no answer from netlink within {self.timeout:g} s", kind="timeout"
+            ) from None
+
+    def _run(self, gen: _Generation, fn: Callable[[Any], T], ident: tuple[int, int] | None) -> T:
+        if gen.sock is not None and gen.ns_ident != ident:
+            gen.close_sock()  # the namespace was re-created under the same name
+        if gen.sock is None:
+            gen.sock = self._factory()
+            gen.ns_ident = ident
+            self.opened += 1
+        try:
+            return fn(gen.sock)
+        except NetlinkError:
+            raise  # the kernel answered: the socket is fine
+        except BaseException:
+            gen.close_sock()  # reopen on the next call
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            gen, self._gen = self._gen, None
+        if gen is not None:
+            done = gen.executor.submit(gen.close_sock)
+            gen.executor.shutdown(wait=False)
+            try:  # wait for the close unless the worker is stuck in a call
+                done.result(timeout=self.timeout)
+            except FutureTimeout:
+                pass
