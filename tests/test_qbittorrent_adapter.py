@@ -1,0 +1,424 @@
+"""The qBittorrent adapter against recorded answers served by a real loopback HTTP server.
+
+The real qbittorrent-api and requests code runs; only qBittorrent is faked
+(tests/fake_qbittorrent.py, answers recorded from qbittorrent-nox 4.5.2). The
+same adapter against the real qbittorrent-nox is in test_qbittorrent_live.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import pytest
+
+from tests.fake_qbittorrent import FakeQbittorrent, recorded_json
+from watchdog.sources import SourceError
+from watchdog.sources.qbittorrent import (
+    BAN_SECONDS,
+    NOT_ACTIVE_STATES,
+    STOPPED_STATES,
+    LoginGate,
+    Qbittorrent,
+    parse_tags,
+    safe_url,
+)
+
+PASSWORD = "s3cret-Do-Not-Leak-7f2a"
+TAG = "watchdog-stopped"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class PasswordFile:
+    def __init__(self, value: str = PASSWORD) -> None:
+        self.value = value
+
+    def __call__(self) -> str:
+        return self.value
+
+
+@pytest.fixture
+def fake():
+    with FakeQbittorrent(PASSWORD) as f:
+        yield f
+
+
+def adapter(url: str, password=None, clock=None, timeout: float = 2.0) -> Qbittorrent:
+    return Qbittorrent(
+        url,
+        "admin",
+        password or PasswordFile(),
+        timeout,
+        clock=clock or Clock(),
+        verify_timeout=0.4,
+        verify_settle=0.05,
+        poll_interval=0.02,
+    )
+
+
+# --- reading the state ---------------------------------------------------------
+
+
+def test_state_from_recorded_answers(fake):
+    s = adapter(fake.url).state()
+    prefs = recorded_json("app_preferences")
+    assert s.version == "v4.5.2" and s.api_version == "2.8.19"
+    assert s.interface_name == "qvq-tun" == prefs["current_network_interface"]
+    assert s.interface_address == ""
+    assert s.listen_port == prefs["listen_port"] == 51413
+    assert (s.webui_address, s.webui_port) == ("*", 8080)
+    assert s.connection_status == "firewalled" and s.dht_nodes == 0
+    # the recorded link-local address carries a scope ("%3"), dropped here
+    assert s.interface_addresses[0] == "10.77.0.2"
+    assert all("%" not in a for a in s.interface_addresses)
+    assert sorted(t.name for t in s.torrents) == ["alpha", "bravo", "charlie"]
+    assert all(t.state == "stalledUP" and t.tags == () for t in s.torrents)
+
+
+def test_unbound_qbittorrent_asks_for_no_address_list(fake):
+    fake.prefs["current_network_interface"] = ""
+    s = adapter(fake.url).state()
+    assert s.interface_name == "" and s.interface_addresses == ()
+    assert "app/networkInterfaceAddressList" not in fake.paths()
+
+
+def test_session_is_reused_across_cycles(fake):
+    a = adapter(fake.url)
+    for _ in range(3):
+        a.state()
+    assert fake.logins() == 1
+
+
+def test_expired_session_logs_in_again_once(fake):
+    a = adapter(fake.url)
+    a.state()
+    fake.drop_sessions()
+    assert a.state().version == "v4.5.2"
+    assert fake.logins() == 2
+
+
+# --- logins are never retried in a loop -------------------------------------------
+
+
+def test_wrong_password_is_not_retried_until_backoff(fake):
+    clock, pw = Clock(), PasswordFile("wrong")
+    a = adapter(fake.url, pw, clock)
+    with pytest.raises(SourceError) as e:
+        a.state()
+    assert e.value.kind == "login" and "wrong username or password" in str(e.value)
+    sent = len(fake.log)
+    for _ in range(20):  # twenty cycles inside the back-off: not one request
+        clock.t += 29
+        with pytest.raises(SourceError) as e:
+            a.state()
+        assert e.value.kind == "login" and "not trying again" in str(e.value)
+    assert len(fake.log) == sent and fake.failed_logins == 1
+    clock.t = 1000.0 + 600  # the back-off passed: exactly one new attempt
+    with pytest.raises(SourceError):
+        a.state()
+    assert fake.failed_logins == 2
+    clock.t += 600  # the second back-off is 20 minutes
+    with pytest.raises(SourceError):
+        a.state()
+    assert fake.failed_logins == 2
+    clock.t += 600
+    with pytest.raises(SourceError):
+        a.state()
+    assert fake.failed_logins == 3
+
+
+def test_changed_password_file_is_tried_at_once(fake):
+    clock, pw = Clock(), PasswordFile("wrong")
+    a = adapter(fake.url, pw, clock)
+    with pytest.raises(SourceError):
+        a.state()
+    pw.value = PASSWORD
+    assert a.state().version == "v4.5.2"
+    assert fake.failed_logins == 1 and a.gate.failures == 0
+
+
+def test_failed_relogin_after_expiry_is_gated_too(fake):
+    clock, pw = Clock(), PasswordFile()
+    a = adapter(fake.url, pw, clock)
+    a.state()
+    fake.password = "rotated"  # the session expires and the password changed server-side
+    fake.drop_sessions()
+    with pytest.raises(SourceError) as e:
+        a.state()  # qbittorrent-api's automatic re-login fails once
+    assert e.value.kind == "login"
+    sent = len(fake.log)
+    with pytest.raises(SourceError):
+        a.state()
+    assert len(fake.log) == sent and fake.failed_logins == 1
+
+
+def test_ban_answer_waits_at_least_the_ban(fake):
+    fake.failed_logins = 5  # someone else got this address banned
+    clock = Clock()
+    a = adapter(fake.url, clock=clock)
+    with pytest.raises(SourceError) as e:
+        a.state()
+    assert e.value.kind == "login" and "banned" in str(e.value)
+    assert a.gate.wait_left(PASSWORD) == BAN_SECONDS
+    clock.t += BAN_SECONDS - 1
+    with pytest.raises(SourceError):
+        a.state()
+    assert fake.logins() == 1
+
+
+def test_unreadable_password_file_is_a_login_error_naming_no_secret(fake):
+    def reader():
+        raise OSError("cannot read /run/secrets/qbt: Permission denied")
+
+    with pytest.raises(SourceError) as e:
+        adapter(fake.url, reader).state()
+    assert e.value.kind == "login" and "/run/secrets/qbt" in str(e.value)
+    assert fake.log == []
+
+
+def test_password_never_in_errors_or_logs(fake, caplog):
+    caplog.set_level(logging.DEBUG)  # qbittorrent-api, requests and urllib3 included
+    errors = []
+    for a in (
+        adapter(fake.url, PasswordFile(PASSWORD + "x")),  # wrong
+        adapter("http://127.0.0.1:1", PasswordFile(PASSWORD)),  # refused
+    ):
+        with pytest.raises(SourceError) as e:
+            a.state()
+        errors.append(e.value)
+    fake.failed_logins = 5
+    with pytest.raises(SourceError) as e:
+        adapter(fake.url, PasswordFile(PASSWORD)).state()
+    errors.append(e.value)
+    for err in errors:
+        assert PASSWORD not in str(err) and PASSWORD not in repr(err)
+        assert err.__cause__ is None and err.__suppress_context__
+    assert PASSWORD not in caplog.text
+    assert any("login" in r.getMessage() for r in caplog.records)
+
+
+def test_login_gate_backoff_doubles_to_an_hour():
+    clock = Clock()
+    g = LoginGate(clock)
+    fp = g.fingerprint("pw")
+    waits = []
+    for _ in range(5):
+        g.failed(fp, "refused")
+        waits.append(g.wait_left("pw"))
+    assert waits == [600, 1200, 2400, 3600, 3600]
+    assert g.wait_left("other") == 0
+    g.succeeded()
+    assert g.wait_left("pw") == 0
+
+
+# --- connection problems and junk --------------------------------------------------
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_refused_connection_is_unreachable():
+    with pytest.raises(SourceError) as e:
+        adapter(f"http://127.0.0.1:{_free_port()}").state()
+    assert e.value.kind == "unreachable" and "connection refused" in str(e.value)
+
+
+def test_silent_server_times_out_as_unreachable():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # accepts (backlog) and never answers
+    try:
+        import time
+
+        t0 = time.monotonic()
+        with pytest.raises(SourceError) as e:
+            adapter(f"http://127.0.0.1:{srv.getsockname()[1]}", timeout=0.3).state()
+        assert e.value.kind == "unreachable" and "timed out" in str(e.value)
+        assert time.monotonic() - t0 < 2.0  # one retry by qbittorrent-api at most
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize(
+    "path, answer, words",
+    [
+        ("app/preferences", (200, "text/html", "<html>captive portal</html>"), "not valid JSON"),
+        (
+            "app/preferences",
+            (200, "application/json", '{"listen_port": 1}'),
+            "current_network_interface",
+        ),
+        ("transfer/info", (200, "application/json", "[]"), "not a JSON object"),
+        ("torrents/info", (200, "application/json", '{"a": 1}'), "not a JSON list"),
+        ("torrents/info", (200, "application/json", '[{"hash": "x", "name": 3}]'), "'name'"),
+        (
+            "app/networkInterfaceAddressList",
+            (200, "application/json", '"10.0.0.1"'),
+            "list of strings",
+        ),
+        ("transfer/info", (500, "text/plain", "oops"), "HTTP 500"),
+        ("app/webapiVersion", (404, "text/plain", "Not Found"), "HTTP 404"),
+    ],
+)
+def test_junk_answers_are_bad_response(fake, path, answer, words):
+    fake.override[path] = answer
+    with pytest.raises(SourceError) as e:
+        adapter(fake.url).state()
+    assert e.value.kind == "bad_response"
+    assert words in str(e.value) and path.split("/")[0] in str(e.value)
+
+
+def test_prefs_with_wrong_type_names_the_key(fake):
+    fake.prefs["listen_port"] = "51413"
+    with pytest.raises(SourceError) as e:
+        adapter(fake.url).state()
+    assert (
+        e.value.kind == "bad_response" and "listen_port" in str(e.value) and "int" in str(e.value)
+    )
+
+
+def test_concurrent_callers_share_one_session(fake):
+    a = adapter(fake.url)
+    errs = []
+
+    def run():
+        try:
+            a.state()
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+
+    ts = [threading.Thread(target=run) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errs == [] and fake.logins() == 1
+
+
+# --- stopping and starting torrents ---------------------------------------------------
+
+
+def test_state_sets_are_named_and_disjoint_from_running():
+    assert {"pausedDL", "pausedUP", "stoppedDL", "stoppedUP"} == STOPPED_STATES
+    for running in ("downloading", "stalledDL", "uploading", "stalledUP", "queuedDL", "checkingUP",
+                    "forcedDL", "metaDL", "error", "moving"):  # fmt: skip
+        assert running not in NOT_ACTIVE_STATES
+
+
+@pytest.mark.parametrize(
+    "api, verb, other", [("2.8.19", "pause", "stop"), ("2.11.2", "stop", "pause")]
+)
+def test_stop_active_stops_and_tags_only_running_torrents(api, verb, other):
+    with FakeQbittorrent(PASSWORD, api_version=api) as fake:
+        user_state = "stoppedUP" if fake.v5 else "pausedUP"
+        fake.set_state("alpha", user_state)  # stopped by the user
+        fake.set_state("bravo", "downloading")
+        fake.set_state("charlie", "queuedUP")
+        a = adapter(fake.url)
+        stopped = a.stop_active(TAG)
+        assert sorted(stopped) == sorted(fake.by_name(n)["hash"] for n in ("bravo", "charlie"))
+        st = fake.states()
+        assert st["alpha"] == (user_state, "")
+        assert st["bravo"][1] == TAG and st["charlie"][1] == TAG
+        assert st["bravo"][0] in STOPPED_STATES and st["charlie"][0] in STOPPED_STATES
+        assert f"torrents/{verb}" in fake.paths() and f"torrents/{other}" not in fake.paths()
+        # the tag went on before the stop
+        assert fake.paths().index("torrents/addTags") < fake.paths().index(f"torrents/{verb}")
+        assert sorted(a.held(TAG)) == sorted(stopped)
+        assert a.stop_active(TAG) == []  # nothing left to stop: idempotent
+
+
+def test_stop_is_resent_once_when_lost(fake):
+    fake.ignore["pause"] = 1
+    a = adapter(fake.url)
+    assert len(a.stop_active(TAG)) == 3
+    assert fake.paths().count("torrents/pause") == 2
+    assert all(s in STOPPED_STATES for s, _ in fake.states().values())
+
+
+def test_stop_lost_twice_is_an_error_and_keeps_the_tags(fake):
+    fake.ignore["pause"] = 2
+    with pytest.raises(SourceError) as e:
+        adapter(fake.url).stop_active(TAG)
+    assert e.value.kind == "not_stopped" and "3 torrent(s)" in str(e.value)
+    assert all(tags == TAG for _, tags in fake.states().values())
+
+
+def test_start_tagged_starts_only_ours_and_removes_the_tag(fake):
+    a = adapter(fake.url)
+    fake.set_state("alpha", "pausedUP")  # the user's
+    ours = a.stop_active(TAG)
+    fake.log.clear()
+    started = a.start_tagged(TAG)
+    assert sorted(started) == sorted(ours)
+    st = fake.states()
+    assert st["alpha"] == ("pausedUP", "")
+    assert st["bravo"] == ("stalledUP", "") and st["charlie"] == ("stalledUP", "")
+    assert fake.log[-1][1] == "torrents/removeTags"  # only after the start was verified
+    assert "alpha" not in fake.log[fake.paths().index("torrents/resume")][2]["hashes"]
+    assert a.held(TAG) == [] and a.start_tagged(TAG) == []
+
+
+def test_start_lost_is_resent_and_tag_kept_when_it_fails(fake):
+    a = adapter(fake.url)
+    a.stop_active(TAG)
+    fake.ignore["resume"] = 1
+    assert len(a.start_tagged(TAG)) == 3
+    assert fake.paths().count("torrents/resume") == 2
+    a.stop_active(TAG)
+    fake.ignore["resume"] = 2
+    with pytest.raises(SourceError) as e:
+        a.start_tagged(TAG)
+    assert e.value.kind == "not_started"
+    assert len(a.held(TAG)) == 3  # the tag stays: the next call retries
+
+
+def test_user_stopping_one_of_ours_while_held_still_gets_it_started(fake):
+    # Documented choice: we start what carries our tag; the user removes the tag to keep it.
+    a = adapter(fake.url)
+    a.stop_active(TAG)
+    fake.by_name("bravo")["tags"] = ""
+    a.start_tagged(TAG)
+    assert fake.states()["bravo"][0] in STOPPED_STATES
+    assert fake.states()["alpha"][0] == "stalledUP"
+
+
+def test_set_binding_sets_and_verifies(fake):
+    a = adapter(fake.url)
+    a.set_binding("wg0", 47000)
+    assert fake.prefs["current_network_interface"] == "wg0"
+    assert fake.prefs["listen_port"] == 47000
+    a.set_binding("wg1", None)
+    assert fake.prefs["listen_port"] == 47000 and fake.prefs["current_network_interface"] == "wg1"
+    fake.ignore_set_prefs = True
+    with pytest.raises(SourceError) as e:
+        a.set_binding("wg2", 1)
+    assert e.value.kind == "not_applied"
+
+
+def test_webui_probe_needs_no_login(fake):
+    r = adapter(fake.url).webui_probe()
+    assert (r.status, r.body) == (403, b"Forbidden")
+    assert fake.logins() == 0
+    with pytest.raises(SourceError) as e:
+        adapter(fake.url).webui_probe(f"http://127.0.0.1:{_free_port()}")
+    assert e.value.kind == "unreachable"
+
+
+def test_helpers():
+    assert parse_tags("a, watchdog-stopped,b") == ("a", "watchdog-stopped", "b")
+    assert parse_tags("") == ()
+    assert safe_url("http://admin:pw@[::1]:8080/x") == "http://[::1]:8080/x"
