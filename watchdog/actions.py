@@ -1,0 +1,449 @@
+"""The side effects of remediation, and the ``Remediator`` the daemon calls.
+
+``watchdog.policy.decide`` says what to do; this module does it:
+
+* ``stop_torrents``: ``Qbittorrent.stop_active(tag)`` stops every active
+  torrent and tags exactly those (the tag is the persistent memory: a restart
+  of the watchdog reads it back with ``held(tag)`` and resumes them later).
+* ``resume_torrents``: ``start_tagged(tag)`` starts only tagged torrents and
+  removes the tag. Torrents the user stopped never carry it.
+* ``restart_tunnel`` tier 1: re-set the peer's endpoint through the WireGuard
+  interface (UAPI or kernel), re-resolving ``remediation.endpoint`` through the
+  host's resolver (the tunnel's resolver is what may be broken); tier 2:
+  ``systemctl restart UNIT`` or ``remediation.restart_command``, as argv,
+  never through a shell, killed (with its process group) at the timeout;
+  tier 3: set the next of ``remediation.alternative_endpoints``.
+* ``rebind``: ``set_binding(wireguard.interface, qbittorrent.forwarded_port)``.
+
+Every action runs within ``remediation.action_timeout``, is logged once with
+its reason, and is counted in ``RemediationView.actions_total`` /
+``failures_total`` (``qbtvpn_remediations_total{action}`` /
+``qbtvpn_remediation_failures_total{action}``). A qBittorrent login failure is
+never retried: qBittorrent actions pause for ``LOGIN_PAUSE`` seconds (the
+adapter has its own gate as well; five failures ban the address for an hour).
+In ``mode = "observe"`` nothing is done: the log and the view say what would
+have been done.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any
+
+from watchdog import policy
+from watchdog.config import Config
+from watchdog.results import CheckResult, RemediationView
+from watchdog.sources import SourceError
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("stop_torrents", "resume_torrents", "restart_tunnel", "rebind")
+LOGIN_PAUSE = 600.0  # seconds without qBittorrent actions after a login failure
+_QBT_ACTIONS = frozenset({"stop_torrents", "resume_torrents", "rebind"})
+# The states stop_active() leaves alone (for "would stop N torrents" in observe mode).
+_NOT_ACTIVE = frozenset({"pausedDL", "pausedUP", "stoppedDL", "stoppedUP", "missingFiles"})
+
+
+class ActionError(Exception):
+    """An action failed; ``str()`` is a one-line operator message (no secrets)."""
+
+
+# --- small building blocks (module functions so tests can call them directly) ----
+
+
+def run_command(argv: Sequence[str], timeout: float) -> str:
+    """Run ``argv`` (no shell) and return its output; ActionError on failure.
+
+    The command gets its own session so that on timeout the whole process
+    group is killed (a restart script that hangs in a child must not linger).
+    A non-zero exit is a failure naming the status and the last output line.
+    """
+    argv = list(argv)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        raise ActionError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise ActionError(f"{argv[0]} did not finish within {timeout:g} s; killed") from None
+    text = out.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        last = text.splitlines()[-1][:200] if text else "no output"
+        raise ActionError(f"{argv[0]} exited with status {proc.returncode}: {last}")
+    return text
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
+        pass
+
+
+def resolve_endpoint(endpoint: str, resolver: Callable[..., list] = socket.getaddrinfo) -> str:
+    """``"host:port"`` -> ``"ip:port"`` through the host's resolver (IPv4 first).
+
+    The watchdog runs in the root namespace, so getaddrinfo uses the host's
+    resolver, not the tunnel's: the tunnel is what may be broken.
+    """
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ActionError(f"endpoint {endpoint!r} is not host:port")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    try:
+        infos = resolver(host, int(port), type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as e:
+        raise ActionError(f"cannot resolve {host}: {e}") from None
+    addrs = [i[4][0] for i in infos]
+    if not addrs:
+        raise ActionError(f"{host} resolved to no address")
+    addrs.sort(key=lambda a: ":" in a)  # IPv4 first: the usual AirVPN endpoint
+    a = addrs[0]
+    return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
+
+
+class _Bounded:
+    """Run callables in a worker thread, giving up after a timeout.
+
+    Python threads cannot be killed: an action that overran is left to finish
+    on its own and the same action is refused until it has, so a hung call
+    never piles up threads (the Runner does the same for checks).
+    """
+
+    def __init__(self) -> None:
+        self._busy: dict[str, Future] = {}
+
+    def __call__(self, name: str, fn: Callable[[], Any], timeout: float) -> Any:
+        prev = self._busy.get(name)
+        if prev is not None and not prev.done():
+            raise ActionError(f"{name}: the previous attempt is still running (hung?)")
+        fut: Future = Future()
+
+        def work() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(e)
+
+        self._busy[name] = fut
+        threading.Thread(target=work, name=f"action-{name}", daemon=True).start()
+        try:
+            return fut.result(timeout=timeout)
+        except TimeoutError:
+            raise ActionError(f"{name}: no result within {timeout:g} s") from None
+
+
+# --- the remediator ---------------------------------------------------------------
+
+
+class Remediator:
+    """Policy + actions, one ``step`` per cycle (called by the daemon after the checks).
+
+    ``sources`` needs ``.qbittorrent`` (``stop_active``, ``start_tagged``,
+    ``held``, ``set_binding``, ``state``) and ``.wireguard`` (``read``,
+    ``set_endpoint``). ``run_command`` and ``resolve`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        sources: Any,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        *,
+        run_command: Callable[[Sequence[str], float], str] = run_command,
+        resolve: Callable[[str], str] = resolve_endpoint,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.run_command = run_command
+        self.resolve = resolve
+        self.memory = policy.Memory()
+        self.actions_total = dict.fromkeys(ACTIONS, 0)
+        self.failures_total = dict.fromkeys(ACTIONS, 0)
+        self.held: list[str] = []
+        self._held_known = False
+        self._bounded = _Bounded()
+        self._qbt_paused_until = 0.0
+        self._last_error: dict[str, str] = {}
+        self._observed: set[str] = set()  # "would" lines already logged this incident
+        self._view = RemediationView()
+        self.reconfigure(config, sources)
+
+    def reconfigure(self, config: Config, sources: Any) -> None:
+        """New config (SIGHUP): keep the memory and counters, take the new settings."""
+        self.config = config
+        self.sources = sources
+        self.settings = policy.Settings.from_config(config)
+        self.observe = config.watchdog.mode == "observe"
+        self.tag = config.remediation.tag
+        self.timeout = config.remediation.action_timeout
+
+    # --- the cycle -------------------------------------------------------------
+
+    def step(
+        self,
+        results: Mapping[str, CheckResult],
+        histories: Mapping[str, Sequence[CheckResult]],
+        now: float,
+    ) -> RemediationView:
+        hist = _merge(results, histories)
+        self._load_held(now)
+        prev = self.memory
+        d = policy.decide(hist, prev, self.settings, now, self.rng)
+        mem = d.memory
+        would: list[str] = []
+        for action in d.actions:
+            if self.observe:
+                line = self._would(action)
+                if line:
+                    would.append(line)
+                continue
+            ok = self._perform(action, now)
+            if ok:
+                continue
+            # Feed failures back so the policy retries or stays closed.
+            if action.kind == "stop_torrents":
+                mem = replace(mem, stopped=False)
+            elif action.kind == "resume_torrents":
+                # The tagged torrents are still stopped: keep holding, and
+                # try again next cycle if the checks are still good.
+                mem = replace(prev, good_cycles=prev.good_cycles + 1)
+        if not mem.holding:
+            self._observed.clear()
+        self.memory = mem
+        state = d.state
+        if mem.holding and state == "ok":  # a failed resume keeps holding
+            state = "holding"
+        self._view = RemediationView(
+            state=state,
+            observe_only=self.observe,
+            held_stopped=len(self.held),
+            actions_total=dict(self.actions_total),
+            failures_total=dict(self.failures_total),
+            summary=self._summary(state, d, would),
+        )
+        return self._view
+
+    @property
+    def view(self) -> RemediationView:
+        return self._view
+
+    def _load_held(self, now: float) -> None:
+        """Read what qBittorrent holds for us, until it answers once.
+
+        The tag is the memory across restarts of the watchdog: torrents
+        tagged by an earlier run stay stopped and are resumed by this one.
+        """
+        if self._held_known or self.observe or now < self._qbt_paused_until:
+            return
+        try:
+            held = self._bounded(
+                "held", lambda: self.sources.qbittorrent.held(self.tag), self.timeout
+            )
+        except (SourceError, ActionError) as e:
+            self._note_failure("held", e, now, count=False)
+            return
+        self._held_known = True
+        self.held = list(held)
+        if held and not self.memory.holding:
+            log.warning(
+                "%d torrent(s) carry the tag %r from an earlier run: "
+                "holding them until the checks are good",
+                len(held),
+                self.tag,
+            )
+            self.memory = replace(
+                self.memory, holding=True, stopped=True, since=now, culprits=frozenset()
+            )
+
+    # --- performing ------------------------------------------------------------
+
+    def _perform(self, action: policy.Action, now: float) -> bool:
+        kind = action.kind
+        if kind in _QBT_ACTIONS and now < self._qbt_paused_until:
+            return False  # login failed recently: never retried before the pause ends
+        try:
+            done = self._bounded(kind, lambda: self._do(action), self.timeout)
+        except (SourceError, ActionError, ValueError, OSError) as e:
+            self._note_failure(kind, e, now)
+            return False
+        self._last_error.pop(kind, None)
+        if action.sweep and not done:
+            return True  # nothing new to stop: not an action worth a line
+        self.actions_total[kind] += 1
+        log.warning("remediation: %s (%s): %s", _title(action), action.reason, done)
+        return True
+
+    def _do(self, action: policy.Action) -> str:
+        qbt = self.sources.qbittorrent
+        if action.kind == "stop_torrents":
+            stopped = qbt.stop_active(self.tag)
+            self.held = sorted(set(self.held) | set(stopped))
+            if action.sweep:
+                return (
+                    f"stopped {len(stopped)} more torrent(s) added while holding" if stopped else ""
+                )
+            return f"stopped {len(stopped)} torrent(s), holding {len(self.held)}"
+        if action.kind == "resume_torrents":
+            started = qbt.start_tagged(self.tag)
+            self.held = []
+            return f"started {len(started)} torrent(s)"
+        if action.kind == "rebind":
+            port = self.config.qbittorrent.forwarded_port or None
+            qbt.set_binding(self.config.wireguard.interface, port)
+            return f"bound to {self.config.wireguard.interface}" + (
+                f", port {port}" if port else ""
+            )
+        if action.kind == "restart_tunnel":
+            return self._restart(action)
+        raise ActionError(f"unknown action {action.kind!r}")  # pragma: no cover
+
+    def _restart(self, action: policy.Action) -> str:
+        r = self.config.remediation
+        if action.tier == 2:
+            argv = list(r.restart_command) or ["systemctl", "restart", r.restart_unit]
+            # The command gets a little less than the action's budget, so it is
+            # killed by us rather than abandoned by the timeout wrapper.
+            self.run_command(argv, max(1.0, self.timeout - 1.0))
+            return "ran " + " ".join(argv)
+        wg = self.sources.wireguard
+        peer = _tunnel_peer(wg.read())
+        if peer is None:
+            raise ActionError(f"{self.config.wireguard.interface} has no peer to re-set")
+        if action.tier == 3:
+            wanted = r.alternative_endpoints[action.endpoint_index % len(r.alternative_endpoints)]
+        else:
+            wanted = r.endpoint or peer.endpoint or ""
+            if not wanted:
+                raise ActionError("the peer has no endpoint and remediation.endpoint is not set")
+        endpoint = self.resolve(wanted)
+        wg.set_endpoint(peer.public_key, endpoint)
+        return f"endpoint set to {endpoint}" + (f" ({wanted})" if wanted != endpoint else "")
+
+    def _note_failure(self, kind: str, e: BaseException, now: float, count: bool = True) -> None:
+        if count and kind in self.failures_total:
+            self.failures_total[kind] += 1
+        msg = str(e) or type(e).__name__
+        if isinstance(e, SourceError) and e.kind == "login":
+            self._qbt_paused_until = now + LOGIN_PAUSE
+            msg += (
+                f" (no qBittorrent action for {LOGIN_PAUSE:g} s: a login failure is never retried)"
+            )
+        # Logged once per distinct error, not once per cycle of a retry.
+        if self._last_error.get(kind) != msg:
+            self._last_error[kind] = msg
+            log.error("remediation: %s failed: %s", kind, msg)
+
+    # --- observe mode ----------------------------------------------------------
+
+    def _would(self, action: policy.Action) -> str:
+        if action.sweep:
+            return ""
+        if action.kind == "stop_torrents":
+            names = self._active_names()
+            what = (
+                f"would stop {len(names)} torrent(s): {', '.join(names[:5])}"
+                + (" ..." if len(names) > 5 else "")
+                if names is not None
+                else "would stop every active torrent (qBittorrent unreachable)"
+            )
+        elif action.kind == "restart_tunnel":
+            what = f"would {_title(action)}"
+        elif action.kind == "resume_torrents":
+            what = "would resume the torrents it stopped"
+        else:
+            what = f"would {_title(action)}"
+        key = f"{action.kind}:{action.tier}:{what}"
+        if key not in self._observed:
+            self._observed.add(key)
+            log.warning("observe mode: %s (%s)", what, action.reason)
+        return what
+
+    def _active_names(self) -> list[str] | None:
+        try:
+            st = self._bounded("state", self.sources.qbittorrent.state, self.timeout)
+        except (SourceError, ActionError):
+            return None
+        return [t.name for t in st.torrents if t.state not in _NOT_ACTIVE]
+
+    # --- words -------------------------------------------------------------------
+
+    def _summary(self, state: str, d: policy.Decision, would: list[str]) -> str:
+        m = self.memory
+        if self.observe:
+            head = "observe mode" if state == "ok" else f"observe mode, would be {state}"
+            tail = f": {d.reason}"
+            if would:
+                tail += "; " + "; ".join(would)
+            return head + tail
+        if state == "ok":
+            return d.reason
+        held = (
+            f"holding {len(self.held)} torrent(s)"
+            if self.settings.stop_torrents
+            else "not stopping torrents"
+        )
+        parts = [held, d.reason]
+        if state == "restarting" and m.attempts:
+            parts.append(
+                f"{m.attempts} restart(s) this incident, {len(m.restarts)} in the last hour"
+            )
+        if d.needed:
+            parts.append(f"resume after {d.needed} good cycles ({m.good_cycles}/{d.needed})")
+        return "; ".join(parts)
+
+
+def _title(action: policy.Action) -> str:
+    if action.kind == "restart_tunnel":
+        what = {1: "re-set the endpoint", 2: "restart the tunnel", 3: "rotate the endpoint"}
+        return f"restart_tunnel tier {action.tier} ({what.get(action.tier, '?')})"
+    return action.kind
+
+
+def _tunnel_peer(device: Any) -> Any:
+    from watchdog.checks.handshake import tunnel_peer
+
+    return tunnel_peer(device)
+
+
+def _merge(
+    results: Mapping[str, CheckResult], histories: Mapping[str, Sequence[CheckResult]]
+) -> dict[str, Sequence[CheckResult]]:
+    """Histories with this cycle's results at the end (the daemon usually did that already)."""
+    out: dict[str, Sequence[CheckResult]] = {k: tuple(v) for k, v in histories.items()}
+    for name, r in results.items():
+        h = out.get(name, ())
+        if not h or (h[-1] is not r and h[-1].started < r.started):
+            out[name] = (*h, r)
+    return out
