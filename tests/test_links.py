@@ -12,10 +12,9 @@ import pytest
 from tests.wg_pair import wg_pair_fixture
 from watchdog.sources import SourceError
 from watchdog.sources.links import Links
+from watchdog.sources.netlink_thread import NetlinkThread
 
 wg_pair = wg_pair_fixture("qvw")  # namespaces qvw-a/qvw-b, interfaces qvwa0/qvwb0
-
-pytestmark = pytest.mark.root
 
 
 def ip(*args: str) -> None:
@@ -29,6 +28,7 @@ def links(wg_pair):
     lk.close()
 
 
+@pytest.mark.root
 def test_wireguard_link(links, wg_pair):
     wg_pair.echo(1)
     before = links.link(wg_pair.wg_a)
@@ -47,6 +47,7 @@ def test_wireguard_link(links, wg_pair):
     assert after.index == before.index
 
 
+@pytest.mark.root
 def test_veth_link_and_missing_link(links, wg_pair):
     veth = links.link(wg_pair.veth_a)
     assert veth is not None and veth.up and veth.mtu == 1500
@@ -55,6 +56,7 @@ def test_veth_link_and_missing_link(links, wg_pair):
     assert links.link(wg_pair.wg_b) is None  # lives in the other namespace
 
 
+@pytest.mark.root
 def test_down_links(links, wg_pair):
     # A private veth pair inside ns a, so the shared tunnel is not disturbed.
     ip("-n", wg_pair.ns_a, "link", "add", "qvwx1", "type", "veth", "peer", "name", "qvwx2")
@@ -69,6 +71,7 @@ def test_down_links(links, wg_pair):
         ip("-n", wg_pair.ns_a, "link", "del", "qvwx1")
 
 
+@pytest.mark.root
 def test_route_interface(links, wg_pair):
     assert links.route_interface(wg_pair.tun_b) == wg_pair.wg_a  # through the tunnel
     assert links.route_interface(wg_pair.under_b) == wg_pair.veth_a
@@ -91,6 +94,7 @@ def test_route_interface(links, wg_pair):
         links.route_interface("not-an-address")
 
 
+@pytest.mark.root
 def test_one_socket_across_threads(links, wg_pair):
     # The check runner calls from a fresh thread each cycle: no socket per thread.
     links.link(wg_pair.wg_a)
@@ -103,6 +107,7 @@ def test_one_socket_across_threads(links, wg_pair):
     assert links._nl.opened == 1
 
 
+@pytest.mark.root
 def test_missing_namespace_is_not_created():
     name = "qvw-missing"
     assert not Path("/run/netns", name).exists()
@@ -118,6 +123,7 @@ def test_missing_namespace_is_not_created():
     assert not Path("/run/netns", name).exists()
 
 
+@pytest.mark.root
 def test_namespace_recreated_under_the_same_name():
     name = "qvw-c"
     ip("netns", "add", name)
@@ -138,3 +144,51 @@ def test_namespace_recreated_under_the_same_name():
     finally:
         lk.close()
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+# --- the worker thread's own logic (no root needed) -------------------------------
+
+
+class FakeSock:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_worker_reopens_after_an_error_and_after_a_hang():
+    socks: list[FakeSock] = []
+
+    def factory() -> FakeSock:
+        socks.append(FakeSock())
+        return socks[-1]
+
+    nl = NetlinkThread(factory, netns=None, name="qvw-test", timeout=0.2)
+    threads = set()
+    assert nl.call(lambda s: threads.add(threading.get_ident()) or s, "x") is socks[0]
+    assert nl.call(lambda s: threads.add(threading.get_ident()) or s, "x") is socks[0]
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+    def broken(s):
+        raise OSError("socket went away")
+
+    with pytest.raises(OSError):
+        nl.call(broken, "x")
+    assert socks[0].closed
+    assert nl.call(lambda s: s, "x") is socks[1]  # reopened
+
+    release = threading.Event()
+    with pytest.raises(SourceError) as e:
+        nl.call(lambda s: release.wait(5), "reading qvw")
+    assert e.value.kind == "timeout" and "reading qvw" in str(e.value)
+    # The next call does not queue behind the stuck one: a new worker, a new socket.
+    assert nl.call(lambda s: s, "x") is socks[2]
+    release.set()
+    nl.close()
+    assert socks[2].closed
+    for _ in range(50):  # the abandoned worker closes its socket once it returns
+        if socks[1].closed:
+            break
+        threading.Event().wait(0.02)
+    assert socks[1].closed

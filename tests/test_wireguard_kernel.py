@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,26 @@ def test_make_reader_follows_config(tmp_path):
     (tmp_path / "qvwx0.sock").touch()
     assert auto._pick() is auto.uapi
     auto.close()
+
+
+@pytest.mark.skipif(_has_wireguard_module(), reason="this machine has the WireGuard module")
+def test_failing_kernel_reads_leak_nothing():
+    # Every cycle retries from a new runner thread: no descriptor may pile up.
+    r = KernelReader("qvwk0")
+    kinds: list[str] = []
+
+    def one() -> None:
+        try:
+            r.read()
+        except SourceError as e:
+            kinds.append(e.kind)
+
+    one()
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        t = threading.Thread(target=one)
+        t.start()
+        t.join()
+    assert kinds == ["missing"] * 11
+    assert len(os.listdir("/proc/self/fd")) == fds
+    r.close()

@@ -19,10 +19,11 @@ import os
 import socket
 from typing import Any
 
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from watchdog.sources import LinkState, SourceError
-from watchdog.sources.netlink_thread import NetlinkThread, netns_ident
+from watchdog.sources.netlink_thread import NetlinkThread, closed_on_failure, netns_ident
 
 IFF_UP = 0x1
 # Operational states that mean "cannot pass traffic". A WireGuard or TUN link
@@ -37,6 +38,9 @@ _NO_ROUTE_ERRNOS = frozenset(
 )
 
 
+_IPRoute = closed_on_failure(IPRoute)
+
+
 class Links:
     def __init__(self, netns: str | None, timeout: float = 5.0) -> None:
         self.netns = netns or None
@@ -46,11 +50,9 @@ class Links:
         )
 
     def _open(self) -> Any:
-        from pyroute2 import IPRoute
-
         try:
             # flags=0: never create the namespace (NetlinkThread checked it exists).
-            return IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
+            return _IPRoute(netns=self.netns, flags=0) if self.netns else _IPRoute()
         except FileNotFoundError:  # deleted since the check
             netns_ident(self.netns)
             raise SourceError(

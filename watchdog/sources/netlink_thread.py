@@ -35,6 +35,30 @@ from watchdog.sources import SourceError
 T = TypeVar("T")
 
 
+def closed_on_failure(cls: type[T]) -> type[T]:
+    """A subclass of a pyroute2 socket class that closes itself when its constructor fails.
+
+    pyroute2 0.9 opens the socket and an event loop before it can fail (no
+    WireGuard module, namespace gone); the half-built object is unreachable,
+    so each failed attempt would leak a descriptor. Measured without this:
+    +28 descriptors after 30 failing WireGuard reads.
+    """
+
+    class Closing(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                try:
+                    self.close()
+                except Exception:  # noqa: BLE001 - best effort; the original error matters
+                    pass
+                raise
+
+    Closing.__name__ = Closing.__qualname__ = f"Closing{cls.__name__}"
+    return Closing
+
+
 class _Generation:
     """A worker thread and the socket it owns; replaced wholesale after a hang."""
 

@@ -29,8 +29,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyroute2 import WireGuard
+from pyroute2.netlink.exceptions import NetlinkError
+
 from watchdog.sources import SourceError, WgDevice, WgPeer
-from watchdog.sources.netlink_thread import NetlinkThread, netns_ident
+from watchdog.sources.netlink_thread import NetlinkThread, closed_on_failure, netns_ident
 
 if TYPE_CHECKING:
     from watchdog.config import Config
@@ -402,6 +405,11 @@ def _allowed_ip(aip: Any, key: str) -> str:
         ) from None
 
 
+# Without the module (or in a vanished namespace) pyroute2's constructor raises
+# after opening a socket and an event loop: one leaked descriptor per cycle.
+_WireGuard = closed_on_failure(WireGuard)
+
+
 class KernelReader:
     """Reads a kernel WireGuard device through generic netlink inside ``netns``.
 
@@ -419,11 +427,9 @@ class KernelReader:
         )
 
     def _open(self) -> Any:
-        from pyroute2 import WireGuard
-        from pyroute2.netlink.exceptions import NetlinkError
-
         try:
-            return WireGuard(netns=self.netns, flags=0) if self.netns else WireGuard()
+            # flags=0: never create the namespace (NetlinkThread checked it exists).
+            return _WireGuard(netns=self.netns, flags=0) if self.netns else _WireGuard()
         except FileNotFoundError:  # deleted since NetlinkThread checked it
             netns_ident(self.netns)
             raise SourceError(
@@ -456,8 +462,6 @@ class KernelReader:
         )
 
     def read(self) -> WgDevice:
-        from pyroute2.netlink.exceptions import NetlinkError
-
         try:
             msgs = self._nl.call(
                 lambda wg: list(wg.info(self.interface)), f"WireGuard read of {self._where}"
@@ -470,8 +474,6 @@ class KernelReader:
 
     def set_endpoint(self, public_key_b64: str, endpoint: str) -> None:
         """Set a peer's endpoint (``ip:port`` only). WGPEER_F_UPDATE_ONLY: never adds a peer."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         public_key_to_hex(public_key_b64)
         ip, port = parse_endpoint(endpoint)
         if not any(p.public_key == public_key_b64 for p in self.read().peers):
