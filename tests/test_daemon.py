@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -140,13 +141,15 @@ class FakeRemediator:
     """Counts steps; holds torrents while anything fails; can block forever (a stalled loop)."""
 
     def __init__(self, cfg, sources, stall_at: int | None = None) -> None:
-        self.steps: list[tuple[dict, dict, float]] = []
+        self.steps: deque[tuple[dict, dict, float]] = deque(maxlen=10)  # bounded: RSS is measured
+        self.calls = 0
         self.stall_at = stall_at
         self.reconfigured = 0
 
     def step(self, results, histories, now) -> RemediationView:
         self.steps.append((dict(results), {k: tuple(v) for k, v in histories.items()}, now))
-        if self.stall_at is not None and len(self.steps) >= self.stall_at:
+        self.calls += 1
+        if self.stall_at is not None and self.calls >= self.stall_at:
             threading.Event().wait()  # never returns: the loop itself is stalled
         failing = [r for r in results.values() if not r.ok]
         if failing:
@@ -167,7 +170,7 @@ def config_text(port: int, interval: float = 0.2, dns_timeout: float = 0.3, **ov
     return f"""
 [watchdog]
 interval = {interval}
-listen_address = "127.0.0.1"
+listen_address = "{over.get("listen", "127.0.0.1")}"
 listen_port = {port}
 history = 5
 mode = "{over.get("mode", "enforce")}"
@@ -495,6 +498,18 @@ def test_healthz_is_liveness_with_the_summary(running, tmp_path):
     assert http_get(port, "/nope")[0] == 404
 
 
+def test_ipv6_listen_address(running):
+    if not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists():
+        pytest.skip("no IPv6 here")
+    d, _, port = running(listen="::1")
+    c = http.client.HTTPConnection("::1", port, timeout=5)
+    try:
+        c.request("GET", "/healthz")
+        assert c.getresponse().status == 200
+    finally:
+        c.close()
+
+
 def test_a_scrape_while_a_source_is_slow_returns_at_once(running):
     d, world, port = running()
     before = d.cycles
@@ -654,5 +669,63 @@ def test_snapshot_is_swapped_not_mutated(tmp_path):
         first.cycles = 5
 
 
+# --- measurements (not a test): python -m tests.test_daemon bench [CYCLES] -------------------
+
+
+def bench(cycles: int = 10_000) -> None:
+    """CPU per cycle with instant fake sources, /metrics render time, RSS over many cycles."""
+    import resource
+    import statistics
+    import tempfile
+
+    def rss_kib() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+        return ru.ru_utime + ru.ru_stime
+
+    world = World()
+    specs = fake_specs(world)
+    for extra in ("return_path", "webui"):  # all six checks, each in its own thread
+        specs[extra] = CheckSpec(extra, lambda ctx: Outcome.passed(), (), extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.toml"
+        text = config_text(free_port(), exit_interval=0.0)
+        path.write_text(text.replace("enabled = false", "enabled = true"))
+        d = Daemon(path, fake_sources(world), lambda c, s: FakeRemediator(c, s),
+                   notifier=Notifier(None), specs=specs)  # fmt: skip
+        assert len(d.check_names) == 6, d.check_names
+        for _ in range(100):  # warm up
+            d.run_cycle()
+        rss = [(d.cycles, rss_kib())]
+        c0, w0 = cpu(), time.perf_counter()
+        for i in range(cycles):
+            d.run_cycle()
+            if (i + 1) % (cycles // 5) == 0:
+                rss.append((d.cycles, rss_kib()))
+        c1, w1 = cpu(), time.perf_counter()
+        print(f"cycles: {cycles}, 6 checks each (instant fake sources)")
+        print(f"CPU per cycle (user+sys, all threads): {(c1 - c0) / cycles * 1e6:.0f} us")
+        print(f"wall per cycle: {(w1 - w0) / cycles * 1e6:.0f} us")
+        print("RSS (cycles -> KiB): " + ", ".join(f"{n}: {k}" for n, k in rss))
+        times = []
+        for _ in range(1000):
+            t0 = time.perf_counter()
+            body = d.render_metrics()
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        lines = len(body.splitlines())
+        print(
+            f"/metrics render ({len(body)} bytes, {lines} lines): median "
+            f"{statistics.median(times) * 1e3:.2f} ms, p99 {times[989] * 1e3:.2f} ms"
+        )
+
+
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "child":
     raise SystemExit(child(sys.argv[2], sys.argv[3]))
+if __name__ == "__main__" and len(sys.argv) >= 2 and sys.argv[1] == "bench":
+    bench(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000)

@@ -267,6 +267,7 @@ class Daemon:
             return 1
         self._warn_watchdog_interval()
         host, port = self.http_address or ("?", 0)
+        host = f"[{host}]" if ":" in host else host
         log.info(
             "started: checks %s every %g s, serving http://%s:%d/metrics",
             ", ".join(self.check_names) or "(none)",
@@ -279,7 +280,10 @@ class Daemon:
                 started = time.monotonic()
                 if self._reload:
                     self._reload = False
-                    self.reload()
+                    try:
+                        self.reload()
+                    except Exception as e:  # noqa: BLE001 - keep running on the old config
+                        self._log_bug("reload", e)
                 self._guarded_cycle()
                 if self._stop:
                     break
@@ -486,7 +490,9 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the config file; an invalid one is logged in full and the old one kept."""
-        self.notifier.reloading("reloading configuration")
+        # Before the first cycle systemd still waits for READY=1: no RELOADING then.
+        if self._ready:
+            self.notifier.reloading("reloading configuration")
         log.info("reloading %s", self.config_path)
         try:
             new = load_config(self.config_path)
@@ -526,7 +532,8 @@ class Daemon:
             new.watchdog.interval,
         )
         self._warn_watchdog_interval()
-        self.notifier.ready(self.status_line)
+        if self._ready:
+            self.notifier.ready(self.status_line)
         return True
 
     def _reject_reload(self, headline: str, lines: Sequence[str]) -> bool:
@@ -536,7 +543,8 @@ class Daemon:
             log.error("%s", line)
         if self.snapshot is not None:
             self.snapshot = dataclasses.replace(self.snapshot, reload_failures=self.reload_failures)
-        self.notifier.ready(self.status_line)
+        if self._ready:
+            self.notifier.ready(self.status_line)
         return False
 
     @staticmethod
@@ -628,3 +636,8 @@ def main(config_path: str) -> int:
         log.debug("cannot start", exc_info=True)
         return 1
     return daemon.run()
+
+
+def run(config_path: str) -> int:
+    """Alias of ``main`` (the name the design notes use)."""
+    return main(config_path)
