@@ -201,6 +201,11 @@ class BindCheck(CheckBase):
 @dataclass(frozen=True)
 class WebuiCheck(CheckBase):
     lan_url: str = field(default="", metadata=_v(_url_or_empty))
+    # From inside the namespace, through the tunnel, ask whether a qBittorrent
+    # WebUI answers at the VPN server's public address (the peer endpoint, when
+    # it is an IP) and at probe_addresses, on the WebUI and forwarded ports.
+    probe_exposure: bool = True
+    probe_addresses: list[str] = field(default_factory=list, metadata=_v(_ips))
 
 
 @dataclass(frozen=True)

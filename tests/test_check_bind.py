@@ -1,0 +1,167 @@
+"""The bind check: every reason with fakes of the readers, the happy path against qbt-nox."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.fakes import FakeLinks, Fixed, context
+from watchdog.checks import bind
+from watchdog.config import Config, QbittorrentSection
+from watchdog.sources import LinkState, QbtState, SourceError
+
+TESTED: set[str] = set()
+
+
+def state(**kw) -> QbtState:
+    base = dict(
+        version="v4.5.2", api_version="2.8.19", interface_name="wg0", interface_address="",
+        listen_port=51413, webui_address="*", webui_port=8080, connection_status="firewalled",
+        dht_nodes=0, dl_speed=0, up_speed=0, dl_total=0, up_total=0,
+        interface_addresses=("10.64.1.2", "fd7d:76ee:e68f:a993::2"),
+    )  # fmt: skip
+    base.update(kw)
+    return QbtState(**base)
+
+
+def link(*addrs: str) -> LinkState:
+    return LinkState("wg0", 5, True, 1320, addrs, 0, 0, 0, 0)
+
+
+class FakeQbt:
+    def __init__(self, s: QbtState | None = None, error: SourceError | None = None):
+        self.state = Fixed(s, error)
+
+
+class RaisingLinks(FakeLinks):
+    def link(self, name):
+        raise SourceError("network namespace 'vpn' does not exist", kind="missing")
+
+
+def run(s=None, error=None, links=None, forwarded=0, **cfg_kw):
+    cfg = Config()
+    if forwarded:
+        cfg = dataclasses.replace(cfg, qbittorrent=QbittorrentSection(forwarded_port=forwarded))
+    if links is None:
+        links = FakeLinks({"wg0": link("10.64.1.2/32", "fd7d:76ee:e68f:a993::2/128")})
+    o = bind.check(context(cfg, qbittorrent=FakeQbt(s, error), links=links))
+    TESTED.add(o.reason)
+    return o
+
+
+def test_bound_to_the_tunnel_passes_with_facts_and_observations():
+    o = run(state(dht_nodes=3))
+    assert o.ok, o.detail
+    assert dict(o.facts) == {"interface": "wg0", "address": "10.64.1.2"}
+    assert o.observations["listen_port"] == 51413 and o.observations["dht_nodes"] == 3
+    assert o.observations["interface_addresses"] == 2
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("login", "login"),
+        ("unreachable", "unreachable"),
+        ("bad_response", "bad_response"),
+        ("timeout", "unreachable"),
+    ],
+)
+def test_unreadable_qbittorrent(kind, reason):
+    o = run(error=SourceError("qBittorrent at http://x: boom", kind=kind))
+    assert o.reason == reason and "boom" in o.detail
+
+
+def test_bound_to_any_interface_is_unbound():
+    o = run(state(interface_name="", interface_addresses=()))
+    assert o.reason == "unbound" and "any interface" in o.detail
+
+
+def test_bound_elsewhere_is_wrong_interface():
+    o = run(state(interface_name="eth0", interface_addresses=("192.168.1.5",)))
+    assert o.reason == "wrong_interface" and "eth0" in o.detail
+    assert o.facts["interface"] == "eth0"
+
+
+def test_tunnel_deleted_is_no_address():
+    # LAB-NOTES: qBittorrent still says "firewalled"; its interface has no address.
+    o = run(state(interface_addresses=()), links=FakeLinks({}))
+    assert o.reason == "no_address" and "down or gone" in o.detail
+
+
+def test_only_link_local_addresses_count_as_none():
+    o = run(state(interface_addresses=("fe80::1",)))
+    assert o.reason == "no_address"
+
+
+def test_link_missing_in_namespace_is_no_address():
+    o = run(state(), links=FakeLinks({}))
+    assert o.reason == "no_address" and "does not exist" in o.detail
+    o = run(state(), links=RaisingLinks())
+    assert o.reason == "no_address" and "cannot read wg0" in o.detail
+
+
+def test_link_without_address_is_no_address():
+    o = run(state(), links=FakeLinks({"wg0": link()}))
+    assert o.reason == "no_address" and "has no address in the namespace" in o.detail
+
+
+def test_qbittorrent_sees_another_wg0():
+    o = run(state(interface_addresses=("192.168.7.9",)))
+    assert o.reason == "wrong_interface" and "not the same interface" in o.detail
+
+
+def test_bound_address_not_on_the_tunnel():
+    o = run(state(interface_address="10.9.9.9"))
+    assert o.reason == "wrong_address" and "10.9.9.9" in o.detail
+    assert run(state(interface_address="10.64.1.2")).ok
+    assert run(state(interface_address="fd7d:76ee:e68f:a993::2")).ok
+    assert run(state(interface_address="junk")).reason == "wrong_address"
+
+
+def test_forwarded_port():
+    o = run(state(listen_port=51413), forwarded=47000)
+    assert o.reason == "wrong_port" and "47000" in o.detail
+    assert run(state(listen_port=47000), forwarded=47000).ok
+    assert run(state(listen_port=12345)).ok  # no forwarded port configured: any port
+
+
+def test_every_reason_is_covered():
+    # Runs last in this file (pytest keeps file order).
+    assert set(bind.REASONS) <= TESTED
+
+
+# --- the happy path against a real qbittorrent-nox -------------------------------------
+
+
+@pytest.mark.root
+def test_against_real_qbittorrent_nox():
+    from tests.qbt_nox import LISTEN_PORT, PASSWORD, USERNAME, QbtNox
+    from watchdog.checks import Context, Sources
+    from watchdog.config import WireguardSection
+    from watchdog.sources.links import Links
+    from watchdog.sources.qbittorrent import Qbittorrent
+
+    q = QbtNox("qvq-bind", root_link=("qvq-bh", "qvq-bn", "169.254.77.9/30", "169.254.77.10/30"))
+    q.start()
+    try:
+        cfg = Config(
+            wireguard=WireguardSection(interface="qvq-tun"),
+            qbittorrent=QbittorrentSection(url=q.url, forwarded_port=LISTEN_PORT),
+            namespace=dataclasses.replace(Config().namespace, name=q.netns),
+        )
+        qbt = Qbittorrent(q.url, USERNAME, lambda: PASSWORD, 5.0)
+        links = Links(q.netns)
+        src = Sources(wireguard=None, links=links, dns=None, http=None, qbittorrent=qbt)
+        o = bind.check(Context(cfg, src))
+        assert o.ok, o.detail
+        assert o.facts["interface"] == "qvq-tun" and o.facts["address"] == "10.77.0.2"
+        # The tunnel goes away: qBittorrent's interface has no address any more.
+        import subprocess
+
+        subprocess.run(["ip", "-n", q.netns, "link", "del", "qvq-tun"], check=True)
+        o = bind.check(Context(cfg, src))
+        assert o.reason == "no_address", o.detail
+        links.close()
+    finally:
+        q.stop()

@@ -1,0 +1,143 @@
+"""bind: qBittorrent is bound to the tunnel interface, which exists and has an address.
+
+Bound to "any interface", qBittorrent sends through whatever route exists the
+moment the tunnel goes away: that is the leak this check is for. Its own
+connection status does not tell: with the tunnel interface deleted, 4.5 keeps
+saying ``firewalled`` (LAB-NOTES). The useful signal is that the interface it
+is bound to has no address in qBittorrent's own view
+(``app/networkInterfaceAddressList``), cross-checked with the tunnel link read
+by rtnetlink in the namespace: if the two disagree, qBittorrent is looking at
+another interface of that name (e.g. it runs outside the namespace).
+
+Reasons, in the order they are tested:
+  login, unreachable, bad_response   qBittorrent's Web API could not be read
+  unbound          bound to any interface
+  wrong_interface  bound to another interface, or to one the tunnel is not
+  no_address       the interface is missing or has no address
+  wrong_address    bound to an address (Session\\InterfaceAddress) the tunnel does not have
+  wrong_port       a forwarded port is configured and qBittorrent listens elsewhere
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from watchdog.checks import Context, register
+from watchdog.results import Outcome
+from watchdog.sources import LinkState, QbtState, SourceError
+
+REASONS = (
+    "login",
+    "unreachable",
+    "bad_response",
+    "unbound",
+    "wrong_interface",
+    "no_address",
+    "wrong_address",
+    "wrong_port",
+)
+
+
+def source_reason(e: SourceError) -> str:
+    """The reason for a failure to read qBittorrent (shared with the webui check)."""
+    if e.kind == "login":
+        return "login"
+    if e.kind == "bad_response":
+        return "bad_response"
+    return "unreachable"
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.split("/", 1)[0].split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def routable(addresses) -> set:
+    """The addresses that can carry traffic: IPv6 link-local ones (veths have them) left out."""
+    out = set()
+    for a in addresses:
+        ip = _ip(a)
+        if ip is not None and not ip.is_link_local:
+            out.add(ip)
+    return out
+
+
+def observations(s: QbtState) -> dict[str, float]:
+    return {
+        "listen_port": float(s.listen_port),
+        "dht_nodes": float(s.dht_nodes),
+        "interface_addresses": float(len(routable(s.interface_addresses))),
+    }
+
+
+@register("bind", reasons=REASONS, summary="qBittorrent is bound to the tunnel interface and port")
+def check(ctx: Context) -> Outcome:
+    want = ctx.config.wireguard.interface
+    forwarded = ctx.config.qbittorrent.forwarded_port
+    try:
+        s = ctx.qbittorrent()
+    except SourceError as e:
+        return Outcome.failed(source_reason(e), str(e))
+    obs = observations(s)
+    qbt_addrs = routable(s.interface_addresses)
+    first = sorted(qbt_addrs, key=lambda ip: (ip.version, int(ip)))
+    address = s.interface_address or (str(first[0]) if first else "")
+    kw = {"observations": obs, "facts": {"interface": s.interface_name, "address": address}}
+
+    if not s.interface_name:
+        return Outcome.failed(
+            "unbound",
+            f"qBittorrent is bound to any interface, not {want}: "
+            "its traffic can leave outside the tunnel",
+            **kw,
+        )
+    if s.interface_name != want:
+        return Outcome.failed(
+            "wrong_interface", f"qBittorrent is bound to {s.interface_name}, not {want}", **kw
+        )
+
+    link: LinkState | None
+    try:
+        link = ctx.tunnel_link()
+        link_problem = f"{want} does not exist in the namespace"
+    except SourceError as e:
+        link, link_problem = None, f"cannot read {want}: {e}"
+    if not qbt_addrs:
+        why = "the tunnel is down or gone" if link is None else "qBittorrent cannot use it"
+        return Outcome.failed(
+            "no_address", f"{want}, which qBittorrent is bound to, has no address ({why})", **kw
+        )
+    if link is None:
+        return Outcome.failed("no_address", link_problem, **kw)
+    link_addrs = routable(link.addresses)
+    if not link_addrs:
+        return Outcome.failed("no_address", f"{want} has no address in the namespace", **kw)
+    if not (qbt_addrs & link_addrs):
+        return Outcome.failed(
+            "wrong_interface",
+            f"qBittorrent's {want} has {_show(qbt_addrs)}, the tunnel has {_show(link_addrs)}: "
+            "not the same interface (is qBittorrent outside the namespace?)",
+            **kw,
+        )
+    if s.interface_address:
+        ip = _ip(s.interface_address)
+        if ip is None or ip not in link_addrs:
+            return Outcome.failed(
+                "wrong_address",
+                f"qBittorrent is bound to address {s.interface_address}, "
+                f"which {want} does not have ({_show(link_addrs)})",
+                **kw,
+            )
+    if forwarded and s.listen_port != forwarded:
+        return Outcome.failed(
+            "wrong_port",
+            f"qBittorrent listens on port {s.listen_port}, not the forwarded port {forwarded}",
+            **kw,
+        )
+    return Outcome.passed(f"bound to {want} ({address}), port {s.listen_port}", **kw)
+
+
+def _show(addrs) -> str:
+    return ", ".join(str(a) for a in sorted(addrs, key=lambda ip: (ip.version, int(ip))))
