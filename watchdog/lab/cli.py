@@ -1,4 +1,4 @@
-"""`qbt-vpn-watchdog lab up | down | status | break FAULT | heal [FAULT] | restart-tunnel | demo`."""
+"""`qbt-vpn-watchdog lab up|down|status|break FAULT|heal [FAULT]|restart-tunnel|demo`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 USAGE = """usage: qbt-vpn-watchdog lab COMMAND
 
-  up               build the lab (namespaces, tunnel, qBittorrent) and print the watchdog config path
+  up               build the lab and print the path of the watchdog config for it
   down             remove everything of the lab (idempotent)
   status           what is running, which faults are applied (JSON)
   break FAULT      inject a fault
@@ -32,8 +32,10 @@ def main(argv: list[str]) -> int:
         print(_usage(), end="")
         return 0 if argv else 2
     if os.geteuid() != 0:
-        print("qbt-vpn-watchdog lab: needs root (it creates network namespaces and nftables rules)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "qbt-vpn-watchdog lab: needs root (it creates network namespaces and nftables rules)",
+            file=sys.stderr,
+        )
         return 2
     from watchdog.lab import control, faults
     from watchdog.lab.topology import LabError

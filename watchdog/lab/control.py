@@ -157,7 +157,12 @@ def status() -> dict:
     lines = wg.splitlines()
     if len(lines) > 1:
         f = lines[1].split("\t")
-        peer = {"endpoint": f[2], "latest_handshake": int(f[4]), "rx_bytes": int(f[5]), "tx_bytes": int(f[6])}
+        peer = {
+            "endpoint": f[2],
+            "latest_handshake": int(f[4]),
+            "rx_bytes": int(f[5]),
+            "tx_bytes": int(f[6]),
+        }
     return {
         "up": is_up(),
         "config": str(CONFIG_PATH) if CONFIG_PATH.exists() else None,

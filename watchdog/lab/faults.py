@@ -130,7 +130,20 @@ def break_dns_leak() -> None:
     with open(_resolv(), "w") as f:
         f.write(f"# qvl lab fault dns-leak\nnameserver {t.LEAK_RESOLVER}\n")
     gw = t.LAN_HOST_ADDR.split("/")[0]
-    t.run(["ip", "-n", t.NS_VPN, "route", "replace", f"{t.LEAK_RESOLVER}/32", "via", gw, "dev", t.LAN_NS])
+    t.run(
+        [
+            "ip",
+            "-n",
+            t.NS_VPN,
+            "route",
+            "replace",
+            f"{t.LEAK_RESOLVER}/32",
+            "via",
+            gw,
+            "dev",
+            t.LAN_NS,
+        ]
+    )
 
 
 def heal_dns_leak() -> None:
@@ -218,23 +231,54 @@ table ip {_table("webui-exposed")} {{
 """,
     )
     t.run(
-        ["nft", "insert", "rule", "inet", t.KILLSWITCH_TABLE, "input", "iifname", t.WG_CLIENT,
-         "tcp", "dport", str(t.WEBUI_PORT), "accept", "comment", '"qvl-fault-webui-exposed"'],
+        [
+            "nft",
+            "insert",
+            "rule",
+            "inet",
+            t.KILLSWITCH_TABLE,
+            "input",
+            "iifname",
+            t.WG_CLIENT,
+            "tcp",
+            "dport",
+            str(t.WEBUI_PORT),
+            "accept",
+            "comment",
+            '"qvl-fault-webui-exposed"',
+        ],
         netns=t.NS_VPN,
-    )  # fmt: skip
+    )
 
 
 def heal_webui_exposed() -> None:
     if t.ns_exists(t.NS_SRV):
-        t.run(["nft", "delete", "table", "ip", _table("webui-exposed")], netns=t.NS_SRV, check=False)
+        t.run(
+            ["nft", "delete", "table", "ip", _table("webui-exposed")], netns=t.NS_SRV, check=False
+        )
     if t.ns_exists(t.NS_VPN):
-        out = t.run(["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, "input"],
-                    netns=t.NS_VPN, check=False)  # fmt: skip
+        out = t.run(
+            ["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, "input"],
+            netns=t.NS_VPN,
+            check=False,
+        )
         for line in out.splitlines():
             if "qvl-fault-webui-exposed" in line and "# handle " in line:
                 handle = line.rsplit("# handle ", 1)[1].strip()
-                t.run(["nft", "delete", "rule", "inet", t.KILLSWITCH_TABLE, "input", "handle", handle],
-                      netns=t.NS_VPN, check=False)  # fmt: skip
+                t.run(
+                    [
+                        "nft",
+                        "delete",
+                        "rule",
+                        "inet",
+                        t.KILLSWITCH_TABLE,
+                        "input",
+                        "handle",
+                        handle,
+                    ],
+                    netns=t.NS_VPN,
+                    check=False,
+                )
 
 
 # --- qbt-down: qbittorrent-nox stops ---------------------------------------------------
@@ -252,20 +296,44 @@ def heal_qbt_down() -> None:
 FAULTS: dict[str, Fault] = {
     f.name: f
     for f in (
-        Fault("return-path", "only the first handshake response comes back (the seed's failure)",
-              break_return_path, heal_return_path),
-        Fault("blackhole", "everything from the VPN server is dropped", break_blackhole, heal_blackhole),
+        Fault(
+            "return-path",
+            "only the first handshake response comes back (the seed's failure)",
+            break_return_path,
+            heal_return_path,
+        ),
+        Fault(
+            "blackhole",
+            "everything from the VPN server is dropped",
+            break_blackhole,
+            heal_blackhole,
+        ),
         Fault("dns", "the VPN's resolver stops answering", break_dns, heal_dns),
-        Fault("dns-leak", "the namespace resolver is reached outside the tunnel",
-              break_dns_leak, heal_dns_leak),
-        Fault("exit-ip", "the exit-IP endpoint reports a non-AirVPN exit", break_exit_ip, heal_exit_ip),
+        Fault(
+            "dns-leak",
+            "the namespace resolver is reached outside the tunnel",
+            break_dns_leak,
+            heal_dns_leak,
+        ),
+        Fault(
+            "exit-ip", "the exit-IP endpoint reports a non-AirVPN exit", break_exit_ip, heal_exit_ip
+        ),
         Fault("bind", "qBittorrent rebound to the LAN veth", break_bind, heal_bind),
-        Fault("tunnel-down", "the client's wireguard-go is killed", break_tunnel_down, heal_tunnel_down),
-        Fault("webui-exposed", "the WebUI is reachable through the tunnel",
-              break_webui_exposed, heal_webui_exposed),
+        Fault(
+            "tunnel-down",
+            "the client's wireguard-go is killed",
+            break_tunnel_down,
+            heal_tunnel_down,
+        ),
+        Fault(
+            "webui-exposed",
+            "the WebUI is reachable through the tunnel",
+            break_webui_exposed,
+            heal_webui_exposed,
+        ),
         Fault("qbt-down", "qbittorrent-nox is stopped", break_qbt_down, heal_qbt_down),
     )
-}  # fmt: skip
+}
 
 
 class UnknownFault(t.LabError):

@@ -21,7 +21,9 @@ PROGRAMS = ("wireguard-go", "dnsmasq", "qbittorrent-nox", "python")
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 
@@ -89,7 +91,9 @@ def start(name: str, argv: list[str], *, netns: str | None = None, env: dict | N
     return p.pid
 
 
-def stop(name: str, program: str | None = None, *, sig: int = signal.SIGTERM, timeout: float = 5.0) -> bool:
+def stop(
+    name: str, program: str | None = None, *, sig: int = signal.SIGTERM, timeout: float = 5.0
+) -> bool:
     """Stop the recorded process; True if it was running. Removes the PID file."""
     pid = read_pid(name)
     was = False

@@ -58,7 +58,9 @@ def listening(netns: str, port: int, proto: str = "t") -> bool:
 
 
 def _wg(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(["wg", *args], input=stdin, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["wg", *args], input=stdin, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def write_wireguard_configs() -> None:
@@ -84,8 +86,12 @@ def write_wireguard_configs() -> None:
 
 def start_wireguard_server() -> None:
     if not procs.running("server-wg", "wireguard-go"):
-        procs.start("server-wg", ["wireguard-go", "-f", t.WG_SERVER], netns=t.NS_SRV,
-                    env={"WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"})  # fmt: skip
+        procs.start(
+            "server-wg",
+            ["wireguard-go", "-f", t.WG_SERVER],
+            netns=t.NS_SRV,
+            env={"WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"},
+        )
     _wait("the server's wireguard-go interface", lambda: t.link_exists(t.WG_SERVER, t.NS_SRV))
     t.run(["wg", "setconf", t.WG_SERVER, str(WG_DIR / "server.conf")], netns=t.NS_SRV)
     t.run(["ip", "-n", t.NS_SRV, "addr", "replace", f"{t.SERVER_TUN_IP}/24", "dev", t.WG_SERVER])
@@ -94,10 +100,18 @@ def start_wireguard_server() -> None:
 
 def start_dnsmasq() -> None:
     argv = [
-        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-        "--bind-interfaces", f"--listen-address={t.SERVER_TUN_IP}", "--except-interface=lo",
-        "--pid-file=", "--user=root", "--log-facility=-",
-    ]  # fmt: skip
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        f"--listen-address={t.SERVER_TUN_IP}",
+        "--except-interface=lo",
+        "--pid-file=",
+        "--user=root",
+        "--log-facility=-",
+    ]
     for name, addr in DNS_NAMES.items():
         argv.append(f"--host-record={name},{addr}")
     if not procs.running("dnsmasq", "dnsmasq"):
@@ -109,10 +123,19 @@ def start_whatismyip() -> None:
     if not procs.running("whatismyip", "python"):
         procs.start(
             "whatismyip",
-            [sys.executable, "-m", "watchdog.lab.whatismyip", "--bind", t.WHATISMYIP_IP,
-             "--port", "80", "--fault-file", str(EXIT_IP_FAULT_FILE)],
+            [
+                sys.executable,
+                "-m",
+                "watchdog.lab.whatismyip",
+                "--bind",
+                t.WHATISMYIP_IP,
+                "--port",
+                "80",
+                "--fault-file",
+                str(EXIT_IP_FAULT_FILE),
+            ],
             netns=t.NS_INET,
-        )  # fmt: skip
+        )
     _wait("the exit-IP endpoint", lambda: listening(t.NS_INET, 80))
 
 
@@ -127,30 +150,53 @@ def pbkdf2_entry(password: str) -> str:
 
 
 def write_qbt_profile(
-    profile: Path, *, interface: str, address: str, port: int, webui_address: str,
-    webui_port: int, password: str, save_path: Path, tracker: bool = False,
-) -> None:  # fmt: skip
+    profile: Path,
+    *,
+    interface: str,
+    address: str,
+    port: int,
+    webui_address: str,
+    webui_port: int,
+    password: str,
+    save_path: Path,
+    tracker: bool = False,
+) -> None:
     conf = profile / "qBittorrent" / "config" / "qBittorrent.conf"
     conf.parent.mkdir(parents=True, exist_ok=True)
     save_path.mkdir(parents=True, exist_ok=True)
     lines = [
-        "[LegalNotice]", "Accepted=true", "",
+        "[LegalNotice]",
+        "Accepted=true",
+        "",
         "[BitTorrent]",
-        f"Session\\Interface={interface}", f"Session\\InterfaceName={interface}",
-        f"Session\\InterfaceAddress={address}", f"Session\\Port={port}",
+        f"Session\\Interface={interface}",
+        f"Session\\InterfaceName={interface}",
+        f"Session\\InterfaceAddress={address}",
+        f"Session\\Port={port}",
         # Nothing that finds peers or opens ports on its own: the lab has one tracker.
-        "Session\\DHTEnabled=false", "Session\\LSDEnabled=false", "Session\\PeXEnabled=false",
-        "Session\\QueueingSystemEnabled=false", f"Session\\DefaultSavePath={save_path}",
-        "Session\\TempPathEnabled=false", "Session\\AddExtensionToIncompleteFiles=false", "",
-        "[Network]", "PortForwardingEnabled=false", "",
+        "Session\\DHTEnabled=false",
+        "Session\\LSDEnabled=false",
+        "Session\\PeXEnabled=false",
+        "Session\\QueueingSystemEnabled=false",
+        f"Session\\DefaultSavePath={save_path}",
+        "Session\\TempPathEnabled=false",
+        "Session\\AddExtensionToIncompleteFiles=false",
+        "",
+        "[Network]",
+        "PortForwardingEnabled=false",
+        "",
         "[Preferences]",
-        "Connection\\UPnP=false", "General\\Locale=en",
+        "Connection\\UPnP=false",
+        "General\\Locale=en",
         f"Downloads\\SavePath={save_path}",
-        f"WebUI\\Address={webui_address}", f"WebUI\\Port={webui_port}",
-        f"WebUI\\Username={USERNAME}", f"WebUI\\Password_PBKDF2={pbkdf2_entry(password)}",
-        "WebUI\\LocalHostAuth=true", "WebUI\\HostHeaderValidation=false",
+        f"WebUI\\Address={webui_address}",
+        f"WebUI\\Port={webui_port}",
+        f"WebUI\\Username={USERNAME}",
+        f"WebUI\\Password_PBKDF2={pbkdf2_entry(password)}",
+        "WebUI\\LocalHostAuth=true",
+        "WebUI\\HostHeaderValidation=false",
         "WebUI\\UseUPnP=false",
-    ]  # fmt: skip
+    ]
     if tracker:
         lines += ["Advanced\\trackerEnabled=true", f"Advanced\\trackerPort={t.TRACKER_PORT}"]
     conf.write_text("\n".join(lines) + "\n")
@@ -163,28 +209,49 @@ def make_test_torrent() -> None:
     if not data.exists():
         data.write_bytes(os.urandom(TORRENT_SIZE))
     if not TORRENT_FILE.exists():
-        t.run([
-            "mktorrent", "-p", "-a", f"http://{t.SEEDER_IP}:{t.TRACKER_PORT}/announce",
-            "-l", "18", "-o", str(TORRENT_FILE), str(data),
-        ])  # fmt: skip
+        t.run(
+            [
+                "mktorrent",
+                "-p",
+                "-a",
+                f"http://{t.SEEDER_IP}:{t.TRACKER_PORT}/announce",
+                "-l",
+                "18",
+                "-o",
+                str(TORRENT_FILE),
+                str(data),
+            ]
+        )
 
 
 def start_seeder() -> None:
     if not (SEEDER_PROFILE / "qBittorrent").exists():
         write_qbt_profile(
-            SEEDER_PROFILE, interface=t.INET_HOST_IF, address=t.SEEDER_IP, port=t.SEEDER_PORT,
-            webui_address="127.0.0.1", webui_port=SEEDER_WEBUI_PORT,
-            password=secrets.token_urlsafe(18), save_path=SEED_DATA, tracker=True,
-        )  # fmt: skip
+            SEEDER_PROFILE,
+            interface=t.INET_HOST_IF,
+            address=t.SEEDER_IP,
+            port=t.SEEDER_PORT,
+            webui_address="127.0.0.1",
+            webui_port=SEEDER_WEBUI_PORT,
+            password=secrets.token_urlsafe(18),
+            save_path=SEED_DATA,
+            tracker=True,
+        )
     if not procs.running("seeder", "qbittorrent-nox"):
         # A torrent named on the command line is added at start; with the data
         # already in place and the hash check skipped, it seeds at once.
         procs.start(
             "seeder",
-            ["qbittorrent-nox", f"--profile={SEEDER_PROFILE}", f"--save-path={SEED_DATA}",
-             "--skip-hash-check", str(TORRENT_FILE)],
-            netns=t.NS_INET, env={"HOME": str(SEEDER_PROFILE)},
-        )  # fmt: skip
+            [
+                "qbittorrent-nox",
+                f"--profile={SEEDER_PROFILE}",
+                f"--save-path={SEED_DATA}",
+                "--skip-hash-check",
+                str(TORRENT_FILE),
+            ],
+            netns=t.NS_INET,
+            env={"HOME": str(SEEDER_PROFILE)},
+        )
     _wait("the seeder's tracker", lambda: listening(t.NS_INET, t.TRACKER_PORT), 20)
 
 
@@ -196,17 +263,25 @@ def write_client_profile() -> None:
     password = secrets.token_urlsafe(18)
     _write_secret(PASSWORD_FILE, password + "\n")
     write_qbt_profile(
-        CLIENT_PROFILE, interface=t.WG_CLIENT, address="", port=t.FORWARDED_PORT,
-        webui_address="*", webui_port=t.WEBUI_PORT, password=password, save_path=CLIENT_DOWNLOADS,
-    )  # fmt: skip
+        CLIENT_PROFILE,
+        interface=t.WG_CLIENT,
+        address="",
+        port=t.FORWARDED_PORT,
+        webui_address="*",
+        webui_port=t.WEBUI_PORT,
+        password=password,
+        save_path=CLIENT_DOWNLOADS,
+    )
 
 
 def start_client_qbt() -> None:
     if not procs.running("client-qbt", "qbittorrent-nox"):
         procs.start(
-            "client-qbt", ["qbittorrent-nox", f"--profile={CLIENT_PROFILE}"],
-            netns=t.NS_VPN, env={"HOME": str(CLIENT_PROFILE)},
-        )  # fmt: skip
+            "client-qbt",
+            ["qbittorrent-nox", f"--profile={CLIENT_PROFILE}"],
+            netns=t.NS_VPN,
+            env={"HOME": str(CLIENT_PROFILE)},
+        )
     _wait("the confined qBittorrent WebUI", lambda: listening(t.NS_VPN, t.WEBUI_PORT), 20)
 
 

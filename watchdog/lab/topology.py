@@ -37,7 +37,16 @@ WG_PORT = 1637  # AirVPN's
 LAN_HOST, LAN_NS = "qvll0", "qvll1"  # root <-> qvl-vpn
 WAN_CLIENT_IF, WAN_SERVER_IF = "qvlw0", "qvlw1"  # qvl-wan <-> qvl-srv
 INET_SERVER_IF, INET_HOST_IF = "qvli0", "qvli1"  # qvl-srv <-> qvl-inet
-LINKS = (LAN_HOST, LAN_NS, WAN_CLIENT_IF, WAN_SERVER_IF, INET_SERVER_IF, INET_HOST_IF, WG_CLIENT, WG_SERVER)
+LINKS = (
+    LAN_HOST,
+    LAN_NS,
+    WAN_CLIENT_IF,
+    WAN_SERVER_IF,
+    INET_SERVER_IF,
+    INET_HOST_IF,
+    WG_CLIENT,
+    WG_SERVER,
+)
 
 # Addresses
 WAN_CLIENT_ADDR = "198.18.0.2/30"
@@ -60,9 +69,16 @@ LEAK_RESOLVER = "198.19.88.53"  # dns-leak: a resolver reached through the LAN v
 BLACKHOLES = ("198.18.0.0/15", TUNNEL_NET)
 # Addresses the safety test probes from the root namespace (all must be blackholed).
 LAB_ADDRESSES = (
-    "198.18.0.1", "198.18.0.2", EXIT_IP, WHATISMYIP_IP, SEEDER_IP,
-    SERVER_TUN_IP, CLIENT_TUN_IP, LEAK_RESOLVER, "198.19.200.1",
-)  # fmt: skip
+    "198.18.0.1",
+    "198.18.0.2",
+    EXIT_IP,
+    WHATISMYIP_IP,
+    SEEDER_IP,
+    SERVER_TUN_IP,
+    CLIENT_TUN_IP,
+    LEAK_RESOLVER,
+    "198.19.200.1",
+)
 
 WEBUI_PORT = 8080
 FORWARDED_PORT = 47123
@@ -78,11 +94,15 @@ class LabError(Exception):
     pass
 
 
-def run(argv: list[str], *, netns: str | None = None, input: str | None = None, check: bool = True) -> str:
+def run(
+    argv: list[str], *, netns: str | None = None, input: str | None = None, check: bool = True
+) -> str:
     full = ["ip", "netns", "exec", netns, *argv] if netns else argv
     p = subprocess.run(full, input=input, capture_output=True, text=True, timeout=60)
     if check and p.returncode != 0:
-        raise LabError(f"{' '.join(full)} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
+        raise LabError(
+            f"{' '.join(full)} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}"
+        )
     return p.stdout
 
 
@@ -117,24 +137,40 @@ def client_key() -> Path:
 def script_argv(command: str) -> list[str]:
     """The confined side exactly as the host runs it, with wireguard-go instead of the kernel."""
     return [
-        "bash", str(script_path()),
-        "--netns", NS_VPN,
-        "--interface", WG_CLIENT,
-        "--config", str(client_conf()),
-        "--private-key-file", str(client_key()),
-        "--wan-netns", NS_WAN,
-        "--userspace", "wireguard-go",
-        "--pidfile", str(PID_DIR / "client-wg.pid"),
-        "--log", str(LOG_DIR / "client-wg.log"),
-        "--lan-veth", f"{LAN_HOST}:{LAN_NS}",
-        "--lan-host-addr", LAN_HOST_ADDR,
-        "--lan-ns-addr", LAN_NS_ADDR,
-        "--lan-ranges", ",".join(LAN_RANGES),
-        "--webui-port", str(WEBUI_PORT),
-        "--forwarded-port", str(FORWARDED_PORT),
-        "--nft-table", KILLSWITCH_TABLE,
+        "bash",
+        str(script_path()),
+        "--netns",
+        NS_VPN,
+        "--interface",
+        WG_CLIENT,
+        "--config",
+        str(client_conf()),
+        "--private-key-file",
+        str(client_key()),
+        "--wan-netns",
+        NS_WAN,
+        "--userspace",
+        "wireguard-go",
+        "--pidfile",
+        str(PID_DIR / "client-wg.pid"),
+        "--log",
+        str(LOG_DIR / "client-wg.log"),
+        "--lan-veth",
+        f"{LAN_HOST}:{LAN_NS}",
+        "--lan-host-addr",
+        LAN_HOST_ADDR,
+        "--lan-ns-addr",
+        LAN_NS_ADDR,
+        "--lan-ranges",
+        ",".join(LAN_RANGES),
+        "--webui-port",
+        str(WEBUI_PORT),
+        "--forwarded-port",
+        str(FORWARDED_PORT),
+        "--nft-table",
+        KILLSWITCH_TABLE,
         command,
-    ]  # fmt: skip
+    ]
 
 
 def confined(command: str) -> str:
@@ -184,13 +220,21 @@ def outer_up() -> None:
         _ns(name)
     _veth(WAN_CLIENT_IF, NS_WAN, WAN_CLIENT_ADDR, WAN_SERVER_IF, NS_SRV, [WAN_SERVER_ADDR])
     _veth(
-        INET_SERVER_IF, NS_SRV, f"{EXIT_IP}/{INET_PREFIX}",
-        INET_HOST_IF, NS_INET, [f"{WHATISMYIP_IP}/{INET_PREFIX}", f"{SEEDER_IP}/{INET_PREFIX}"],
-    )  # fmt: skip
+        INET_SERVER_IF,
+        NS_SRV,
+        f"{EXIT_IP}/{INET_PREFIX}",
+        INET_HOST_IF,
+        NS_INET,
+        [f"{WHATISMYIP_IP}/{INET_PREFIX}", f"{SEEDER_IP}/{INET_PREFIX}"],
+    )
     # Only the VPN server forwards (tunnel <-> "internet"); its sysctl is per namespace.
     run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], netns=NS_SRV)
     # The tunnel range leaves the server NATed to the exit address, like AirVPN;
     # the forwarded port comes back in to the client's tunnel address.
+    forward = (
+        f'iifname "{INET_SERVER_IF}" ip daddr {EXIT_IP} meta l4proto {{ tcp, udp }} '
+        f"th dport {FORWARDED_PORT} dnat to {CLIENT_TUN_IP}"
+    )
     nft(
         NS_SRV,
         f"""table ip {SRV_NAT_TABLE}
@@ -198,7 +242,7 @@ delete table ip {SRV_NAT_TABLE}
 table ip {SRV_NAT_TABLE} {{
   chain prerouting {{
     type nat hook prerouting priority dstnat;
-    iifname "{INET_SERVER_IF}" ip daddr {EXIT_IP} meta l4proto {{ tcp, udp }} th dport {FORWARDED_PORT} dnat to {CLIENT_TUN_IP}
+    {forward}
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat;
