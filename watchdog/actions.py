@@ -219,8 +219,13 @@ class Remediator:
     ) -> RemediationView:
         hist = _merge(results, histories)
         self._load_held(now)
+        settings = self.settings
+        if hist:
+            # Only checks the daemon runs can vouch for a cycle (one missing from
+            # the registry would otherwise block every resume forever).
+            settings = replace(settings, checks=tuple(c for c in settings.checks if c in hist))
         prev = self.memory
-        d = policy.decide(hist, prev, self.settings, now, self.rng)
+        d = policy.decide(hist, prev, settings, now, self.rng)
         mem = d.memory
         would: list[str] = []
         for action in d.actions:
