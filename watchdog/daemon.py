@@ -360,15 +360,12 @@ class Daemon:
     def _merge_readings(self, ctx: Context) -> None:
         # Keep the last good reading of a source no check needed this cycle;
         # drop it (and say why) when this cycle's read failed.
-        got = ctx.readings()
-        for key, memo in list(ctx._memo.items()):
-            if key in got:
-                self._readings[key] = got[key]
-                self._reading_errors.pop(key, None)
-            else:
-                self._readings.pop(key, None)
-                err = memo._error if memo._done else None
-                self._reading_errors[key] = str(err) if err is not None else "no answer in time"
+        for key, value in ctx.readings().items():
+            self._readings[key] = value
+            self._reading_errors.pop(key, None)
+        for key, why in ctx.reading_errors().items():
+            self._readings.pop(key, None)
+            self._reading_errors[key] = why
 
     def _snapshot(self, finished: float) -> Snapshot:
         names = self.check_names

@@ -110,15 +110,21 @@ class Context:
         """The interface the namespace's route to ``dst`` leaves by (None: no route)."""
         return self._once(f"route:{dst}", lambda: self.sources.links.route_interface(dst))
 
+    def _source_memos(self) -> list[tuple[str, _Memo]]:
+        # Route look-ups are per destination and not part of the snapshot.
+        return [(k, m) for k, m in list(self._memo.items()) if not k.startswith("route:")]
+
     def readings(self) -> dict[str, Any]:
         """The readers' values this cycle that succeeded (for the metrics snapshot)."""
-        out = {}
-        for key, m in list(self._memo.items()):
-            if key.startswith("route:"):
-                continue
-            if m._done and m._error is None:
-                out[key] = m._value
-        return out
+        return {k: m._value for k, m in self._source_memos() if m._done and m._error is None}
+
+    def reading_errors(self) -> dict[str, str]:
+        """The readers asked for this cycle that failed, or never answered, with why."""
+        return {
+            k: (str(m._error) if m._done else "no answer in time")
+            for k, m in self._source_memos()
+            if not m._done or m._error is not None
+        }
 
     def for_check(self, history: Sequence[CheckResult]) -> Context:
         """The same cycle (shared memo) with another check's history."""
