@@ -1,7 +1,6 @@
+from tests.fakes import FakeWireguard, context
 from watchdog.checks import handshake
 from watchdog.sources import SourceError, WgDevice, WgPeer
-
-from tests.fakes import FakeWireguard, context
 
 NOW = 1_000_000.0
 

@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 
@@ -16,7 +15,9 @@ url = "nope"
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "watchdog", *args], capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "watchdog", *args], capture_output=True, text=True, timeout=60, **kw
+    )
 
 
 def test_broken_config_prints_every_error_at_once_and_exits_2(tmp_path):
@@ -58,7 +59,9 @@ def _r(name, ok, reason="ok", detail=""):
 
 
 def test_table_lists_each_check_and_the_failures():
-    out = render_table([_r("handshake", True, detail="12 s ago"), _r("return_path", False, "handshake_only", "92")])
+    out = render_table(
+        [_r("handshake", True, detail="12 s ago"), _r("return_path", False, "handshake_only", "92")]
+    )
     assert "handshake" in out and "FAILED" in out and "handshake_only" in out
     assert out.strip().splitlines()[-1] == "FAILED: return_path"
     assert "\033[" not in out

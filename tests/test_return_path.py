@@ -18,8 +18,16 @@ def _run(steps, interval=10.0, probe=True, answered=None, start=None):
     history, verdicts = [], []
     for i, (prx, ptx, irx, itx) in enumerate(steps):
         ans = answered(i) if answered else False
-        s = Sample(s.at + interval, KEY, s.peer_rx + prx, s.peer_tx + ptx, s.inner_rx + irx,
-                   s.inner_tx + itx, probe, ans)
+        s = Sample(
+            s.at + interval,
+            KEY,
+            s.peer_rx + prx,
+            s.peer_tx + ptx,
+            s.inner_rx + irx,
+            s.inner_tx + itx,
+            probe,
+            ans,
+        )
         verdicts.append(assess(history, s, MIN_TX, WINDOW))
         history.append(s)
     return verdicts
@@ -63,7 +71,11 @@ def test_never_fires_when_probes_are_answered(handshakes, interval):
 
 
 @settings(max_examples=300)
-@given(st.lists(st.tuples(st.integers(0, 2), traffic), min_size=1, max_size=40), intervals, st.booleans())
+@given(
+    st.lists(st.tuples(st.integers(0, 2), traffic), min_size=1, max_size=40),
+    intervals,
+    st.booleans(),
+)
 def test_always_fires_on_the_92_byte_pattern(steps_in, interval, probe):
     # Data goes out, peer rx grows only by whole handshake responses (or not at
     # all), nothing decrypted comes back: once the window is covered, it fails.

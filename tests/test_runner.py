@@ -1,10 +1,9 @@
 import threading
 import time
 
+from tests.fakes import FakeWireguard, context
 from watchdog.checks import CheckSpec, Runner
 from watchdog.results import Outcome
-
-from tests.fakes import FakeWireguard, context
 
 
 def spec(name, fn, reasons=("broken",)):
@@ -18,7 +17,9 @@ def test_hung_check_times_out_others_still_report_and_it_is_not_restarted_while_
         release.wait(10)
         return Outcome.passed()
 
-    runner = Runner({"hung": spec("hung", hung), "fine": spec("fine", lambda c: Outcome.passed("yes"))})
+    runner = Runner(
+        {"hung": spec("hung", hung), "fine": spec("fine", lambda c: Outcome.passed("yes"))}
+    )
     t0 = time.monotonic()
     r = runner.run_cycle(context(), {"hung": 0.2, "fine": 1.0}, {})
     assert time.monotonic() - t0 < 1.0
@@ -41,7 +42,9 @@ def test_exception_becomes_error_result():
 
 
 def test_reason_outside_the_fixed_set_is_an_error():
-    r = Runner({"x": spec("x", lambda c: Outcome.failed("made_up", "?"))}).run_cycle(context(), {"x": 1}, {})
+    r = Runner({"x": spec("x", lambda c: Outcome.failed("made_up", "?"))}).run_cycle(
+        context(), {"x": 1}, {}
+    )
     assert r["x"].reason == "error" and "made_up" in r["x"].detail
 
 

@@ -29,16 +29,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    c = sub.add_parser("check", help="run every check once, print the results, exit 0 ok / 1 failed / 2 bad config")
-    c.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})")
+    c = sub.add_parser(
+        "check", help="run every check once, print the results, exit 0 ok / 1 failed / 2 bad config"
+    )
+    c.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})"
+    )
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    c.add_argument("--only", action="append", metavar="CHECK", help="run only this check (repeatable)")
+    c.add_argument(
+        "--only", action="append", metavar="CHECK", help="run only this check (repeatable)"
+    )
 
     r = sub.add_parser("run", help="the daemon: poll loop, /metrics, sd_notify, remediation")
-    r.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})")
+    r.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})"
+    )
 
     sub.add_parser("example-config", help="print the commented example config")
-    sub.add_parser("lab", help="the lab: `lab up|down|status|break FAULT|heal [FAULT]|demo` (root)", add_help=False)
+    sub.add_parser(
+        "lab",
+        help="the lab: `lab up|down|status|break FAULT|heal [FAULT]|demo` (root)",
+        add_help=False,
+    )
     return p
 
 
@@ -85,7 +97,9 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     names = [n for n in ORDER if n in cfg.enabled_checks() and (not only or n in only)]
     unknown = [n for n in (only or []) if n not in specs]
     if unknown:
-        raise ConfigError("--only", [f"--only {n}: no such check (known: {', '.join(ORDER)})" for n in unknown])
+        raise ConfigError(
+            "--only", [f"--only {n}: no such check (known: {', '.join(ORDER)})" for n in unknown]
+        )
     sources = build_sources(cfg)
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
@@ -93,9 +107,14 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     rp = results.get("return_path")
     if rp is not None and rp.ok and rp.observations.get("pending"):
         if sys.stderr.isatty():
-            print(f"return_path: probe unanswered, watching the counters for {MIN_WINDOW_SECONDS:g} s ...", file=sys.stderr)
+            print(
+                f"return_path: probe unanswered, watching the counters for {MIN_WINDOW_SECONDS:g} s ...",
+                file=sys.stderr,
+            )
         time.sleep(MIN_WINDOW_SECONDS)
-        again = runner.run_cycle(Context(cfg, sources), {"return_path": timeouts["return_path"]}, {"return_path": [rp]})
+        again = runner.run_cycle(
+            Context(cfg, sources), {"return_path": timeouts["return_path"]}, {"return_path": [rp]}
+        )
         results["return_path"] = again["return_path"]
     return [results[n] for n in names]
 
@@ -112,10 +131,16 @@ def check_command(path: str, *, as_json: bool = False, only: Sequence[str] | Non
         return EXIT_CONFIG
     ok = all(r.ok for r in results)
     if as_json:
-        json.dump({"ok": ok, "config": cfg.source, "checks": [_as_dict(r) for r in results]}, sys.stdout, indent=2)
+        json.dump(
+            {"ok": ok, "config": cfg.source, "checks": [_as_dict(r) for r in results]},
+            sys.stdout,
+            indent=2,
+        )
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_table(results, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+        sys.stdout.write(
+            render_table(results, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+        )
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -132,7 +157,9 @@ def _as_dict(r: CheckResult) -> dict:
 
 
 def render_table(results: Sequence[CheckResult], colour: bool = False) -> str:
-    green, red, dim, reset = ("\033[32m", "\033[31;1m", "\033[2m", "\033[0m") if colour else ("",) * 4
+    green, red, dim, reset = (
+        ("\033[32m", "\033[31;1m", "\033[2m", "\033[0m") if colour else ("",) * 4
+    )
     width = max([len(r.check) for r in results] + [5])
     lines = [f"{'CHECK':<{width}}  STATUS  {'REASON':<18} {'TIME':>7}  DETAIL"]
     for r in results:
@@ -142,5 +169,9 @@ def render_table(results: Sequence[CheckResult], colour: bool = False) -> str:
         )
     failed = [r.check for r in results if not r.ok]
     lines.append("")
-    lines.append(f"{red}FAILED: {', '.join(failed)}{reset}" if failed else f"{green}all {len(results)} checks passed{reset}")
+    lines.append(
+        f"{red}FAILED: {', '.join(failed)}{reset}"
+        if failed
+        else f"{green}all {len(results)} checks passed{reset}"
+    )
     return "\n".join(lines) + "\n"

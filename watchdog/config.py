@@ -32,7 +32,9 @@ class ConfigError(Exception):
     def __init__(self, source: str, errors: list[str]) -> None:
         self.source = source
         self.errors = errors
-        super().__init__(f"{source}: {len(errors)} error(s):\n" + "\n".join(f"  {e}" for e in errors))
+        super().__init__(
+            f"{source}: {len(errors)} error(s):\n" + "\n".join(f"  {e}" for e in errors)
+        )
 
 
 # --- validators: value -> error text or None ---------------------------------
@@ -85,7 +87,7 @@ def _ip_or_empty(v: str) -> str | None:
     try:
         ipaddress.ip_address(v)
     except ValueError:
-        return "an IP address, or \"\""
+        return 'an IP address, or ""'
     return None
 
 
@@ -108,11 +110,13 @@ def _ifname(v: str) -> str | None:
 def _netns_name(v: str) -> str | None:
     if v == "" or ("/" not in v and v not in (".", "..") and not any(c.isspace() for c in v)):
         return None
-    return "a network namespace name as in `ip netns list`, or \"\" for the root namespace"
+    return 'a network namespace name as in `ip netns list`, or "" for the root namespace'
 
 
 def _names(v: list) -> str | None:
-    return None if v and all(isinstance(x, str) and x for x in v) else "a non-empty list of DNS names"
+    return (
+        None if v and all(isinstance(x, str) and x for x in v) else "a non-empty list of DNS names"
+    )
 
 
 def _v(fn) -> dict:
@@ -126,7 +130,10 @@ def _v(fn) -> dict:
 class WatchdogSection:
     interval: float = field(default=10.0, metadata=_v(_positive))
     mode: str = field(default="enforce", metadata=_v(_one_of("enforce", "observe")))
-    listen_address: str = field(default="127.0.0.1", metadata=_v(lambda v: _ip_or_empty(v) or (None if v else "an IP address")))
+    listen_address: str = field(
+        default="127.0.0.1",
+        metadata=_v(lambda v: _ip_or_empty(v) or (None if v else "an IP address")),
+    )
     listen_port: int = field(default=DEFAULT_PORT, metadata=_v(_port))
     # How many recent results per check are kept for checks and the policy.
     history: int = field(default=30, metadata=_v(_count))
@@ -235,7 +242,13 @@ def _argv(v: list) -> str | None:
 def _host_port(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if sep and host and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() for c in host):
+    if (
+        sep
+        and host
+        and port.isdigit()
+        and 0 < int(port) < 65536
+        and not any(c.isspace() for c in host)
+    ):
         return None
     return '"host:port" (IPv6 as "[addr]:port")'
 
@@ -414,15 +427,23 @@ def read_password(cfg: QbittorrentSection) -> str:
     if cfg.password_file:
         candidates.append(Path(cfg.password_file))
     if not candidates:
-        raise ConfigError("qbittorrent", ["qbittorrent.password_file: not set and no systemd credential found"])
+        raise ConfigError(
+            "qbittorrent", ["qbittorrent.password_file: not set and no systemd credential found"]
+        )
     for p in candidates:
         try:
             return p.read_text(encoding="utf-8").rstrip("\r\n")
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError("qbittorrent", [f"qbittorrent.password_file: cannot read {p}: {e.__class__.__name__}"]) from None
-    raise ConfigError("qbittorrent", [f"qbittorrent.password_file: no such file: {', '.join(map(str, candidates))}"])
+            raise ConfigError(
+                "qbittorrent",
+                [f"qbittorrent.password_file: cannot read {p}: {e.__class__.__name__}"],
+            ) from None
+    raise ConfigError(
+        "qbittorrent",
+        [f"qbittorrent.password_file: no such file: {', '.join(map(str, candidates))}"],
+    )
 
 
 def example_path() -> Path:

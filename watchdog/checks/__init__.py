@@ -36,7 +36,9 @@ class Sources:
     at loopback servers.
     """
 
-    def __init__(self, *, wireguard: Any, links: Any, dns: Any, http: Any, qbittorrent: Any) -> None:
+    def __init__(
+        self, *, wireguard: Any, links: Any, dns: Any, http: Any, qbittorrent: Any
+    ) -> None:
         self.wireguard = wireguard  # .read() -> WgDevice
         self.links = links  # .link(name) -> LinkState | None ; .route_interface(dst) -> str | None
         self.dns = dns  # .query(name, server, timeout) -> DnsAnswer
@@ -185,7 +187,9 @@ class Runner:
     is not started again until it has, so a hung probe never piles up threads.
     """
 
-    def __init__(self, specs: Mapping[str, CheckSpec], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, specs: Mapping[str, CheckSpec], clock: Callable[[], float] = time.time
+    ) -> None:
         self.specs = dict(specs)
         self.clock = clock
         self._busy: dict[str, Future] = {}
@@ -206,13 +210,22 @@ class Runner:
                 prev = self._busy.get(name)
                 if prev is not None and not prev.done():
                     results[name] = CheckResult(
-                        name, False, TIMEOUT, "still running from an earlier cycle (hung?)", {}, {}, started, 0.0
+                        name,
+                        False,
+                        TIMEOUT,
+                        "still running from an earlier cycle (hung?)",
+                        {},
+                        {},
+                        started,
+                        0.0,
                     )
                     continue
             fut: Future = Future()
             t0 = time.monotonic()
             sub = ctx.for_check(histories.get(name, ()))
-            th = threading.Thread(target=_run_one, args=(spec, sub, fut), name=f"check-{name}", daemon=True)
+            th = threading.Thread(
+                target=_run_one, args=(spec, sub, fut), name=f"check-{name}", daemon=True
+            )
             with self._lock:
                 self._busy[name] = fut
             th.start()
@@ -235,7 +248,11 @@ def _run_one(spec: CheckSpec, ctx: Context, fut: Future) -> None:
         outcome = spec.fn(ctx)
         if not isinstance(outcome, Outcome):
             raise TypeError(f"check returned {type(outcome).__name__}, not Outcome")
-        if not outcome.ok and outcome.reason not in spec.reasons and outcome.reason not in COMMON_REASONS:
+        if (
+            not outcome.ok
+            and outcome.reason not in spec.reasons
+            and outcome.reason not in COMMON_REASONS
+        ):
             raise ValueError(f"reason {outcome.reason!r} is not one of {spec.reasons}")
     except Exception as e:  # noqa: BLE001 - the runner's job is to keep going
         log.debug("check %s raised", spec.name, exc_info=True)

@@ -139,7 +139,9 @@ def assess(history: list[Sample], now: Sample, min_tx_bytes: int, window: float)
     if answered:
         return Verdict(True, "ok", f"a probe was answered in the last {span:.0f} s")
     if d_inner_rx > 0:
-        return Verdict(True, "ok", f"{d_inner_rx} bytes received through the tunnel in {span:.0f} s")
+        return Verdict(
+            True, "ok", f"{d_inner_rx} bytes received through the tunnel in {span:.0f} s"
+        )
     if d_peer_rx > 0 and d_peer_rx % HANDSHAKE_RESPONSE_BYTES != 0:
         # Something other than handshake responses came back: at least the
         # peer's keepalive, so the return path works (the resolver may not).
@@ -212,7 +214,16 @@ def check(ctx: Context) -> Outcome:
     except SourceError as e:
         return Outcome.failed("no_tunnel", str(e))
     peer = tunnel_peer(device) or peer
-    now = Sample(ctx.now(), peer.public_key, peer.rx_bytes, peer.tx_bytes, link.rx_bytes, link.tx_bytes, sent, answered)
+    now = Sample(
+        ctx.now(),
+        peer.public_key,
+        peer.rx_bytes,
+        peer.tx_bytes,
+        link.rx_bytes,
+        link.tx_bytes,
+        sent,
+        answered,
+    )
     history = [s for s in map(Sample.from_result, ctx.history) if s is not None]
     window = max(MIN_WINDOW_SECONDS, ctx.config.watchdog.interval)
     v = assess(history, now, cfg.min_tx_bytes, window)
