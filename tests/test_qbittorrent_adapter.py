@@ -422,3 +422,90 @@ def test_helpers():
     assert parse_tags("a, watchdog-stopped,b") == ("a", "watchdog-stopped", "b")
     assert parse_tags("") == ()
     assert safe_url("http://admin:pw@[::1]:8080/x") == "http://[::1]:8080/x"
+
+
+# --- against a real qbittorrent-nox 4.5.2 ----------------------------------------------------
+
+
+@pytest.fixture
+def live():
+    from tests.qbt_nox import QbtNox
+
+    # The root end of the veth is on-link (169.254.77.0/30): nothing leaves the machine.
+    q = QbtNox("qvq-live", root_link=("qvq-lh", "qvq-ln", "169.254.77.1/30", "169.254.77.2/30"))
+    q.start()
+    try:
+        yield q
+    finally:
+        q.stop()
+
+
+def _wait_settled(a: Qbittorrent, n: int, timeout: float = 10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ts = a.state().torrents
+        if len(ts) == n and not any(t.state.startswith(("checking", "meta")) for t in ts):
+            return {t.name: t for t in ts}
+        time.sleep(0.2)
+    raise AssertionError(f"torrents did not settle: {ts}")
+
+
+@pytest.mark.root
+def test_live_stop_start_and_binding(live):
+    from tests.qbt_nox import PASSWORD, USERNAME
+
+    a = Qbittorrent(live.url, USERNAME, lambda: PASSWORD, 5.0)
+    assert a.state().torrents == ()  # logs in
+    c = a._client  # adding torrents is the test's business, not the adapter's
+    for name, with_data in (("alpha", True), ("bravo", True), ("charlie", False)):
+        c.torrents_add(
+            torrent_files=live.make_torrent(name, with_data=with_data),
+            save_path=str(live.save_path),
+            is_skip_checking=with_data,
+        )
+    ts = _wait_settled(a, 3)
+    assert ts["charlie"].state in ("stalledDL", "downloading", "queuedDL")
+    import time
+
+    for attempt in range(50):  # "the user" stops alpha (and, like us, checks it took)
+        if attempt % 10 == 0:
+            c.torrents_stop(torrent_hashes=ts["alpha"].hash)
+        time.sleep(0.1)
+        ts = _wait_settled(a, 3)
+        if ts["alpha"].state == "pausedUP":
+            break
+    assert ts["alpha"].state == "pausedUP", f"pause sent {attempt // 10 + 1} times, not taken"
+
+    stopped = a.stop_active(TAG)
+    assert sorted(stopped) == sorted([ts["bravo"].hash, ts["charlie"].hash])
+    ts = {t.name: t for t in a.state().torrents}
+    assert ts["alpha"].tags == () and ts["bravo"].tags == (TAG,) and ts["charlie"].tags == (TAG,)
+    assert {t.state for t in ts.values()} <= STOPPED_STATES
+    assert sorted(a.held(TAG)) == sorted(stopped)
+
+    started = a.start_tagged(TAG)
+    assert sorted(started) == sorted(stopped)
+    ts = {t.name: t for t in a.state().torrents}
+    assert ts["alpha"].state == "pausedUP"  # the user's stays stopped
+    assert ts["bravo"].state not in STOPPED_STATES and ts["charlie"].state not in STOPPED_STATES
+    assert all(t.tags == () for t in ts.values())
+
+    a.set_binding("lo", 51999)
+    s = a.state()
+    assert (s.interface_name, s.listen_port) == (
+        "lo",
+        51999,
+    ) and "127.0.0.1" in s.interface_addresses
+    a.set_binding("qvq-tun", None)
+    s = a.state()
+    assert (s.interface_name, s.listen_port, s.interface_addresses[0]) == (
+        "qvq-tun",
+        51999,
+        "10.77.0.2",
+    )
+
+    r = a.webui_probe()
+    assert (r.status, r.body) == (403, b"Forbidden")
+    assert a.logins == 1
