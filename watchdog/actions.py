@@ -307,7 +307,7 @@ class Remediator:
         if action.sweep and not done:
             return True  # nothing new to stop: not an action worth a line
         self.actions_total[kind] += 1
-        log.warning("remediation: %s (%s): %s", _title(action), action.reason, done)
+        log.warning("remediation: %s: %s [%s]", _title(action), done, action.reason)
         return True
 
     def _do(self, action: policy.Action) -> str:

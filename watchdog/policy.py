@@ -309,13 +309,14 @@ def decide(
     if not mem.holding:
         actions.extend(_rebind(hist, mem, settings, now))
         mem = replace(mem, last_rebind=_rebound(actions, mem, now))
-        degraded = sorted(c for c, s in sev.items() if s != SAFE)
-        reason = (
-            "all checks ok"
-            if not degraded
-            else "not acting on: "
-            + ", ".join(f"{c} {latest[c].reason} ({sev[c]})" for c in degraded)
-        )
+        notes = []
+        for c in sorted(c for c, s in sev.items() if s != SAFE):
+            if sev[c] == UNSAFE:
+                n = _trailing(hist[c], _unsafe)
+                notes.append(f"{c} {latest[c].reason} ({n}/{settings.fail_n(c)} before acting)")
+            else:
+                notes.append(f"{c} {latest[c].reason} ({sev[c]})")
+        reason = "all checks ok" if not notes else "; ".join(notes)
         return Decision("ok", tuple(actions), mem, reason)
 
     # Holding. Stop torrents on the first cycle (and retry until it went
@@ -352,7 +353,9 @@ def decide(
 
     if mem.gave_up:
         state = "gave_up"
-        reason = f"gave up after {len(mem.restarts)} tunnel restarts in the last hour"
+        reason = f"gave up restarting the tunnel ({len(mem.restarts)} restarts in the last hour)"
+        if trips:
+            reason += f"; unsafe: {why_trip}"
     elif tunnel_bad:
         state = "restarting"
         reason = f"tunnel unsafe: {why_trip}"
