@@ -418,6 +418,24 @@ def test_webui_probe_needs_no_login(fake):
     assert e.value.kind == "unreachable"
 
 
+def test_proxy_from_the_environment_never_sees_the_login(fake, monkeypatch):
+    # A proxy in the environment would receive the login form, password included.
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(8)
+    proxy.settimeout(0.2)
+    try:
+        for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(var, f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        a = adapter(fake.url)
+        assert a.state().version == "v4.5.2"
+        assert a.webui_probe().status == 403
+        with pytest.raises(TimeoutError):
+            proxy.accept()
+    finally:
+        proxy.close()
+
+
 def test_helpers():
     assert parse_tags("a, watchdog-stopped,b") == ("a", "watchdog-stopped", "b")
     assert parse_tags("") == ()

@@ -56,6 +56,8 @@ NOT_ACTIVE_STATES = STOPPED_STATES | frozenset({"missingFiles"})
 UNCONFIRMABLE_STATES = frozenset({"error", "missingFiles"})
 
 DEFAULT_TAG = "watchdog-stopped"
+# requests takes proxies from the environment unless told None per scheme.
+NO_PROXIES = {"http": None, "https": None, "all": None}
 
 # --- the login back-off -------------------------------------------------------
 LOGIN_BACKOFF_MIN = 600.0  # seconds after the first failure
@@ -234,7 +236,9 @@ class Qbittorrent:
             # each, so a dead WebUI fails one call within ``timeout``. No
             # urllib3 retries on top, and no probing of https when the URL
             # says http (each probe would cost another timeout).
-            REQUESTS_ARGS={"timeout": timeout / 2},
+            # No proxy from the environment (http_proxy, ALL_PROXY...): the
+            # login form carries the password, and the WebUI is local.
+            REQUESTS_ARGS={"timeout": timeout / 2, "proxies": NO_PROXIES},
             HTTPADAPTER_ARGS={"max_retries": 0},
             FORCE_SCHEME_FROM_HOST=True,
             SIMPLE_RESPONSES=True,
@@ -421,13 +425,17 @@ class Qbittorrent:
         t0 = time.monotonic()
         where = safe_url(base)
         try:
-            with requests.get(
-                base + "/api/v2/app/version",
-                timeout=timeout or self.timeout,
-                allow_redirects=False,
-                stream=True,
-                headers={"User-Agent": "qbt-vpn-watchdog"},
-            ) as r:
+            with (
+                requests.Session() as session,
+                session.get(
+                    base + "/api/v2/app/version",
+                    timeout=timeout or self.timeout,
+                    allow_redirects=False,
+                    stream=True,
+                    headers={"User-Agent": "qbt-vpn-watchdog"},
+                    proxies=NO_PROXIES,
+                ) as r,
+            ):
                 body = r.raw.read(4096, decode_content=True) or b""
                 headers = {k.lower(): v for k, v in r.headers.items()}
                 return HttpResponse(r.status_code, headers, body, time.monotonic() - t0)
