@@ -6,7 +6,7 @@ import pytest
 
 from tests.fakes import FakeLinks, FakeWireguard, Fixed, context
 from watchdog.checks import webui
-from watchdog.config import ChecksSection, Config, QbittorrentSection, WebuiCheck
+from watchdog.config import ChecksSection, Config, ExitIpCheck, QbittorrentSection, WebuiCheck
 from watchdog.sources import HttpResponse, LinkState, QbtState, SourceError, WgDevice, WgPeer
 
 TESTED: set[str] = set()
@@ -67,13 +67,15 @@ def run(
     probe=True,
     probe_addresses=(),
     links=None,
+    allowed_ips=(),
 ):
     cfg = Config(
         qbittorrent=QbittorrentSection(url="http://127.0.0.1:8080", forwarded_port=forwarded),
         checks=ChecksSection(
             webui=WebuiCheck(
                 lan_url=lan_url, probe_exposure=probe, probe_addresses=list(probe_addresses)
-            )
+            ),
+            exit_ip=ExitIpCheck(allowed_ips=list(allowed_ips)),
         ),
     )
     qbt = FakeQbt(s or state(), error, lan)
@@ -143,11 +145,16 @@ def test_webui_answering_at_the_vpn_servers_address_is_exposed():
 
 
 def test_probe_targets_come_from_config_and_the_peer_endpoint():
-    _, _, http = run(probe_addresses=["203.0.113.7", "2001:db8::7"], endpoint="[2001:db8::1]:1637")
+    _, _, http = run(
+        probe_addresses=["203.0.113.7", "2001:db8::7"],
+        allowed_ips=["203.0.113.7", "198.18.1.1"],  # the exits exit_ip accepts
+        endpoint="[2001:db8::1]:1637",
+    )
     assert sorted(http.urls) == sorted(
         [
             "http://203.0.113.7:8080/api/v2/app/version",
             "http://[2001:db8::7]:8080/api/v2/app/version",
+            "http://198.18.1.1:8080/api/v2/app/version",
             "http://[2001:db8::1]:8080/api/v2/app/version",
         ]
     )

@@ -12,8 +12,9 @@ Not exposed (criterion 6), from cheapest to strongest evidence:
   2. the WebUI is not bound to a tunnel address;
   3. with ``probe_exposure``, from inside the namespace and through the tunnel,
      no qBittorrent WebUI answers at the VPN server's public address (the peer
-     endpoint, when it is an IP) or at ``probe_addresses`` (e.g. the exit IP),
-     on the WebUI port and the forwarded port. This catches a port forward
+     endpoint, when it is an IP), at ``probe_addresses``, or at the expected
+     exits (``checks.exit_ip.allowed_ips``), on the WebUI port and the
+     forwarded port. This catches a port forward
      (or a DNAT on the server) that the first two cannot see. A probe that
      gets no answer proves nothing either way, so it never fails the check.
 A WebUI bound to all addresses (``*``) also listens on the tunnel: that alone
@@ -66,7 +67,10 @@ def _url(host: str, port: int) -> str:
 
 def exposure_targets(ctx: Context, webui_port: int) -> list[tuple[str, int]]:
     cfg = ctx.config
-    addrs = list(cfg.checks.webui.probe_addresses)
+    # The exits we expect (exit_ip's allowed_ips) are where a forward would be.
+    addrs = list(
+        dict.fromkeys([*cfg.checks.webui.probe_addresses, *cfg.checks.exit_ip.allowed_ips])
+    )
     try:
         from watchdog.checks.handshake import tunnel_peer
 
