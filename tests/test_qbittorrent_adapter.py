@@ -15,6 +15,7 @@ import pytest
 
 from tests.fake_qbittorrent import FakeQbittorrent, recorded_json
 from watchdog.sources import SourceError
+from watchdog.sources import qbittorrent as qbittorrent_source
 from watchdog.sources.qbittorrent import (
     BAN_SECONDS,
     NOT_ACTIVE_STATES,
@@ -43,6 +44,14 @@ class PasswordFile:
 
     def __call__(self) -> str:
         return self.value
+
+
+@pytest.fixture(autouse=True)
+def fresh_gates():
+    # Login gates are per process (they survive a config reload); not across tests.
+    qbittorrent_source._gates.clear()
+    yield
+    qbittorrent_source._gates.clear()
 
 
 @pytest.fixture
@@ -203,6 +212,16 @@ def test_password_never_in_errors_or_logs(fake, caplog):
         assert err.__cause__ is None and err.__suppress_context__
     assert PASSWORD not in caplog.text
     assert any("login" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reloaded_adapter_inherits_the_login_backoff(fake):
+    clock = Clock()
+    with pytest.raises(SourceError):
+        adapter(fake.url, PasswordFile("wrong"), clock).state()
+    again = adapter(fake.url, PasswordFile("wrong"), clock)  # as after SIGHUP
+    with pytest.raises(SourceError) as e:
+        again.state()
+    assert "not trying again" in str(e.value) and fake.failed_logins == 1
 
 
 def test_login_gate_backoff_doubles_to_an_hour():

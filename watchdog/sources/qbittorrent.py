@@ -14,7 +14,9 @@ ban also locks the user out from that address. After a failed login no request
 at all is sent (any request could trigger qbittorrent-api's automatic
 re-login) until the password file's content changes, or the back-off passed:
 10 minutes after the first failure, doubling up to an hour. After a "banned"
-answer the wait is at least the hour the ban lasts. At most one login is
+answer the wait is at least the hour the ban lasts. The back-off is kept per
+WebUI and user for the life of the process, so a config reload does not earn
+a fresh attempt. At most one login is
 attempted per ``state()``; a session cookie is kept across cycles, and
 qbittorrent-api re-logs in once when it gets a 403 (an expired session).
 
@@ -112,6 +114,19 @@ class LoginGate:
     def succeeded(self) -> None:
         self.failures, self.failed_at, self.banned, self._failed_fp = 0, None, False, None
         self.reason = ""
+
+
+_gates: dict[tuple[str, str], LoginGate] = {}
+_gates_lock = threading.Lock()
+
+
+def login_gate(url: str, username: str, clock: Callable[[], float]) -> LoginGate:
+    """The process-wide gate for this WebUI and user (created with ``clock`` on first use)."""
+    with _gates_lock:
+        gate = _gates.get((url, username))
+        if gate is None:
+            gate = _gates[(url, username)] = LoginGate(clock)
+        return gate
 
 
 def safe_url(url: str) -> str:
@@ -220,7 +235,9 @@ class Qbittorrent:
         self.username = username
         self._password_reader = password_reader
         self.timeout = timeout
-        self.gate = LoginGate(clock)
+        # One gate per WebUI and user in this process: a config reload (SIGHUP)
+        # builds a new adapter, and must not earn a fresh login attempt.
+        self.gate = login_gate(self.url, username, clock)
         self.verify_timeout = verify_timeout
         self.verify_settle = verify_settle
         self.poll_interval = poll_interval
