@@ -1,0 +1,510 @@
+# services.qbittorrent-vpn: qbittorrent-nox confined to an AirVPN WireGuard
+# tunnel in its own network namespace, replacing a VPN container (hotio's
+# qbittorrent image) with three native units:
+#
+#   qbittorrent-vpn-tunnel.service  namespace, kill switch, LAN veth, tunnel
+#                                   (watchdog/vpn-netns.sh, shared with the lab)
+#   qbittorrent-vpn.service         qbittorrent-nox inside the namespace
+#   qbt-vpn-watchdog.service        the watchdog, pointed at both
+#
+# Inside the namespace there is lo, the WireGuard interface (created in the
+# root namespace and moved in, so its encrypted UDP socket stays outside) and
+# one veth to the host. The only default route is the tunnel; an nftables kill
+# switch lets packets out only through the tunnel, and through the veth only
+# as WebUI replies to the allowed LAN/Tailscale ranges. The WebUI listens on
+# the veth address only, never on the tunnel.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.qbittorrent-vpn;
+  inherit (lib) mkOption mkEnableOption mkIf mkDefault types;
+
+  tunnelUnit = "qbittorrent-vpn-tunnel.service";
+  qbtUnit = "qbittorrent-vpn.service";
+  hostTableName = "qbittorrent_vpn_host";
+
+  addressOf = cidr: builtins.head (lib.splitString "/" cidr);
+  nsAddress = addressOf cfg.veth.nsAddress;
+  hostAddress = addressOf cfg.veth.hostAddress;
+  isV4 = a: !(lib.hasInfix ":" a);
+  clientRanges4 = builtins.filter isV4 cfg.webui.allowedRanges;
+
+  # The bring-up script's arguments (watchdog/vpn-netns.sh documents them).
+  netnsArgs = lib.escapeShellArgs (
+    [
+      "--netns"
+      cfg.namespace
+      "--interface"
+      cfg.wireguard.interface
+      "--config"
+      cfg.wireguard.configFile
+      "--lan-veth"
+      "${cfg.veth.hostName}:${cfg.veth.nsName}"
+      "--lan-host-addr"
+      cfg.veth.hostAddress
+      "--lan-ns-addr"
+      cfg.veth.nsAddress
+      # The host's end of the veth is where the watchdog's WebUI probe comes from.
+      "--lan-ranges"
+      (lib.concatStringsSep "," (cfg.webui.allowedRanges ++ [ "${hostAddress}/32" ]))
+      "--webui-port"
+      (toString cfg.webui.port)
+    ]
+    ++ lib.optionals (cfg.wireguard.privateKeyFile != null) [
+      "--private-key-file"
+      cfg.wireguard.privateKeyFile
+    ]
+    ++ lib.optionals (cfg.wireguard.mtu != null) [
+      "--mtu"
+      (toString cfg.wireguard.mtu)
+    ]
+    ++ lib.optionals (cfg.wireguard.dns != [ ]) [
+      "--dns"
+      (lib.concatStringsSep "," cfg.wireguard.dns)
+    ]
+    ++ lib.optionals (cfg.wireguard.address != [ ]) [
+      "--address"
+      (lib.concatStringsSep "," cfg.wireguard.address)
+    ]
+    ++ lib.optionals (cfg.forwardedPort != null) [
+      "--forwarded-port"
+      (toString cfg.forwardedPort)
+    ]
+  );
+  netns = "${cfg.package}/bin/qbt-vpn-netns";
+
+  # Host side: LAN and Tailscale clients reach the WebUI at the host's own
+  # addresses, port webui.port; it is forwarded to the namespace's end of the
+  # veth with the client's source address kept (qBittorrent bans by address,
+  # so a proxy would let one client's typos lock everyone out). Nothing else
+  # is forwarded into the namespace, and the namespace can never use the host
+  # as a router around the tunnel.
+  hostRuleset = ''
+    table inet ${hostTableName}
+    delete table inet ${hostTableName}
+    table inet ${hostTableName} {
+      set webui_clients {
+        type ipv4_addr; flags interval;
+        ${lib.optionalString (clientRanges4 != [ ]) "elements = { ${lib.concatStringsSep ", " clientRanges4} }"}
+      }
+      chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        fib daddr type local ip saddr @webui_clients tcp dport ${toString cfg.webui.port} dnat ip to ${nsAddress}:${toString cfg.webui.port}
+      }
+      chain forward {
+        type filter hook forward priority filter; policy accept;
+        oifname "${cfg.veth.hostName}" ip daddr ${nsAddress} tcp dport ${toString cfg.webui.port} ip saddr @webui_clients accept
+        oifname "${cfg.veth.hostName}" drop
+        iifname "${cfg.veth.hostName}" ct state established,related accept
+        iifname "${cfg.veth.hostName}" drop
+      }
+    }
+  '';
+  hostTable = pkgs.writeText "qbittorrent-vpn-host.nft" hostRuleset;
+  nft = "${pkgs.nftables}/bin/nft";
+
+  # qBittorrent.conf keys enforced at every start; nested attribute names are
+  # joined with "\" as qBittorrent (QSettings) writes them.
+  flatten = prefix: attrs:
+    builtins.foldl' (
+      acc: name:
+      let
+        value = attrs.${name};
+        key = if prefix == "" then name else "${prefix}\\${name}";
+      in
+      acc // (if builtins.isAttrs value then flatten key value else { ${key} = value; })
+    ) { } (builtins.attrNames attrs);
+  qbtSettings = lib.mapAttrs (section: keys: flatten "" keys) (
+    lib.recursiveUpdate cfg.qbittorrent.settings {
+      LegalNotice.Accepted = true;
+      BitTorrent.Session = {
+        Interface = cfg.wireguard.interface;
+        InterfaceName = cfg.wireguard.interface;
+      } // lib.optionalAttrs (cfg.forwardedPort != null) { Port = cfg.forwardedPort; };
+      Preferences = {
+        # The WebUI listens on the veth only: it cannot be reached through the
+        # tunnel even if the kill switch were gone.
+        WebUI.Address = nsAddress;
+        WebUI.Port = cfg.webui.port;
+        # Nothing to map behind a VPN; UPnP would only probe the namespace.
+        Connection.UPnP = false;
+      };
+    }
+  );
+  qbtSettingsFile = pkgs.writeText "qbittorrent-vpn-settings.json" (builtins.toJSON qbtSettings);
+  qbtConf = "${cfg.qbittorrent.profileDir}/qBittorrent/config/qBittorrent.conf";
+
+  notInStore = name: path: {
+    assertion = path == null || !(lib.hasPrefix "/nix/store" path);
+    message = "services.qbittorrent-vpn.${name} must not be in the Nix store (it is world-readable): use a secret file such as /run/secrets/...";
+  };
+in
+{
+  imports = [ ./module-watchdog.nix ];
+
+  options.services.qbittorrent-vpn = {
+    enable = mkEnableOption "qbittorrent-nox confined to a WireGuard (AirVPN) tunnel in a network namespace";
+
+    package = mkOption {
+      type = types.package;
+      default = config.services.qbt-vpn-watchdog.package;
+      defaultText = lib.literalExpression "config.services.qbt-vpn-watchdog.package";
+      description = "Package providing `qbt-vpn-netns`, the namespace and tunnel bring-up script.";
+    };
+
+    namespace = mkOption {
+      type = types.strMatching "[A-Za-z0-9_.-]{1,32}";
+      default = "vpn";
+      description = "Name of the network namespace (/run/netns/<name>).";
+    };
+
+    wireguard = {
+      interface = mkOption {
+        type = types.strMatching "[A-Za-z0-9_.-]{1,15}";
+        default = "wg0";
+        description = "WireGuard interface name (inside the namespace).";
+      };
+      configFile = mkOption {
+        type = types.strMatching "/.+";
+        example = "/run/secrets/airvpn-wg0.conf";
+        description = ''
+          The WireGuard configuration generated by AirVPN's Config Generator
+          (wg-quick format: Address, DNS, MTU, PrivateKey, the peer with its
+          PresharedKey, Endpoint and AllowedIPs). It holds the private key, so
+          keep it in a secret (sops-nix, agenix, or a root-only file): a
+          string, never a Nix path, so it is never copied into the store.
+        '';
+      };
+      privateKeyFile = mkOption {
+        type = types.nullOr (types.strMatching "/.+");
+        default = null;
+        description = "The private key in its own file, when `configFile` has no PrivateKey.";
+      };
+      mtu = mkOption {
+        type = types.nullOr (types.ints.between 1280 9000);
+        default = null;
+        example = 1320;
+        description = "Override the config's MTU (AirVPN's is 1320; the script defaults to it).";
+      };
+      dns = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "10.128.0.1" ];
+        description = "Override the config's DNS servers (written to /etc/netns/<namespace>/resolv.conf).";
+      };
+      address = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Override the config's Address list.";
+      };
+    };
+
+    forwardedPort = mkOption {
+      type = types.nullOr types.port;
+      default = null;
+      example = 51413;
+      description = ''
+        The port reserved in AirVPN's client area. qBittorrent listens on it
+        and the kill switch accepts it inbound on the tunnel only.
+      '';
+    };
+
+    webui = {
+      port = mkOption {
+        type = types.port;
+        default = 8080;
+        description = "WebUI port (inside the namespace and on the host).";
+      };
+      allowedRanges = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "10.88.0.0/16"
+          "100.64.0.0/10"
+        ];
+        description = ''
+          Source ranges that may use the WebUI (LAN, Podman's network for
+          qui and the *arr services, Tailscale's 100.64.0.0/10). Replies to
+          them are routed back through the veth, not the tunnel.
+        '';
+      };
+      forwardFromHost = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Forward webui.port on the host's own addresses to the namespace
+          (nftables DNAT, IPv4), so clients use http://<host>:8080. Turns on
+          IPv4 forwarding. Without it, clients must route to the namespace's
+          veth address themselves.
+        '';
+      };
+    };
+
+    veth = {
+      hostName = mkOption {
+        type = types.strMatching "[A-Za-z0-9_.-]{1,15}";
+        default = "qbtvpn-host";
+        description = "Host end of the veth link.";
+      };
+      nsName = mkOption {
+        type = types.strMatching "[A-Za-z0-9_.-]{1,15}";
+        default = "qbtvpn-ns";
+        description = "Namespace end of the veth link.";
+      };
+      hostAddress = mkOption {
+        type = types.str;
+        default = "10.231.0.1/30";
+        description = "Address/prefix of the host end (a small subnet used nowhere else).";
+      };
+      nsAddress = mkOption {
+        type = types.str;
+        default = "10.231.0.2/30";
+        description = "Address/prefix of the namespace end; the WebUI listens here.";
+      };
+    };
+
+    qbittorrent = {
+      package = mkOption {
+        type = types.package;
+        default = pkgs.qbittorrent-nox;
+        defaultText = lib.literalExpression "pkgs.qbittorrent-nox";
+        description = "The qbittorrent-nox package.";
+      };
+      user = mkOption {
+        type = types.str;
+        default = "qbittorrent";
+        description = "User qbittorrent-nox runs as.";
+      };
+      group = mkOption {
+        type = types.str;
+        default = "qbittorrent";
+        description = "Group qbittorrent-nox runs as (give the *arr services' user this group to share downloads).";
+      };
+      profileDir = mkOption {
+        type = types.strMatching "/.+";
+        default = "/var/lib/qbittorrent-vpn";
+        description = "Passed as --profile; holds qBittorrent/config and the resume data.";
+      };
+      readWritePaths = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/srv/media/downloads" ];
+        description = "Directories qBittorrent may write besides its profile (save paths).";
+      };
+      settings = mkOption {
+        type = types.attrsOf (types.attrsOf types.anything);
+        default = { };
+        example = lib.literalExpression ''
+          {
+            BitTorrent.Session.DefaultSavePath = "/srv/media/downloads";
+            Preferences.WebUI.Username = "admin";
+          }
+        '';
+        description = ''
+          qBittorrent.conf keys set at every start (nested names are joined
+          with "\"); every other key, including what was changed in the WebUI,
+          is kept. The binding to the tunnel, the forwarded port and the
+          WebUI address are always enforced on top of these.
+        '';
+      };
+    };
+
+    generated = mkOption {
+      type = types.attrsOf types.anything;
+      readOnly = true;
+      internal = true;
+      description = "What this module generates, for inspection and tests (not settable).";
+    };
+
+    watchdog.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Enable services.qbt-vpn-watchdog with settings matching this setup.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    services.qbittorrent-vpn.generated = {
+      qbittorrentSettings = qbtSettings;
+      inherit hostRuleset;
+    };
+
+    assertions = [
+      (notInStore "wireguard.configFile" cfg.wireguard.configFile)
+      (notInStore "wireguard.privateKeyFile" cfg.wireguard.privateKeyFile)
+      {
+        assertion = cfg.veth.hostAddress != cfg.veth.nsAddress;
+        message = "services.qbittorrent-vpn.veth: hostAddress and nsAddress must differ.";
+      }
+    ];
+
+    # Loaded at boot so the tunnel unit does not depend on autoloading.
+    boot.kernelModules = [ "wireguard" ];
+    boot.kernel.sysctl = mkIf cfg.webui.forwardFromHost {
+      "net.ipv4.conf.all.forwarding" = mkDefault true;
+    };
+
+    users.users = mkIf (cfg.qbittorrent.user == "qbittorrent") {
+      qbittorrent = {
+        isSystemUser = true;
+        group = cfg.qbittorrent.group;
+        home = cfg.qbittorrent.profileDir;
+      };
+    };
+    users.groups = mkIf (cfg.qbittorrent.group == "qbittorrent") { qbittorrent = { }; };
+
+    systemd.tmpfiles.rules = [
+      "d ${cfg.qbittorrent.profileDir} 0750 ${cfg.qbittorrent.user} ${cfg.qbittorrent.group} -"
+    ];
+
+    systemd.services.qbittorrent-vpn-tunnel = {
+      description = "Network namespace ${cfg.namespace} with WireGuard ${cfg.wireguard.interface} and its kill switch";
+      # wg resolves the AirVPN endpoint's hostname when the peer is set.
+      after = [
+        "network-online.target"
+        "nss-lookup.target"
+      ];
+      wants = [
+        "network-online.target"
+        "nss-lookup.target"
+      ];
+      wantedBy = [ "multi-user.target" ];
+      restartTriggers = [ hostTable ];
+      unitConfig = {
+        # Keep qBittorrent running whenever the tunnel is up: after a failed
+        # boot-time start is retried below, its dependent start job is gone.
+        Upholds = qbtUnit;
+        # Retry forever (a VPN outage at boot must not leave it down).
+        StartLimitIntervalSec = 0;
+      };
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${netns} ${netnsArgs} up";
+        ExecStartPost = lib.optional cfg.webui.forwardFromHost "${nft} -f ${hostTable}";
+        # Re-read the AirVPN config and recreate only the WireGuard link
+        # (namespace, kill switch and qBittorrent stay).
+        ExecReload = "${netns} ${netnsArgs} restart-tunnel";
+        # ExecStopPost, not ExecStop: it also runs after a failed start, so a
+        # half-made namespace never survives into the next attempt.
+        ExecStopPost = [
+          "${netns} ${netnsArgs} down"
+        ]
+        ++ lib.optional cfg.webui.forwardFromHost "-${nft} delete table inet ${hostTableName}";
+        Restart = "on-failure";
+        RestartSec = 15;
+        # `ip netns add` bind-mounts /run/netns/<name> for everyone, so this
+        # unit must share the host's mount namespace: no ProtectSystem,
+        # PrivateTmp or other option that would give it a private one.
+        CapabilityBoundingSet = [
+          "CAP_NET_ADMIN" # links, addresses, routes, nftables, WireGuard
+          "CAP_SYS_ADMIN" # ip netns add/exec (mounts, setns)
+        ];
+        NoNewPrivileges = true;
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+          "AF_NETLINK"
+        ];
+        LockPersonality = true;
+        RestrictRealtime = true;
+        SystemCallArchitectures = "native";
+      };
+    };
+
+    systemd.services.qbittorrent-vpn = {
+      description = "qBittorrent (qbittorrent-nox) confined to WireGuard ${cfg.wireguard.interface} in namespace ${cfg.namespace}";
+      # Never without the tunnel: stopped (and restarted) with it.
+      bindsTo = [ tunnelUnit ];
+      after = [ tunnelUnit ];
+      wantedBy = [ "multi-user.target" ];
+      restartTriggers = [ qbtSettingsFile ];
+      serviceConfig = {
+        Type = "simple";
+        User = cfg.qbittorrent.user;
+        Group = cfg.qbittorrent.group;
+        ExecStartPre = "${pkgs.python3}/bin/python3 ${./qbittorrent-settings.py} ${qbtSettingsFile} ${qbtConf}";
+        ExecStart = lib.escapeShellArgs (
+          [
+            (lib.getExe cfg.qbittorrent.package)
+            "--profile=${cfg.qbittorrent.profileDir}"
+            "--webui-port=${toString cfg.webui.port}"
+          ]
+          ++ lib.optional (cfg.forwardedPort != null) "--torrenting-port=${toString cfg.forwardedPort}"
+        );
+        NetworkNamespacePath = "/run/netns/${cfg.namespace}";
+        # NetworkNamespacePath= does not do what `ip netns exec` does for DNS.
+        # Give the process the namespace's resolv.conf (norbind: a symlinked
+        # /etc/resolv.conf is followed and its target covered), and hide the
+        # host's nscd, resolvconf and systemd-resolved (nss-resolve's varlink
+        # socket, not the directory, which may hold the bind's target): each
+        # would answer from the host's namespace, outside the tunnel.
+        BindReadOnlyPaths = [ "/etc/netns/${cfg.namespace}/resolv.conf:/etc/resolv.conf:norbind" ];
+        InaccessiblePaths = [
+          "-/run/nscd"
+          "-/run/resolvconf"
+          "-/run/systemd/resolve/io.systemd.Resolve"
+        ];
+        Restart = "on-failure";
+        RestartSec = 10;
+        # Time to write resume data for many torrents.
+        TimeoutStopSec = 300;
+        UMask = "0002";
+
+        CapabilityBoundingSet = "";
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ReadWritePaths = [ cfg.qbittorrent.profileDir ] ++ cfg.qbittorrent.readWritePaths;
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+          "AF_NETLINK"
+        ];
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [ "@system-service" ];
+      };
+    };
+
+    services.qbt-vpn-watchdog = mkIf cfg.watchdog.enable {
+      enable = mkDefault true;
+      after = [
+        tunnelUnit
+        qbtUnit
+      ];
+      settings = {
+        namespace.name = mkDefault cfg.namespace;
+        wireguard.interface = mkDefault cfg.wireguard.interface;
+        # NixOS uses the kernel's WireGuard.
+        wireguard.reader = mkDefault "kernel";
+        # From the root namespace straight over the veth.
+        qbittorrent.url = mkDefault "http://${nsAddress}:${toString cfg.webui.port}";
+        qbittorrent.forwarded_port = mkDefault (if cfg.forwardedPort == null then 0 else cfg.forwardedPort);
+        # Tier-2 remediation: restarting the tunnel unit rebuilds the
+        # namespace and, through BindsTo=, restarts qBittorrent into it.
+        remediation.restart_unit = mkDefault tunnelUnit;
+      };
+    };
+  };
+}

@@ -1,0 +1,252 @@
+# services.qbt-vpn-watchdog: the watchdog and Prometheus exporter as a
+# hardened systemd service (Type=notify, WatchdogSec=).
+#
+# It runs in the root network namespace and enters the confined one for the
+# probes that must happen inside it (sockets created there via setns, netlink
+# to the WireGuard interface there), because it also has to reach the WebUI
+# from the LAN side, serve /metrics on the host's network and restart the
+# tunnel unit through systemd. Running it inside the namespace would give it
+# none of those without extra holes in the kill switch.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.qbt-vpn-watchdog;
+  inherit (lib) mkOption mkEnableOption mkIf types;
+
+  settingsFormat = pkgs.formats.toml { };
+  configFile = settingsFormat.generate "qbt-vpn-watchdog.toml" cfg.settings;
+
+  # Per-check timeouts as in watchdog/config.py (tests/test_nix.py keeps this
+  # table equal to the dataclass defaults).
+  defaultCheckTimeouts = {
+    handshake = 2;
+    return_path = 5;
+    dns = 3;
+    exit_ip = 10;
+    bind = 5;
+    webui = 5;
+  };
+  checkTimeout = name: lib.attrByPath [ "checks" name "timeout" ] defaultCheckTimeouts.${name} cfg.settings;
+  checksEnabled = name: lib.attrByPath [ "checks" name "enabled" ] true cfg.settings;
+  sumTimeouts = lib.foldl' (a: n: a + (if checksEnabled n then checkTimeout n else 0)) 0 (
+    lib.attrNames defaultCheckTimeouts
+  );
+  actionTimeout = lib.attrByPath [ "remediation" "action_timeout" ] 30 cfg.settings;
+  # WATCHDOG=1 is sent once per completed cycle, so systemd must allow three
+  # intervals plus a cycle in which every check runs into its timeout and one
+  # remediation action runs into its own: only a loop that is really stuck
+  # gets the service restarted.
+  ceil = x: let i = builtins.floor x; in if i == x then i else i + 1;
+  defaultWatchdogSec = ceil (3 * cfg.settings.watchdog.interval + sumTimeouts + actionTimeout);
+
+  credentialName = cfg.settings.qbittorrent.password_credential;
+in
+{
+  options.services.qbt-vpn-watchdog = {
+    enable = mkEnableOption "qbt-vpn-watchdog, the watchdog and Prometheus exporter for a WireGuard-confined qBittorrent";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.python3Packages.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.python3Packages.callPackage ./package.nix { }";
+      description = "The qbt-vpn-watchdog package.";
+    };
+
+    settings = mkOption {
+      default = { };
+      description = ''
+        The watchdog's configuration, rendered to TOML. Every key of
+        watchdog/example.toml can be set here (see its comments); the ones
+        below are typed. Unknown keys are rejected by the watchdog at start.
+        Secrets never go here: use `passwordFile`.
+      '';
+      type = types.submodule {
+        freeformType = settingsFormat.type;
+        options = {
+          watchdog = {
+            interval = mkOption {
+              type = types.numbers.positive;
+              default = 10;
+              description = "Seconds between poll cycles.";
+            };
+            mode = mkOption {
+              type = types.enum [
+                "enforce"
+                "observe"
+              ];
+              default = "enforce";
+              description = ''"enforce" stops torrents and restarts the tunnel; "observe" only reports.'';
+            };
+            listen_address = mkOption {
+              type = types.str;
+              default = "127.0.0.1";
+              description = "Address of /metrics and /healthz. Use the host's LAN or Tailscale address for a remote Prometheus.";
+            };
+            listen_port = mkOption {
+              type = types.port;
+              default = 9879;
+              description = "Port of /metrics and /healthz.";
+            };
+          };
+          namespace.name = mkOption {
+            type = types.str;
+            default = "";
+            example = "vpn";
+            description = ''The network namespace holding the tunnel and qBittorrent ("" = the root namespace).'';
+          };
+          wireguard.interface = mkOption {
+            type = types.strMatching "[^/[:space:]]{1,15}";
+            default = "wg0";
+            description = "The WireGuard interface (inside the namespace).";
+          };
+          qbittorrent = {
+            url = mkOption {
+              type = types.strMatching "https?://.+";
+              default = "http://127.0.0.1:8080";
+              description = "The WebUI as the watchdog reaches it from the root namespace.";
+            };
+            username = mkOption {
+              type = types.str;
+              default = "admin";
+              description = "The WebUI user.";
+            };
+            password_credential = mkOption {
+              type = types.strMatching "[A-Za-z0-9_.-]+";
+              default = "qbittorrent-password";
+              description = "Name of the systemd credential that carries `passwordFile`.";
+            };
+            forwarded_port = mkOption {
+              type = types.ints.between 0 65535;
+              default = 0;
+              description = "The port forwarded by AirVPN (0 = none); `bind` checks qBittorrent listens on it.";
+            };
+          };
+        };
+      };
+    };
+
+    passwordFile = mkOption {
+      type = types.nullOr (types.strMatching "/.+");
+      default = null;
+      example = "/run/secrets/qbittorrent-webui-password";
+      description = ''
+        File holding the WebUI password, read by systemd and handed to the
+        service with LoadCredential= (so the service needs no access to the
+        file's directory). A string, not a path, so that it is never copied
+        into the world-readable Nix store.
+      '';
+    };
+
+    watchdogSec = mkOption {
+      type = types.ints.positive;
+      default = defaultWatchdogSec;
+      defaultText = lib.literalExpression "3 * interval + the enabled checks' timeouts + remediation.action_timeout";
+      description = "systemd's WatchdogSec=: the service is restarted when no cycle completes for this long.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open `settings.watchdog.listen_port` (TCP) for a Prometheus on another host.";
+    };
+
+    after = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "qbittorrent-vpn-tunnel.service"
+        "qbittorrent-vpn.service"
+      ];
+      description = ''
+        Units the watchdog starts after and wants (the tunnel and
+        qBittorrent). Deliberately not BindsTo=: the watchdog must keep
+        running while they are down, to report it and to restart them.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.passwordFile == null || !(lib.hasPrefix "/nix/store" cfg.passwordFile);
+        message = "services.qbt-vpn-watchdog.passwordFile must not be in the Nix store (it is world-readable).";
+      }
+    ];
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.settings.watchdog.listen_port ];
+
+    systemd.services.qbt-vpn-watchdog = {
+      description = "Watchdog and Prometheus exporter for the WireGuard-confined qBittorrent";
+      after = [ "network.target" ] ++ cfg.after;
+      wants = cfg.after;
+      wantedBy = [ "multi-user.target" ];
+      restartTriggers = [ configFile ];
+
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart = "${lib.getExe cfg.package} run --config ${configFile}";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        WatchdogSec = cfg.watchdogSec;
+        Restart = "on-failure";
+        RestartSec = 5;
+        LoadCredential = lib.optional (cfg.passwordFile != null) "${credentialName}:${cfg.passwordFile}";
+
+        # Root, with a bounding set of exactly two capabilities. CAP_SYS_ADMIN
+        # is required for setns() into the confined namespace, and a process
+        # holding it is root-equivalent whatever its UID: a dedicated user with
+        # ambient capabilities plus a polkit rule would add moving parts
+        # without taking any power away. CAP_SYS_ADMIN is also what systemd
+        # checks before letting a caller manage units over D-Bus, so restarting
+        # the tunnel unit needs no polkit rule.
+        CapabilityBoundingSet = [
+          "CAP_SYS_ADMIN" # setns(CLONE_NEWNET) into /run/netns/<name>; restart the tunnel unit
+          "CAP_NET_ADMIN" # WireGuard genetlink: WG_CMD_GET_DEVICE (peer counters) and WG_CMD_SET_DEVICE (re-set the endpoint)
+        ];
+        NoNewPrivileges = true;
+
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        RestrictSUIDSGID = true;
+        RestrictRealtime = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        UMask = "0077";
+        # Netlink: rtnetlink counters and WireGuard genetlink. Unix: sd_notify,
+        # systemd's bus and the wireguard-go UAPI socket.
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+          "AF_NETLINK"
+        ];
+        # Only network namespaces may be entered (setns), none created.
+        RestrictNamespaces = "net";
+        SystemCallArchitectures = "native";
+        # @system-service includes setns (via @process).
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged @resources"
+        ];
+        SystemCallErrorNumber = "EPERM";
+        # The state that must survive restarts (which torrents it stopped) is
+        # kept as qBittorrent tags; nothing is written locally.
+        RuntimeDirectory = "qbt-vpn-watchdog";
+      };
+    };
+  };
+}

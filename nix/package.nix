@@ -1,0 +1,90 @@
+# qbt-vpn-watchdog, built from this repository's pyproject.toml.
+#
+#   pkgs.python3Packages.callPackage ./package.nix { }
+#
+# Besides the `qbt-vpn-watchdog` command it installs `qbt-vpn-netns`, the
+# namespace and tunnel bring-up script that the confinement module runs and the
+# lab tests exercise (watchdog/vpn-netns.sh), wrapped with the tools it calls.
+{
+  lib,
+  buildPythonApplication,
+  setuptools,
+  prometheus-client,
+  pyroute2,
+  qbittorrent-api,
+  dnspython,
+  tenacity,
+  pytestCheckHook,
+  hypothesis,
+  makeWrapper,
+  iproute2,
+  wireguard-tools,
+  nftables,
+  coreutils,
+}:
+
+buildPythonApplication {
+  pname = "qbt-vpn-watchdog";
+  version = "0.1.0";
+  pyproject = true;
+
+  # Only what the build and the tests read: no .venv, no lab leftovers, and
+  # nothing that changes the store path without changing the program.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../pyproject.toml
+      ../README.md
+      ../watchdog
+      ../tests
+    ];
+  };
+
+  build-system = [ setuptools ];
+
+  dependencies = [
+    prometheus-client
+    pyroute2
+    qbittorrent-api
+    dnspython
+    tenacity
+  ];
+
+  nativeBuildInputs = [ makeWrapper ];
+
+  postInstall = ''
+    install -Dm755 watchdog/vpn-netns.sh $out/libexec/qbt-vpn-watchdog/vpn-netns.sh
+    makeWrapper $out/libexec/qbt-vpn-watchdog/vpn-netns.sh $out/bin/qbt-vpn-netns \
+      --prefix PATH : ${
+        lib.makeBinPath [
+          iproute2
+          wireguard-tools
+          nftables
+          coreutils
+        ]
+      }
+  '';
+
+  nativeCheckInputs = [
+    pytestCheckHook
+    hypothesis
+  ];
+
+  # The build sandbox has no root, no network namespaces and no lab; those
+  # tests are marked and run in this project's CI instead. tests/test_nix.py
+  # needs nix-instantiate and systemd-analyze, which the sandbox lacks.
+  pytestFlagsArray = [
+    "-m"
+    "not root and not lab"
+  ];
+  disabledTestPaths = [ "tests/test_nix.py" ];
+
+  pythonImportsCheck = [ "watchdog" ];
+
+  meta = {
+    description = "Watchdog and Prometheus exporter for qBittorrent confined to a WireGuard (AirVPN) tunnel";
+    license = lib.licenses.mit;
+    mainProgram = "qbt-vpn-watchdog";
+    platforms = lib.platforms.linux;
+  };
+}
