@@ -21,6 +21,9 @@
   wireguard-tools,
   nftables,
   coreutils,
+  gawk,
+  gnused,
+  gnugrep,
 }:
 
 buildPythonApplication {
@@ -61,6 +64,9 @@ buildPythonApplication {
           wireguard-tools
           nftables
           coreutils
+          gawk
+          gnused
+          gnugrep
         ]
       }
   '';

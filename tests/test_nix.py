@@ -287,6 +287,38 @@ def test_package_installs_the_shared_bringup_script():
     assert "vpn-netns.sh" in data["watchdog"]
 
 
+# The commands the bring-up script runs, and the package providing each.
+SCRIPT_TOOLS = {
+    "ip": "iproute2",
+    "wg": "wireguard-tools",
+    "nft": "nftables",
+    "awk": "gawk",
+    "sed": "gnused",
+    "grep": "gnugrep",
+    "tr": "coreutils",
+    "mktemp": "coreutils",
+    "seq": "coreutils",
+}
+
+
+def test_package_wraps_the_script_with_every_tool_it_runs():
+    wrapper_path = package_args()["postInstall"].split("--prefix PATH : ", 1)[1]
+    provided = {d.split("/")[3].removeprefix("stub-") for d in wrapper_path.split(":")}
+    code = "\n".join(
+        line for line in SCRIPT.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    used = {tool for tool in SCRIPT_TOOLS if re.search(rf"(^|[\s|;(&!]){tool} ", code, re.M)}
+    assert {"ip", "wg", "nft", "awk"} <= used  # the pattern finds commands
+    assert {SCRIPT_TOOLS[t] for t in used} <= provided
+
+
+def test_package_source_holds_what_setuptools_reads():
+    text = (ROOT / "nix" / "package.nix").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for needed in ("pyproject.toml", project["readme"], "watchdog", "tests"):
+        assert f"../{needed}\n" in text, needed
+
+
 # --- the watchdog module ----------------------------------------------------------
 
 

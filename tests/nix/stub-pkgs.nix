@@ -40,7 +40,7 @@ let
   };
   top = named [
     "coreutils" "iproute2" "wireguard-tools" "nftables" "qbittorrent-nox"
-    "util-linux" "systemd" "bash" "gnugrep" "gnused" "procps" "curl" "makeWrapper"
+    "util-linux" "systemd" "bash" "gnugrep" "gnused" "procps" "curl" "makeWrapper" "gawk"
   ] // rec {
   python3Packages = let self = pythonPackages top self; in self;
   python3 = drv "python3" { pkgs = python3Packages; };
