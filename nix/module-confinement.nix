@@ -289,6 +289,12 @@ in
         default = "/var/lib/qbittorrent-vpn";
         description = "Passed as --profile; holds qBittorrent/config and the resume data.";
       };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "--confirm-legal-notice" ];
+        description = "Extra qbittorrent-nox arguments (qBittorrent 5 accepts --confirm-legal-notice).";
+      };
       readWritePaths = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -436,6 +442,7 @@ in
             "--webui-port=${toString cfg.webui.port}"
           ]
           ++ lib.optional (cfg.forwardedPort != null) "--torrenting-port=${toString cfg.forwardedPort}"
+          ++ cfg.qbittorrent.extraArgs
         );
         NetworkNamespacePath = "/run/netns/${cfg.namespace}";
         # NetworkNamespacePath= does not do what `ip netns exec` does for DNS.

@@ -772,6 +772,43 @@ def test_vm_test_names_only_catalogued_metrics():
     assert used <= known, used - known
 
 
+def test_vm_test_script_is_valid_python():
+    """The testScript compiles, and names only what the NixOS test driver defines."""
+    import ast
+    import builtins
+
+    proc = subprocess.run(
+        [NIX, "--eval", "--strict", "--json", "--readonly-mode", "-E",
+         f"(import {ROOT}/nix/tests/vm-test.nix).testScript"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    script = json.loads(proc.stdout)
+    tree = ast.parse(script, "vm-test.nix:testScript")
+    driver = {"start_all", "subtest", "airvpn", "storage", "lan"}
+    defined = driver | set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.Import, ast.ImportFrom)):
+            names = (
+                [node.name]
+                if isinstance(node, ast.FunctionDef)
+                else [a.asname or a.name for a in node.names]
+            )
+            defined.update(names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+    loaded = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    assert loaded <= defined, loaded - defined
+    nodes = subprocess.run(
+        [NIX, "--eval", "--strict", "--json", "--readonly-mode", "-E",
+         f"builtins.attrNames (import {ROOT}/nix/tests/vm-test.nix).nodes"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert set(json.loads(nodes.stdout)) == driver - {"start_all", "subtest"}
+
+
 def test_vm_test_uses_the_modules_unit_names():
     text = (ROOT / "nix" / "tests" / "vm-test.nix").read_text()
     for unit in (TUNNEL, QBT, "qbt-vpn-watchdog.service"):
