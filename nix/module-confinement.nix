@@ -393,7 +393,8 @@ in
         ExecStart = "${netns} ${netnsArgs} up";
         ExecStartPost = lib.optional cfg.webui.forwardFromHost "${nft} -f ${hostTable}";
         # Re-read the AirVPN config and recreate only the WireGuard link
-        # (namespace, kill switch and qBittorrent stay).
+        # (namespace, kill switch and qBittorrent stay): the watchdog's tier-2
+        # remediation, and what to run after rotating the config secret.
         ExecReload = "${netns} ${netnsArgs} restart-tunnel";
         # ExecStopPost, not ExecStop: it also runs after a failed start, so a
         # half-made namespace never survives into the next attempt.
@@ -508,9 +509,15 @@ in
         # From the root namespace straight over the veth.
         qbittorrent.url = mkDefault "http://${nsAddress}:${toString cfg.webui.port}";
         qbittorrent.forwarded_port = mkDefault (if cfg.forwardedPort == null then 0 else cfg.forwardedPort);
-        # Tier-2 remediation: restarting the tunnel unit rebuilds the
-        # namespace and, through BindsTo=, restarts qBittorrent into it.
-        remediation.restart_unit = mkDefault tunnelUnit;
+        # Tier-2 remediation: the unit's reload is the script's
+        # restart-tunnel, the same step the lab's restart runs: only the
+        # WireGuard link is recreated, the namespace, kill switch and
+        # qBittorrent stay. When the unit is not active it is started.
+        remediation.restart_command = mkDefault [
+          "systemctl"
+          "reload-or-restart"
+          tunnelUnit
+        ];
       };
     };
   };

@@ -200,9 +200,10 @@ in
         # is required for setns() into the confined namespace, and a process
         # holding it is root-equivalent whatever its UID: a dedicated user with
         # ambient capabilities plus a polkit rule would add moving parts
-        # without taking any power away. CAP_SYS_ADMIN is also what systemd
-        # checks before letting a caller manage units over D-Bus, so restarting
-        # the tunnel unit needs no polkit rule.
+        # without taking any power away. Restarting the tunnel unit needs no
+        # polkit rule either: systemctl run as root talks to systemd over its
+        # root-only private socket, and on the bus systemd lets a caller with
+        # CAP_SYS_ADMIN manage units.
         CapabilityBoundingSet = [
           "CAP_SYS_ADMIN" # setns(CLONE_NEWNET) into /run/netns/<name>; restart the tunnel unit
           "CAP_NET_ADMIN" # WireGuard genetlink: WG_CMD_GET_DEVICE (peer counters) and WG_CMD_SET_DEVICE (re-set the endpoint)

@@ -438,7 +438,7 @@ def test_settings_are_a_config_the_watchdog_accepts(tmp_path):
     assert cfg.wireguard.reader == "kernel"
     assert cfg.qbittorrent.url == "http://10.231.0.2:8080"
     assert cfg.qbittorrent.forwarded_port == 47123
-    assert cfg.remediation.restart_unit == TUNNEL
+    assert cfg.remediation.restart_command == ["systemctl", "reload-or-restart", TUNNEL]
     assert cfg.watchdog.listen_port == wconfig.DEFAULT_PORT
     assert cfg.watchdog.listen_address == "127.0.0.1"
     # No secret in the settings (they end up in the world-readable store).
@@ -553,6 +553,8 @@ def test_tunnel_unit_retries_and_upholds_qbittorrent():
     assert "network-online.target" in svc["after"] and "network-online.target" in svc["wants"]
     assert svc["wantedBy"] == ["multi-user.target"]
     assert sc["ExecStart"].endswith(" up")
+    # Reload = the script's restart-tunnel, the step the lab's tunnel restart runs.
+    assert sc["ExecReload"].endswith(" restart-tunnel")
     assert sc["ExecStopPost"][0].endswith(" down")
     # ip netns add must mount where everyone sees it: no private mount namespace.
     for key in (
