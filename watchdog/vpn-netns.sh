@@ -112,13 +112,24 @@ conf_value() { # first value of KEY in [Interface], all lines joined with commas
 }
 
 strip_config() { # the config without wg-quick-only keys, on stdout
-  awk '
-    /^[[:space:]]*\[/ { sect = tolower($0); gsub(/[[:space:]]/, "", sect); print; next }
+  # With --private-key-file the key goes into the same `wg setconf` input
+  # (read by awk from the file, never through argv): setting it afterwards
+  # lets the first handshake go out without it, and that one is lost (5 s).
+  awk -v keyfile="$KEYFILE" '
+    /^[[:space:]]*\[/ {
+      sect = tolower($0); gsub(/[[:space:]]/, "", sect); print
+      if (sect == "[interface]" && keyfile != "") {
+        if ((getline key < keyfile) <= 0) { print "cannot read the private key file" > "/dev/stderr"; exit 1 }
+        gsub(/[[:space:]]/, "", key); print "PrivateKey = " key
+      }
+      next
+    }
     {
       line = $0; n = index(line, "=")
       if (sect == "[interface]" && n > 0) {
         k = substr(line, 1, n - 1); gsub(/[[:space:]]/, "", k); k = tolower(k)
         if (k ~ /^(address|dns|mtu|table|preup|postup|predown|postdown|saveconfig)$/) next
+        if (keyfile != "" && k == "privatekey") next
       }
       print
     }' "$CONFIG"
@@ -293,9 +304,6 @@ tunnel_up() {
   strip_config >"$CONF_TMP"
   ip netns exec "$NETNS" wg setconf "$IFACE" "$CONF_TMP"
   rm -f "$CONF_TMP"
-  if [ -n "$KEYFILE" ]; then
-    ip netns exec "$NETNS" wg set "$IFACE" private-key "$KEYFILE"
-  fi
 
   local a has6=""
   while read -r a; do

@@ -130,17 +130,23 @@ allowed_ips = ["{t.EXIT_IP}"]
 [checks.webui]
 lan_url = "http://{t.LAN_NS_IP}:{t.WEBUI_PORT}"
 """
-    # Remediation arrives in config.py from another piece of work; fill it in
-    # when the schema has it, with the lab's tunnel restart.
-    section = getattr(wc, "RemediationSection", None)
-    if section is not None:
-        fields = {f.name for f in dataclasses.fields(section)}
-        cmd = restart_command()
-        for key in ("restart_command", "tunnel_restart_command"):
-            if key in fields:
-                text += f"\n[remediation]\n{key} = {_toml_list(cmd)}\n"
-                break
+    # Keys other pieces of work add to the schema: filled in when it has them.
+    if _has(wc, "WebuiCheck", "probe_addresses"):
+        # The exit address is where a port forward on the server would expose it.
+        text += f'probe_addresses = ["{t.EXIT_IP}"]\n'
+    remediation = []
+    if _has(wc, "RemediationSection", "restart_command"):
+        remediation.append(f"restart_command = {_toml_list(restart_command())}")
+    if _has(wc, "RemediationSection", "restart_backoff_initial"):
+        remediation.append("restart_backoff_initial = 5.0")
+    if remediation:
+        text += "\n[remediation]\n" + "\n".join(remediation) + "\n"
     return text
+
+
+def _has(module, cls: str, key: str) -> bool:
+    c = getattr(module, cls, None)
+    return c is not None and key in {f.name for f in dataclasses.fields(c)}
 
 
 def write_watchdog_config() -> Path:

@@ -211,7 +211,8 @@ def heal_tunnel_down() -> None:
 
 
 def break_webui_exposed() -> None:
-    # The server forwards exit:8080 to the client (also for the client's own
+    # The server forwards its public addresses' port 8080 (exit and endpoint)
+    # to the client (also for the client's own
     # connections to its exit address, hence the masquerade for the hairpin),
     # and the client's kill switch lets 8080 in on the tunnel.
     t.nft(
@@ -221,7 +222,8 @@ delete table ip {_table("webui-exposed")}
 table ip {_table("webui-exposed")} {{
   chain prerouting {{
     type nat hook prerouting priority dstnat;
-    ip daddr {t.EXIT_IP} tcp dport {t.WEBUI_PORT} dnat to {t.CLIENT_TUN_IP}
+    ip daddr {{ {t.EXIT_IP}, {t.WAN_SERVER_ADDR.split("/")[0]} }} tcp dport {t.WEBUI_PORT} \
+dnat to {t.CLIENT_TUN_IP}
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat;

@@ -1,0 +1,164 @@
+"""`qbt-vpn-watchdog lab demo`: watch the watchdog catch the seed's failure, end to end.
+
+Lab up -> a torrent seeding in the confined qBittorrent -> the daemon against
+the lab -> break `return-path` -> the watchdog reports it (and stops torrents,
+restarts the tunnel) -> heal -> recovery -> everything torn down, also on
+Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from watchdog.lab import control, faults, procs, services
+from watchdog.lab import topology as t
+from watchdog.lab.state import LOG_DIR, PID_DIR
+
+METRICS = f"http://127.0.0.1:{t.METRICS_PORT}"
+# Loopback only, and never through a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _get(path: str) -> tuple[int, str]:
+    try:
+        with _OPENER.open(METRICS + path, timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+def health() -> str:
+    code, text = _get("/healthz")
+    return text.strip() if code else f"(no answer: {text})"
+
+
+def metric_lines(prefixes: tuple[str, ...]) -> list[str]:
+    code, text = _get("/metrics")
+    if code != 200:
+        return []
+    return [ln for ln in text.splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
+
+
+def torrent_states() -> str:
+    try:
+        return ", ".join(f"{x.name}: {x.state}" for x in services.qbt_client().torrents_info())
+    except Exception as e:  # noqa: BLE001 - the demo only reports it
+        return f"(qBittorrent: {type(e).__name__})"
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def watch(what: str, cond: Callable[[str], bool], timeout: float) -> float | None:
+    """Print /healthz whenever it changes until cond(health) holds; seconds taken or None."""
+    t0 = time.monotonic()
+    last = ""
+    while time.monotonic() - t0 < timeout:
+        h = health()
+        if h != last:
+            say(f"  [{time.monotonic() - t0:5.1f} s] {h}")
+            last = h
+        if cond(h):
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    say(f"  {what}: not within {timeout:g} s")
+    return None
+
+
+def start_daemon(config: str) -> int:
+    PID_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
+    p = subprocess.Popen(
+        [sys.executable, "-m", "watchdog", "run", "--config", config],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    procs.pid_file("daemon").write_text(f"{p.pid}\n")
+    return p.pid
+
+
+def demo() -> int:
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    t_start = time.monotonic()
+    try:
+        if control.stale():
+            control.down()
+        say("1. Bringing the lab up (namespaces, AirVPN-like server, confined qBittorrent) ...")
+        t0 = time.monotonic()
+        config = str(control.up())
+        say(f"   up in {time.monotonic() - t0:.1f} s; watchdog config: {config}")
+        say(f"   WebUI (LAN side): http://{t.LAN_NS_IP}:{t.WEBUI_PORT}  user {services.USERNAME}, "
+            f"password in {services.PASSWORD_FILE}")  # fmt: skip
+
+        c = services.qbt_client()
+        c.torrents_add(
+            torrent_files=str(services.TORRENT_FILE), save_path=str(services.CLIENT_DOWNLOADS)
+        )
+        say("   added the test torrent; downloading it through the tunnel ...")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ts = c.torrents_info()
+            if ts and ts[0].progress >= 1:
+                break
+            time.sleep(0.3)
+        say(f"   {torrent_states()}")
+
+        say(f"\n2. Starting the watchdog: {sys.executable} -m watchdog run --config {config}")
+        start_daemon(config)
+        say(
+            f"   metrics: {METRICS}/metrics   health: {METRICS}/healthz   log: {LOG_DIR}/daemon.log"
+        )
+        if watch("all checks passing", lambda h: "ok:" in h and "passed" in h, 60) is None:
+            return 1
+        for ln in metric_lines(("qbtvpn_healthy", "qbtvpn_wireguard_peer_receive_bytes_total")):
+            say(f"   {ln}")
+
+        say(
+            "\n3. Breaking the return path: only the first handshake response gets back (the seed's failure)"
+        )
+        faults.break_fault("return-path")
+        took = watch("return_path failing", lambda h: "return_path" in h, 90)
+        if took is not None:
+            say(f"   caught after {took:.1f} s (poll interval 2 s)")
+        for ln in metric_lines(
+            (
+                "qbtvpn_check_reason",
+                "qbtvpn_wireguard_peer_receive_bytes_total",
+                "qbtvpn_remediation",
+            )
+        ):
+            say(f"   {ln}")
+        say("   letting remediation act for 20 s (stop torrents, restart the tunnel) ...")
+        watch("remediation", lambda h: False, 20)
+        say(f"   torrents: {torrent_states()}")
+
+        say("\n4. Healing the return path")
+        faults.heal_fault("return-path")
+        took = watch("recovery", lambda h: h.startswith("alive; ok:"), 120)
+        if took is not None:
+            say(f"   recovered after {took:.1f} s")
+        time.sleep(3)
+        say(f"   torrents: {torrent_states()}")
+        return 0 if took is not None else 1
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+        return 130
+    finally:
+        say("\n5. Tearing down (daemon, lab) ...")
+        procs.stop("daemon", "python", timeout=10)
+        control.down()
+        say(f"   done; the demo took {time.monotonic() - t_start:.0f} s")
