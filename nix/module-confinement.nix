@@ -88,7 +88,9 @@ let
     delete table inet ${hostTableName}
     table inet ${hostTableName} {
       set webui_clients {
-        type ipv4_addr; flags interval;
+        # auto-merge: overlapping ranges (10.0.0.0/8 and 10.88.0.0/16) are
+        # an error in an interval set without it.
+        type ipv4_addr; flags interval; auto-merge;
         ${lib.optionalString (clientRanges4 != [ ]) "elements = { ${lib.concatStringsSep ", " clientRanges4} }"}
       }
       chain prerouting {

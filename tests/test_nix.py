@@ -624,6 +624,18 @@ def test_host_ruleset_is_valid_nftables(tmp_path):
     if shutil.which("nft") is None or shutil.which("unshare") is None:
         pytest.skip("needs nft and unshare")
     rules = tmp_path / "host.nft"
+    # Overlapping ranges too: nft refuses them in an interval set without auto-merge.
+    overlapping = with_config(
+        '{ services.qbittorrent-vpn.webui.allowedRanges = [ "10.0.0.0/8" "10.88.0.0/16" ]; }'
+    )
+    rules.write_text(evaluate(overlapping)["confinement"]["hostRuleset"])
+    proc = subprocess.run(
+        ["unshare", "--net", "nft", "-c", "-f", str(rules)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
     rules.write_text(evaluate()["confinement"]["hostRuleset"])
     proc = subprocess.run(
         ["unshare", "--net", "nft", "-c", "-f", str(rules)],
