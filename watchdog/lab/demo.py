@@ -58,7 +58,9 @@ def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def watch(what: str, cond: Callable[[str], bool], timeout: float) -> float | None:
+def watch(
+    what: str, cond: Callable[[str], bool], timeout: float, quiet: bool = False
+) -> float | None:
     """Print /healthz whenever it changes until cond(health) holds; seconds taken or None."""
     t0 = time.monotonic()
     last = ""
@@ -70,7 +72,8 @@ def watch(what: str, cond: Callable[[str], bool], timeout: float) -> float | Non
         if cond(h):
             return time.monotonic() - t0
         time.sleep(0.5)
-    say(f"  {what}: not within {timeout:g} s")
+    if not quiet:
+        say(f"  {what}: not within {timeout:g} s")
     return None
 
 
@@ -111,6 +114,8 @@ def demo() -> int:
         say("   added the test torrent; downloading it through the tunnel ...")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if not procs.running("client-qbt", "qbittorrent-nox"):
+                raise t.LabError(f"qbittorrent-nox exited (log: {LOG_DIR}/client-qbt.log)")
             ts = c.torrents_info()
             if ts and ts[0].progress >= 1:
                 break
@@ -143,20 +148,23 @@ def demo() -> int:
         ):
             say(f"   {ln}")
         say("   letting remediation act for 20 s (stop torrents, restart the tunnel) ...")
-        watch("remediation", lambda h: False, 20)
+        watch("remediation", lambda h: False, 20, quiet=True)
         say(f"   torrents: {torrent_states()}")
 
         say("\n4. Healing the return path")
         faults.heal_fault("return-path")
-        took = watch("recovery", lambda h: h.startswith("alive; ok:"), 120)
+        # Recovered: every check passes and the held torrents are resumed.
+        took = watch("recovery", lambda h: h.startswith("alive; ok:") and "holding" not in h, 120)
         if took is not None:
             say(f"   recovered after {took:.1f} s")
-        time.sleep(3)
         say(f"   torrents: {torrent_states()}")
         return 0 if took is not None else 1
     except KeyboardInterrupt:
         say("\ninterrupted")
         return 130
+    except Exception as e:  # noqa: BLE001 - reported in one line, then torn down
+        say(f"\ndemo failed: {type(e).__name__}: {e}")
+        return 1
     finally:
         say("\n5. Tearing down (daemon, lab) ...")
         procs.stop("daemon", "python", timeout=10)
