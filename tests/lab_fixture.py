@@ -156,20 +156,25 @@ def _run_once_subset(cfg, names: list[str]) -> dict:
     return results
 
 
+LOCK_WAIT = 900.0  # seconds: another session's lab tests take a few minutes
+
+
 @pytest.fixture(scope="session")
 def lab():
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     from watchdog.lab import control
 
-    if control.stale():
-        control.down()
-    t0 = time.monotonic()
-    try:
-        path = control.up()
-        yield LabHandle(path, time.monotonic() - t0)
-    finally:
-        control.down()
+    # One lab per machine: a concurrent test session waits for this one.
+    with control.exclusive(wait=LOCK_WAIT):
+        if control.stale():
+            control.down()
+        t0 = time.monotonic()
+        try:
+            path = control.up()
+            yield LabHandle(path, time.monotonic() - t0)
+        finally:
+            control.down()
 
 
 @pytest.fixture

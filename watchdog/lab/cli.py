@@ -43,23 +43,29 @@ def main(argv: list[str]) -> int:
     cmd, args = argv[0], argv[1:]
     try:
         if cmd == "up" and not args:
-            if control.is_up():
-                print(control.write_watchdog_config())
-                return 0
-            if control.stale():
-                control.down()
-            t0 = time.monotonic()
-            path = control.up()
+            with control.exclusive():
+                if control.is_up():
+                    print(control.write_watchdog_config())
+                    return 0
+                if control.stale():
+                    control.down()
+                t0 = time.monotonic()
+                path = control.up()
             print(f"lab up in {time.monotonic() - t0:.1f} s; watchdog config:", file=sys.stderr)
             print(path)
             return 0
         if cmd == "down" and not args:
-            control.down()
+            with control.exclusive():
+                t0 = time.monotonic()
+                control.down()
+            print(f"lab down in {time.monotonic() - t0:.1f} s", file=sys.stderr)
             return 0
         if cmd == "status" and not args:
             print(json.dumps(control.status(), indent=2))
             return 0
         if cmd == "break" and len(args) == 1:
+            if args[0] not in faults.FAULTS:
+                raise faults.UnknownFault(args[0])
             _require_up(control)
             faults.break_fault(args[0])
             return 0
@@ -74,7 +80,8 @@ def main(argv: list[str]) -> int:
         if cmd == "demo" and not args:
             from watchdog.lab.demo import demo
 
-            return demo()
+            with control.exclusive():
+                return demo()
     except faults.UnknownFault as e:
         print(f"qbt-vpn-watchdog lab: {e}", file=sys.stderr)
         return 2

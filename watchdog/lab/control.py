@@ -2,15 +2,59 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from watchdog.lab import faults, procs, services, state
 from watchdog.lab import topology as t
 from watchdog.lab.state import CONFIG_PATH, STATE_DIR
+
+# The lab is one per machine. Whoever builds or tears it down (a test session,
+# the demo, `lab up`/`lab down`) holds this lock meanwhile, so two test sessions
+# never tear down each other's lab. It lives outside STATE_DIR, which `down`
+# removes; the (empty) file itself stays, as lock files do.
+LOCK_PATH = Path("/run/lock/qvl-lab.lock")
+
+
+class LabBusy(t.LabError):
+    pass
+
+
+@contextlib.contextmanager
+def exclusive(wait: float = 0.0) -> Iterator[None]:
+    """Hold the lab lock; wait up to ``wait`` seconds for it, else raise LabBusy."""
+    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    raise LabBusy(
+                        f"the lab is in use by process {holder} (a test session or the demo); "
+                        "try again when it is done"
+                    ) from None
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def is_up() -> bool:
