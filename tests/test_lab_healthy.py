@@ -118,3 +118,16 @@ def test_every_check_passes_on_the_healthy_lab(lab):
     assert results, "no check modules available yet"
     bad = {n: (r.reason, r.detail) for n, r in results.items() if not r.ok}
     assert bad == {}
+
+
+def test_private_key_from_its_own_file_and_no_copy_left(lab):
+    """The script merges the key file into `wg setconf` input and removes that copy."""
+    import glob
+    import subprocess
+
+    key = t.client_key().read_text()
+    want = subprocess.run(["wg", "pubkey"], input=key, capture_output=True, text=True).stdout
+    got = lab.exec_in(t.NS_VPN, ["wg", "show", t.WG_CLIENT, "public-key"]).stdout
+    assert got.strip() == want.strip()
+    assert glob.glob("/run/vpn-netns.*") == []
+    assert "PrivateKey" not in t.client_conf().read_text()
