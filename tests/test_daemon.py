@@ -234,6 +234,16 @@ def child(mode: str, config_path: str) -> int:
         lambda cfg, src: FakeRemediator(cfg, src, stall_at),
         specs=fake_specs(world),
     )
+    if mode == "term-in-thread":
+        # The kernel may hand a process-directed SIGTERM to any thread; make it
+        # land on another thread than the one sleeping in the loop.
+        def term_from_a_thread() -> None:
+            while not d._ready:
+                time.sleep(0.05)
+            time.sleep(0.3)  # the loop is asleep by now (interval 30 s)
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+        threading.Thread(target=term_from_a_thread, daemon=True).start()
     return d.run()
 
 
@@ -359,6 +369,15 @@ def test_sigterm_stops_promptly_with_stopping(spawn):
     assert c.proc.wait(5) == 0
     assert time.monotonic() - t0 < 2.0
     assert "stopping" in c.stderr()
+
+
+def test_sigterm_delivered_to_another_thread_still_wakes_the_loop(spawn):
+    c = spawn("term-in-thread", interval=30.0)
+    c.wait_for("READY")
+    t0 = time.monotonic()
+    c.wait_for("STOPPING")
+    assert c.proc.wait(5) == 0
+    assert time.monotonic() - t0 < 2.0
 
 
 def test_sighup_reload_keeps_the_old_config_when_the_new_one_is_invalid(spawn):

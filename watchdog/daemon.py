@@ -108,10 +108,20 @@ class _Waker:
     A ``threading.Event`` cannot be set safely from a signal handler (the
     handler may run while the same thread holds the event's lock), so this is
     the classic self-pipe: the handler writes a byte, ``select`` wakes up.
+
+    The write end is also the interpreter's ``signal.set_wakeup_fd``: the
+    kernel may deliver SIGTERM to any thread (an HTTP thread, a check), and
+    then the main thread's ``select`` is not interrupted and the Python-level
+    handler would wait for the sleep to end (up to a whole interval). The C
+    handler writes to the wakeup fd from whichever thread got the signal.
     """
 
     def __init__(self) -> None:
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    @property
+    def write_fd(self) -> int:
+        return self._w
 
     def wake(self) -> None:
         try:
@@ -256,10 +266,12 @@ class Daemon:
         return self._server.server_address[:2] if self._server else None
 
     def run(self) -> int:
+        old_wakeup_fd = None
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
             signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+            old_wakeup_fd = signal.set_wakeup_fd(self._waker.write_fd, warn_on_full_buffer=False)
         try:
             self._start_http(self.config)
         except OSError as e:
@@ -294,6 +306,8 @@ class Daemon:
             log.info("stopping")
             self._stop_http()
             self.notifier.close()
+            if old_wakeup_fd is not None:
+                signal.set_wakeup_fd(old_wakeup_fd)
             self._waker.close()
         return 0
 
