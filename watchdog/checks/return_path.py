@@ -91,8 +91,29 @@ class Verdict:
 
 
 def _delta(new: int, old: int) -> int:
-    # Counters restart from 0 when the tunnel is re-created: count from the reset.
+    # Never negative; samples from before a counter reset are dropped anyway.
     return new - old if new >= old else new
+
+
+def _since_reset(history: list[Sample], now: Sample) -> list[Sample]:
+    """The samples taken since the tunnel's counters last started again from 0.
+
+    A re-created tunnel (a restart, ours or systemd's) is a new tunnel: a probe
+    answered by the old one proves nothing about it, and its absolute counters
+    are again what the seed's box showed (rx 92, tx climbing), so they are
+    judged on their own at once instead of waiting out a window of old samples.
+    """
+    seq = [*history, now]
+    for i in range(len(seq) - 1, 0, -1):
+        a, b = seq[i - 1], seq[i]
+        if (
+            b.peer_rx < a.peer_rx
+            or b.peer_tx < a.peer_tx
+            or b.inner_rx < a.inner_rx
+            or b.inner_tx < a.inner_tx
+        ):
+            return history[i:]
+    return history
 
 
 def assess(history: list[Sample], now: Sample, min_tx_bytes: int, window: float) -> Verdict:
@@ -105,7 +126,9 @@ def assess(history: list[Sample], now: Sample, min_tx_bytes: int, window: float)
     """
     if now.probe_answered:
         return Verdict(True, "ok", "probe through the tunnel answered")
-    same_peer = [s for s in history if s.peer_key == now.peer_key and s.at < now.at]
+    same_peer = _since_reset(
+        [s for s in history if s.peer_key == now.peer_key and s.at < now.at], now
+    )
     base = None
     for s in reversed(same_peer):  # the newest sample at least `window` old
         if now.at - s.at >= window:
