@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from watchdog.checks import Context, Sources
 from watchdog.config import Config
-from watchdog.sources import SourceError
+from watchdog.sources import Listener, SourceError
 
 
 class Fixed:
@@ -30,14 +30,31 @@ class FakeWireguard:
 
 
 class FakeLinks:
-    def __init__(self, links=None, routes=None):
+    """Links, routes and listeners. ``listeners`` maps port -> tuple of Listener; without
+    it every link listens on every port at its first address, bound to its index
+    (what a healthy qBittorrent bound to the tunnel looks like)."""
+
+    def __init__(self, links=None, routes=None, listeners=None):
         self.links, self.routes = dict(links or {}), dict(routes or {})
+        self.listeners = None if listeners is None else dict(listeners)
 
     def link(self, name):
         return self.links.get(name)
 
     def route_interface(self, dst):
         return self.routes.get(dst)
+
+    def tcp_listeners(self, port):
+        if self.listeners is not None:
+            value = self.listeners.get(port, ())
+            if isinstance(value, SourceError):
+                raise value
+            return value
+        return tuple(
+            Listener(ls.addresses[0].split("/")[0], port, ls.index)
+            for ls in self.links.values()
+            if ls.addresses
+        )
 
 
 def sources(**kw) -> Sources:

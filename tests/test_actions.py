@@ -20,7 +20,7 @@ import pytest
 from tests.test_policy import CHECKS, ModelQbt, ModelWg, Srcs, res
 from watchdog import config as config_mod
 from watchdog.actions import ActionError, Remediator, resolve_endpoint, run_command
-from watchdog.sources import SourceError
+from watchdog.sources import Listener, SourceError
 
 BAD = {"return_path": "no_return_traffic"}
 
@@ -139,15 +139,45 @@ def test_resolve_endpoint_uses_the_given_resolver_ipv4_first():
         resolve_endpoint("nohost", fake)
 
 
-def test_rebind_sets_interface_and_forwarded_port():
+def test_rebind_sets_interface_and_forwarded_port_with_new_sockets():
     calls = []
     d, qbt, wg, _ = make()
-    d.rem.config = config_mod.parse("[qbittorrent]\nforwarded_port = 51413\n")
-    qbt.set_binding = lambda iface, port: calls.append((iface, port))
+    d.rem.config = config_mod.parse("[qbittorrent]\nforwarded_port = 47000\n")
+    real = qbt.set_binding
+    qbt.set_binding = lambda iface, port: calls.append((iface, port)) or real(iface, port)
     d.cycle(bind="wrong_interface")
     v = d.cycle(bind="wrong_interface")
-    assert calls == [("wg0", 51413)]
+    # To a neighbour and back: libtorrent opens sockets only for a changed port.
+    assert calls == [("wg0", 47001), ("wg0", 47000)]
+    assert qbt.calls[-1] == "reannounce"
     assert v.actions_total["rebind"] == 1 and v.state == "holding"
+
+
+def test_rebind_without_forwarded_port_keeps_qbittorrents_own_port():
+    d, qbt, wg, _ = make()
+    qbt.port = 65535
+    calls = []
+    real = qbt.set_binding
+    qbt.set_binding = lambda iface, port: calls.append(port) or real(iface, port)
+    d.cycle(bind="stale_listener")
+    v = d.cycle(bind="stale_listener")
+    assert calls == [65534, 65535] and v.actions_total["rebind"] == 1
+    assert v.state == "ok"  # stale_listener is fixed by the rebind, not by holding
+
+
+def test_rebind_that_opens_no_socket_fails_with_why():
+    from tests.test_policy import ModelLinks
+    from watchdog.actions import rebind
+
+    class Deaf(ModelLinks):
+        def tcp_listeners(self, port):
+            return (Listener("10.64.1.2", port, 3),)  # still on the old index
+
+    qbt = ModelQbt(1)
+    with pytest.raises(ActionError, match="no socket on wg0 port 51414 within 0.3 s"):
+        rebind(qbt, Deaf(qbt), "wg0", 51413, timeout=0.3, poll=0.05)
+    with pytest.raises(ActionError, match="wg9 does not exist"):
+        rebind(qbt, ModelLinks(qbt), "wg9", 51413, timeout=0.3)
 
 
 # --- the tag is the memory ---------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from tests.fakes import FakeLinks, Fixed, context
 from watchdog.checks import bind
 from watchdog.config import Config, QbittorrentSection
-from watchdog.sources import LinkState, QbtState, SourceError
+from watchdog.sources import LinkState, Listener, QbtState, SourceError
 
 TESTED: set[str] = set()
 
@@ -124,6 +124,47 @@ def test_forwarded_port():
     assert o.reason == "wrong_port" and "47000" in o.detail
     assert run(state(listen_port=47000), forwarded=47000).ok
     assert run(state(listen_port=12345)).ok  # no forwarded port configured: any port
+
+
+def listening(*listeners: Listener) -> FakeLinks:
+    wg0 = link("10.64.1.2/32", "fd7d:76ee:e68f:a993::2/128", "fe80::1/64")
+    return FakeLinks({"wg0": wg0}, listeners={51413: listeners})
+
+
+def test_listener_bound_to_the_tunnel_as_it_is_now_passes():
+    assert run(state(), links=listening(Listener("10.64.1.2", 51413, 5))).ok
+    # Not device-bound, but on the tunnel's own address: fine too.
+    assert run(state(), links=listening(Listener("10.64.1.2", 51413, 0))).ok
+
+
+def test_nothing_listening_on_the_port_is_not_listening():
+    o = run(state(), links=listening())
+    assert o.reason == "not_listening" and "port 51413" in o.detail
+    # A TUN device's own link-local address carries no torrent traffic.
+    o = run(state(), links=listening(Listener("fe80::1", 51413, 5)))
+    assert o.reason == "not_listening"
+
+
+def test_listener_on_the_old_tunnel_index_is_stale():
+    # The lab measured it: tunnel re-created as index 6, qBittorrent's socket
+    # still "10.128.0.42%if3"; its preferences look perfect.
+    o = run(state(), links=listening(Listener("10.64.1.2", 51413, 3)))
+    assert o.reason == "stale_listener"
+    assert "interface index 3" in o.detail and "index 5 now" in o.detail
+    # A socket on any address, not device-bound, is not "bound to the tunnel" either.
+    assert run(state(), links=listening(Listener("0.0.0.0", 51413, 0))).reason == "stale_listener"
+
+
+def test_one_good_listener_among_stale_ones_passes():
+    links = listening(Listener("10.64.1.2", 51413, 3), Listener("fd7d:76ee:e68f:a993::2", 51413, 5))
+    assert run(state(), links=links).ok
+
+
+def test_unreadable_listeners_pass_and_say_so():
+    err = SourceError("sock_diag socket in namespace vpn: Permission denied")
+    links = FakeLinks({"wg0": link("10.64.1.2/32")}, listeners={51413: err})
+    o = run(state(), links=links)
+    assert o.ok and "listening sockets not checked" in o.detail and "Permission" in o.detail
 
 
 def test_every_reason_is_covered():

@@ -237,3 +237,22 @@ def test_heal_without_argument_heals_everything(healed_lab):
     assert sorted(lab.heal()) == ["dns", "exit-ip", "webui-exposed"]
     assert lab.applied() == []
     healthy_raw(lab)
+
+
+def test_a_recreated_tunnel_leaves_qbittorrent_on_the_old_interface(healed_lab):
+    # What the tunnel unit's reload (and remediation's tier 2) does: only the
+    # WireGuard link is re-created. qBittorrent 4.5 keeps its socket bound to
+    # the old link's index (measured: every time), its preferences still look
+    # right, and it can reach no peer. The bind check must see it; the rebind
+    # the watchdog does must fix it.
+    from watchdog.lab import control, services
+
+    lab = healed_lab
+    control.restart_tunnel()
+    healthy_raw(lab)  # the tunnel itself is fine
+    r = lab.run_checks(only=["bind"])["bind"]
+    assert (r.ok, r.reason) == (False, "stale_listener"), r.detail
+    assert f"port {t.FORWARDED_PORT}" in r.detail and "index" in r.detail
+    services.rebind_client_qbt()
+    r = lab.run_checks(only=["bind"])["bind"]
+    assert r.ok, r.detail

@@ -32,7 +32,7 @@ from watchdog.policy import (
     tripped,
 )
 from watchdog.results import CheckResult
-from watchdog.sources import QbtState, TorrentBrief, WgDevice, WgPeer
+from watchdog.sources import LinkState, Listener, QbtState, TorrentBrief, WgDevice, WgPeer
 
 CHECKS = ("handshake", "return_path", "dns", "exit_ip", "bind", "webui")
 
@@ -487,6 +487,7 @@ class ModelQbt:
         self.calls: list[str] = []
         self.started_by_watchdog: list[str] = []
         self.down = False
+        self.port = 51413  # where its listening socket is (see ModelLinks)
 
     def _up(self):
         if self.down:
@@ -520,6 +521,11 @@ class ModelQbt:
     def set_binding(self, interface, port):
         self._up()
         self.calls.append("set_binding")
+        self.port = port
+
+    def reannounce(self):
+        self._up()
+        self.calls.append("reannounce")
 
     def state(self):
         self._up()
@@ -528,8 +534,9 @@ class ModelQbt:
             for h, p in self.paused.items()
         )
         return QbtState(
-            "v4.5.2", "2.8.19", "wg0", "", 0, "*", 8080, "connected", 0, 0, 0, 0, 0, (), torrents
-        )
+            "v4.5.2", "2.8.19", "wg0", "", self.port, "*", 8080, "connected", 0, 0, 0, 0, 0, (),
+            torrents,
+        )  # fmt: skip
 
 
 class ModelWg:
@@ -544,10 +551,28 @@ class ModelWg:
         self.calls.append(f"set_endpoint {endpoint}")
 
 
+class ModelLinks:
+    """The namespace: wg0 (index 5), and a socket wherever qBittorrent last bound its port."""
+
+    def __init__(self, qbt: ModelQbt) -> None:
+        self.qbt = qbt
+
+    def link(self, name):
+        return (
+            LinkState("wg0", 5, True, 1320, ("10.64.1.2/32",), 0, 0, 0, 0)
+            if name == "wg0"
+            else None
+        )
+
+    def tcp_listeners(self, port):
+        return (Listener("10.64.1.2", port, 5),) if port == self.qbt.port else ()
+
+
 class Srcs:
-    def __init__(self, qbt, wg) -> None:
+    def __init__(self, qbt, wg, links=None) -> None:
         self.qbittorrent = qbt
         self.wireguard = wg
+        self.links = links or ModelLinks(qbt)
 
 
 def lab_config(mode: str = "enforce") -> config_mod.Config:

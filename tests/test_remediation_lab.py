@@ -213,10 +213,30 @@ class Torrents:
 
     def finish_download(self, timeout: float = 90) -> None:
         self.c.torrents_set_download_limit(limit=0, torrent_hashes=self.download)
-        wait_for(
-            "the download to complete", lambda: self.info(self.download).amount_left == 0, timeout
-        )
+        try:
+            wait_for(
+                "the download to complete",
+                lambda: self.info(self.download).amount_left == 0,
+                timeout,
+            )
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.describe(self.download)}") from None
         assert self.got_file.read_bytes() == self.seed_file.read_bytes()
+
+    def describe(self, h: str) -> str:
+        """What qBittorrent says about a torrent, its trackers and peers (for failures)."""
+        t = self.info(h)
+        lines = [
+            f"{t.name}: state {t.state}, progress {t.progress:.3f}, dlspeed {t.dlspeed}, "
+            f"seeds {t.num_seeds}/{t.num_complete}, peers {t.num_leechs}"
+        ]
+        for tr in self.c.torrents_trackers(torrent_hash=h):
+            lines.append(f"  tracker {tr.url}: status {tr.status} peers {tr.num_peers} {tr.msg!r}")
+        peers = self.c.sync_torrent_peers(torrent_hash=h).get("peers", {})
+        for addr, p in peers.items():
+            lines.append(f"  peer {addr}: {p.get('connection')} {p.get('flags')} "
+                         f"progress {p.get('progress')} dl {p.get('dl_speed')}")  # fmt: skip
+        return "\n".join(lines)
 
     def cleanup(self) -> None:
         try:

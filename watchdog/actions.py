@@ -13,7 +13,9 @@
   ``systemctl restart UNIT`` or ``remediation.restart_command``, as argv,
   never through a shell, killed (with its process group) at the timeout;
   tier 3: set the next of ``remediation.alternative_endpoints``.
-* ``rebind``: ``set_binding(wireguard.interface, qbittorrent.forwarded_port)``.
+* ``rebind``: ``rebind()`` below: qBittorrent bound to ``wireguard.interface``
+  on ``qbittorrent.forwarded_port`` (or its own port) with *new* sockets,
+  verified in the namespace's socket table, then every torrent re-announced.
 
 Every action runs within ``remediation.action_timeout``, is logged once with
 its reason, and is counted in ``RemediationView.actions_total`` /
@@ -132,6 +134,43 @@ def resolve_endpoint(endpoint: str, resolver: Callable[..., list] = socket.getad
     return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
 
 
+def _on_tunnel(listeners: Sequence[Any], link: Any) -> bool:
+    addrs = {a.split("/", 1)[0] for a in link.addresses}
+    return any(
+        x.ifindex == link.index or (x.ifindex == 0 and x.address in addrs) for x in listeners
+    )
+
+
+def rebind(
+    qbt: Any, links: Any, interface: str, port: int, timeout: float, poll: float = 0.1
+) -> str:
+    """Bind qBittorrent to ``interface`` on ``port`` with new sockets, and re-announce.
+
+    Setting the same interface and port again is a no-op in libtorrent 2.0 (it
+    compares device names), which leaves a socket bound to a re-created
+    tunnel's old index in place: the ``bind`` check's ``stale_listener``. So
+    the port goes to a neighbour first and then back; each step waits until
+    the namespace's socket table (sock_diag) shows a socket on that port bound
+    to the tunnel as it is now (qBittorrent applies preferences deferred, and
+    two quick changes would merge into none). Then every torrent is
+    re-announced, so peers that failed meanwhile are tried again at once.
+    """
+    link = links.link(interface)
+    if link is None:
+        raise ActionError(f"{interface} does not exist in the namespace: nothing to bind to")
+    deadline = time.monotonic() + timeout
+    for p in (port + 1 if port < 65535 else port - 1, port):
+        qbt.set_binding(interface, p)
+        while not _on_tunnel(links.tcp_listeners(p), link):
+            if time.monotonic() >= deadline:
+                raise ActionError(
+                    f"qBittorrent opened no socket on {interface} port {p} within {timeout:g} s"
+                )
+            time.sleep(poll)
+    qbt.reannounce()
+    return f"bound to {interface}, port {port}, new sockets; torrents re-announced"
+
+
 class _Bounded:
     """Run callables in a worker thread, giving up after a timeout.
 
@@ -170,8 +209,8 @@ class Remediator:
     """Policy + actions, one ``step`` per cycle (called by the daemon after the checks).
 
     ``sources`` needs ``.qbittorrent`` (``stop_active``, ``start_tagged``,
-    ``held``, ``set_binding``, ``state``) and ``.wireguard`` (``read``,
-    ``set_endpoint``). ``run_command`` and ``resolve`` are injectable for tests.
+    ``held``, ``set_binding``, ``reannounce``, ``state``), ``.links``
+    (``link``, ``tcp_listeners``) and ``.wireguard`` (``read``, ``set_endpoint``). ``run_command`` and ``resolve`` are injectable for tests.
     """
 
     def __init__(
@@ -325,10 +364,15 @@ class Remediator:
             self.held = []
             return f"started {len(started)} torrent(s)"
         if action.kind == "rebind":
-            port = self.config.qbittorrent.forwarded_port or None
-            qbt.set_binding(self.config.wireguard.interface, port)
-            return f"bound to {self.config.wireguard.interface}" + (
-                f", port {port}" if port else ""
+            port = self.config.qbittorrent.forwarded_port or qbt.state().listen_port
+            # The steps get a little less than the action's budget, so a slow
+            # qBittorrent fails here with a message, not in the timeout wrapper.
+            return rebind(
+                qbt,
+                self.sources.links,
+                self.config.wireguard.interface,
+                port,
+                max(1.0, self.timeout - 2.0),
             )
         if action.kind == "restart_tunnel":
             return self._restart(action)

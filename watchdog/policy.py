@@ -71,7 +71,10 @@ CRITICAL = frozenset({"return_path", "handshake", "bind"})
 _ALL_UNSAFE = frozenset({"return_path", "handshake"})
 # For the other checks: which reasons are unsafe / unknown; the rest is degraded.
 # bind lists its non-unsafe reasons instead, so a reason added later fails closed.
-_BIND_DEGRADED = frozenset({"wrong_port"})
+# The socket problems (not_listening, stale_listener) cannot leak: nothing is
+# listening, or the socket is bound to a device that no longer exists. They
+# stall everything, and the remedy is the rebind, not a hold.
+_BIND_DEGRADED = frozenset({"wrong_port", "not_listening", "stale_listener"})
 _BIND_UNKNOWN = frozenset({"unreachable", "login", "bad_response"})
 _UNSAFE_REASONS = {
     "dns": frozenset({"leak"}),
@@ -80,8 +83,10 @@ _UNSAFE_REASONS = {
 # Failures a tunnel restart can fix: the tunnel checks, and bind seeing the
 # interface without an address (it is gone).
 _TUNNEL_BIND_REASONS = frozenset({"no_address", "missing"})
-# bind failures a rebind (set interface and port through the API) can fix.
-REBIND_REASONS = frozenset({"wrong_interface", "unbound", "wrong_port"})
+# bind failures a rebind (interface and port set through the API, new sockets) can fix.
+REBIND_REASONS = frozenset(
+    {"wrong_interface", "unbound", "wrong_port", "not_listening", "stale_listener"}
+)
 
 HOUR = 3600.0
 

@@ -24,7 +24,7 @@ from watchdog.results import COMMON_REASONS, ERROR, OK, TIMEOUT, CheckResult, Ou
 
 if TYPE_CHECKING:
     from watchdog.config import Config
-    from watchdog.sources import DnsAnswer, HttpResponse, LinkState, QbtState, WgDevice
+    from watchdog.sources import DnsAnswer, HttpResponse, LinkState, Listener, QbtState, WgDevice
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ class Sources:
         self, *, wireguard: Any, links: Any, dns: Any, http: Any, qbittorrent: Any
     ) -> None:
         self.wireguard = wireguard  # .read() -> WgDevice
-        self.links = links  # .link(name) -> LinkState | None ; .route_interface(dst) -> str | None
+        # .link(name) -> LinkState | None ; .route_interface(dst) -> str | None ;
+        # .tcp_listeners(port) -> tuple[Listener, ...]
+        self.links = links
         self.dns = dns  # .query(name, server, timeout) -> DnsAnswer
         self.http = http  # .get(url, timeout, max_bytes) -> HttpResponse
         self.qbittorrent = qbittorrent  # .state() -> QbtState
@@ -112,9 +114,15 @@ class Context:
         """The interface the namespace's route to ``dst`` leaves by (None: no route)."""
         return self._once(f"route:{dst}", lambda: self.sources.links.route_interface(dst))
 
+    def tcp_listeners(self, port: int) -> tuple[Listener, ...]:
+        """The TCP sockets listening on ``port`` in the namespace, with their bound device."""
+        return self._once(f"listen:{port}", lambda: self.sources.links.tcp_listeners(port))
+
     def _source_memos(self) -> list[tuple[str, _Memo]]:
-        # Route look-ups are per destination and not part of the snapshot.
-        return [(k, m) for k, m in list(self._memo.items()) if not k.startswith("route:")]
+        # Route and listener look-ups are per argument and not part of the snapshot.
+        return [
+            (k, m) for k, m in list(self._memo.items()) if not k.startswith(("route:", "listen:"))
+        ]
 
     def readings(self) -> dict[str, Any]:
         """The readers' values this cycle that succeeded (for the metrics snapshot)."""

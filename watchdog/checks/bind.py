@@ -16,6 +16,18 @@ Reasons, in the order they are tested:
   no_address       the interface is missing or has no address
   wrong_address    bound to an address (Session\\InterfaceAddress) the tunnel does not have
   wrong_port       a forwarded port is configured and qBittorrent listens elsewhere
+  not_listening    nothing listens on qBittorrent's port in the namespace
+  stale_listener   the socket listening on that port is bound to a device that is
+                   no longer the tunnel (index 3 while the tunnel is now index 6)
+
+The last two read the namespace's listening sockets (sock_diag, what `ss`
+shows), because qBittorrent's preferences cannot tell: when the tunnel is
+re-created (the unit's reload, our tier-2 restart), qBittorrent 4.5 /
+libtorrent 2.0 often keeps its socket bound to the old interface's index. Its
+settings still say "wg0", the new wg0 has the address, and not one peer
+connection can be made: a silent stall, measured in the lab. Setting the same
+preferences again changes nothing (libtorrent compares device *names*); the
+watchdog's rebind moves the listen port away and back, which opens new sockets.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import ipaddress
 
 from watchdog.checks import Context, register
 from watchdog.results import Outcome
-from watchdog.sources import LinkState, QbtState, SourceError
+from watchdog.sources import LinkState, Listener, QbtState, SourceError
 
 REASONS = (
     "login",
@@ -35,6 +47,8 @@ REASONS = (
     "no_address",
     "wrong_address",
     "wrong_port",
+    "not_listening",
+    "stale_listener",
 )
 
 
@@ -136,7 +150,44 @@ def check(ctx: Context) -> Outcome:
             f"qBittorrent listens on port {s.listen_port}, not the forwarded port {forwarded}",
             **kw,
         )
-    return Outcome.passed(f"bound to {want} ({address}), port {s.listen_port}", **kw)
+    passed = f"bound to {want} ({address}), port {s.listen_port}"
+    try:
+        listeners = ctx.tcp_listeners(s.listen_port)
+    except SourceError as e:
+        # Not evidence of a stall, and the rest of the binding is proven: pass,
+        # saying what could not be read.
+        return Outcome.passed(f"{passed}; listening sockets not checked: {e}", **kw)
+    problem = _listener_problem(listeners, s.listen_port, link, link_addrs)
+    if problem is not None:
+        return Outcome.failed(*problem, **kw)
+    return Outcome.passed(passed, **kw)
+
+
+def _listener_problem(
+    listeners: tuple[Listener, ...], port: int, link: LinkState, link_addrs: set
+) -> tuple[str, str] | None:
+    """(reason, detail) when no socket on ``port`` is bound to the tunnel as it is now."""
+    # Link-local sockets do not carry torrent traffic (a TUN device gets an
+    # fe80:: address of its own, and a socket on it says nothing).
+    useful = [x for x in listeners if (ip := _ip(x.address)) is None or not ip.is_link_local]
+    if not useful:
+        return (
+            "not_listening",
+            f"nothing listens on port {port} in the namespace: qBittorrent can make no peer "
+            f"connection (its listen socket on {link.name} is gone)",
+        )
+    for x in useful:
+        if x.ifindex == link.index:
+            return None
+        if x.ifindex == 0 and (ip := _ip(x.address)) is not None and ip in link_addrs:
+            return None
+    shown = ", ".join(str(x) for x in useful)
+    return (
+        "stale_listener",
+        f"port {port} is held by {shown}, but {link.name} is interface index {link.index} now: "
+        "the tunnel was re-created and qBittorrent's sockets are bound to the old one "
+        "(no peer connection can be made)",
+    )
 
 
 def _show(addrs) -> str:

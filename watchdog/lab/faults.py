@@ -45,7 +45,9 @@ def break_return_path() -> None:
     # The first handshake response (92 bytes of WireGuard, 120 at layer 3) gets
     # back; nothing after it. The client tunnel is restarted behind the rule so
     # its counters start from 0 and that one response is all it ever receives:
-    # peer rx stays at 92 while tx climbs, exactly as the seed saw.
+    # peer rx stays at 92 while tx climbs, exactly as the seed saw. qBittorrent
+    # is then moved onto the new tunnel, so it keeps sending into it (the
+    # seed's box sent 3.51 GB) instead of sitting on sockets of the old one.
     t.confined("tunnel-down")
     t.nft(
         t.NS_SRV,
@@ -61,6 +63,7 @@ table inet {_table("return-path")} {{
 """,
     )
     t.confined("tunnel-up")
+    services.rebind_client_qbt()
 
 
 def heal_return_path() -> None:
@@ -203,8 +206,12 @@ def break_tunnel_down() -> None:
 
 
 def heal_tunnel_down() -> None:
+    # The tunnel back, as systemd's reload of the tunnel unit brings it, and
+    # qBittorrent onto it (which that reload does not do: the watchdog's rebind
+    # does, and the remediation tests leave it to the watchdog).
     if t.ns_exists(t.NS_VPN):
         restart_tunnel()
+        services.rebind_client_qbt()
 
 
 # --- webui-exposed: the WebUI reachable through the tunnel ---------------------------

@@ -285,6 +285,30 @@ def start_client_qbt() -> None:
     _wait("the confined qBittorrent WebUI", lambda: listening(t.NS_VPN, t.WEBUI_PORT), 20)
 
 
+def rebind_client_qbt() -> None:
+    """Put the confined qBittorrent's sockets onto the tunnel as it is now.
+
+    After the lab re-creates the tunnel (a fault's set-up, a heal) qBittorrent
+    4.5 often keeps its listen socket bound to the old interface and makes no
+    connection at all (the bind check's ``stale_listener``). A fault must break
+    only what it names, so the lab does what the watchdog's rebind does.
+    Remediation's own restart (``restart_tunnel``) never calls this: there the
+    watchdog has to notice and fix it itself, as on a real host.
+    """
+    if not procs.running("client-qbt", "qbittorrent-nox"):
+        return
+    from watchdog.actions import rebind
+    from watchdog.sources.links import Links
+    from watchdog.sources.qbittorrent import Qbittorrent
+
+    qbt = Qbittorrent(f"http://{t.LAN_NS_IP}:{t.WEBUI_PORT}", USERNAME, client_password, 5.0)
+    links = Links(t.NS_VPN)
+    try:
+        rebind(qbt, links, t.WG_CLIENT, t.FORWARDED_PORT, timeout=15.0)
+    finally:
+        links.close()
+
+
 def stop_client_qbt() -> bool:
     return procs.stop("client-qbt", "qbittorrent-nox", timeout=10)
 

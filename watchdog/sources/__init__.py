@@ -68,6 +68,21 @@ class LinkState:
     tx_packets: int
 
 
+@dataclass(frozen=True)
+class Listener:
+    """A TCP socket listening in the namespace (sock_diag), and the device it is bound to."""
+
+    address: str  # "10.128.0.42", "::", "fe80::1"
+    port: int
+    ifindex: int  # SO_BINDTODEVICE index; 0 = not bound to a device
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}" + (
+            f" on interface index {self.ifindex}" if self.ifindex else ""
+        )
+
+
 # --- DNS ---------------------------------------------------------------------
 
 

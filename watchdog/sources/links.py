@@ -1,4 +1,4 @@
-"""Link state, interface counters, addresses and routes via rtnetlink in a namespace.
+"""Link state, counters, addresses and routes (rtnetlink), and listening sockets (sock_diag).
 
 ``Links(netns)`` keeps one pyroute2 ``IPRoute`` socket for its lifetime (it is
 called every cycle for years), owned by one thread (see netlink_thread for why),
@@ -9,6 +9,10 @@ namespace by default, so the name is checked first and ``flags=0`` is passed.
 For a WireGuard link the interface counters count decrypted inner traffic
 (what went through the tunnel), unlike the peer counters which count bytes on
 the wire including handshakes.
+
+Listening sockets come from a second netlink socket (NETLINK_SOCK_DIAG, what
+`ss` reads), opened inside the namespace on its own worker thread: they say
+which device a socket is bound to, which qBittorrent's preferences cannot.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import os
 import socket
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import DiagSocket, IPRoute
+from pyroute2.netlink.diag import SS_LISTEN
 from pyroute2.netlink.exceptions import NetlinkError
 
-from watchdog.sources import LinkState, SourceError
+from watchdog.sources import LinkState, Listener, SourceError
 from watchdog.sources.netlink_thread import NetlinkThread, closed_on_failure, netns_ident
+from watchdog.sources.netns import entered
 
 IFF_UP = 0x1
 # Operational states that mean "cannot pass traffic". A WireGuard or TUN link
@@ -39,6 +45,7 @@ _NO_ROUTE_ERRNOS = frozenset(
 
 
 _IPRoute = closed_on_failure(IPRoute)
+_DiagSocket = closed_on_failure(DiagSocket)
 
 
 class Links:
@@ -47,6 +54,9 @@ class Links:
         self._in = f" in namespace {self.netns}" if self.netns else ""
         self._nl = NetlinkThread(
             self._open, netns=self.netns, name=f"rtnl-{self.netns or 'root'}", timeout=timeout
+        )
+        self._diag = NetlinkThread(
+            self._open_diag, netns=self.netns, name=f"diag-{self.netns or 'root'}", timeout=timeout
         )
 
     def _open(self) -> Any:
@@ -63,9 +73,22 @@ class Links:
                 f"rtnetlink socket{self._in}: {e.strerror or e}", kind="unreachable"
             ) from None
 
-    def _call(self, fn, what: str):
+    def _open_diag(self) -> Any:
+        # Runs on the diag worker thread: the netlink socket is created inside
+        # the namespace (pyroute2's DiagSocket takes no netns argument).
         try:
-            return self._nl.call(fn, what + self._in)
+            with entered(self.netns):
+                ds = _DiagSocket()
+            ds.bind()
+            return ds
+        except OSError as e:
+            raise SourceError(
+                f"sock_diag socket{self._in}: {e.strerror or e}", kind="unreachable"
+            ) from None
+
+    def _call(self, fn, what: str, nl: NetlinkThread | None = None):
+        try:
+            return (nl or self._nl).call(fn, what + self._in)
         except NetlinkError as e:
             raise SourceError(
                 f"{what}{self._in}: {os.strerror(e.code)}", kind="unreachable"
@@ -127,8 +150,22 @@ class Links:
 
         return self._call(get, f"route to {ip}")
 
+    def tcp_listeners(self, port: int) -> tuple[Listener, ...]:
+        """The TCP sockets listening on ``port`` in the namespace (IPv4 and IPv6)."""
+
+        def get(ds: Any) -> tuple[Listener, ...]:
+            out = []
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for m in ds.get_sock_stats(family=family, states=1 << SS_LISTEN):
+                    if m["idiag_sport"] == port:
+                        out.append(listener(m))
+            return tuple(out)
+
+        return self._call(get, f"listening sockets on port {port}", self._diag)
+
     def close(self) -> None:
         self._nl.close()
+        self._diag.close()
 
 
 def link_state(msg: Any, addresses: list[str]) -> LinkState:
@@ -145,4 +182,11 @@ def link_state(msg: Any, addresses: list[str]) -> LinkState:
         tx_bytes=int(stats.get("tx_bytes", 0)),
         rx_packets=int(stats.get("rx_packets", 0)),
         tx_packets=int(stats.get("tx_packets", 0)),
+    )
+
+
+def listener(msg: Any) -> Listener:
+    """A Listener from a pyroute2 inet_diag_msg."""
+    return Listener(
+        address=str(msg["idiag_src"]), port=int(msg["idiag_sport"]), ifindex=int(msg["idiag_if"])
     )

@@ -18,12 +18,14 @@ all threads. The namespace file is opened read-only here, never created.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import os
 import socket
 import threading
+from collections.abc import Iterator
 
 from watchdog.sources import SourceError
 
@@ -74,16 +76,18 @@ def _enter(fd: int, what: str) -> None:
         raise OSError(err, f"setns({what}): {os.strerror(err)}")
 
 
-def socket_in(
-    netns: str | None, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM
-) -> socket.socket:
-    """A new socket created inside the named namespace (None: the current one).
+@contextlib.contextmanager
+def entered(netns: str | None) -> Iterator[None]:
+    """Run the body with this thread inside the named namespace (None: where it is).
 
+    Only what the body *creates* (sockets, netlink sockets) stays in the
+    namespace; the thread itself is back in its own namespace afterwards.
     Raises ``SourceError(kind="missing")`` when the namespace does not exist;
     it never creates one.
     """
     if netns is None:
-        return socket.socket(family, type)
+        yield
+        return
     target = open_netns(netns)
     try:
         # /proc/thread-self: this thread's namespace (/proc/self is the main thread's).
@@ -98,7 +102,7 @@ def socket_in(
                     f"cannot enter network namespace {netns!r}: {e.strerror}", kind=kind
                 ) from None
             try:
-                return socket.socket(family, type)
+                yield
             finally:
                 # If this failed, the thread would keep working in the wrong
                 # namespace: that must never be silent.
@@ -107,6 +111,18 @@ def socket_in(
             os.close(home)
     finally:
         os.close(target)
+
+
+def socket_in(
+    netns: str | None, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM
+) -> socket.socket:
+    """A new socket created inside the named namespace (None: the current one).
+
+    Raises ``SourceError(kind="missing")`` when the namespace does not exist;
+    it never creates one.
+    """
+    with entered(netns):
+        return socket.socket(family, type)
 
 
 def resolv_conf_nameserver(netns: str | None, etc: str = "/etc") -> str | None:

@@ -584,3 +584,15 @@ class Qbittorrent:
                     f"qBittorrent did not apply the binding: asked {prefs}, has {got}",
                     kind="not_applied",
                 )
+
+    def reannounce(self) -> None:
+        """Ask every torrent's trackers for peers now.
+
+        After a stall (sockets on a vanished interface) libtorrent has given up
+        on the peers it failed to reach and waits for the next announce, which
+        the lab's tracker, like many, schedules 30 minutes out; the stall would
+        outlive its cause by that long.
+        """
+        with self._lock:
+            c = self._session()
+            self._call("torrents/reannounce", lambda: c.torrents_reannounce(torrent_hashes="all"))
