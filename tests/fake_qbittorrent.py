@@ -54,6 +54,7 @@ class FakeQbittorrent:
         self.sessions: set[str] = set()
         self.failed_logins = 0
         self.max_failures = 5
+        self._sync: dict[str, tuple[int, dict]] = {}  # session -> (rid, what it was sent)
         self.override: dict[str, tuple[int, str, str]] = {}
         self.ignore: dict[str, int] = {}
         self.ignore_set_prefs = False
@@ -104,6 +105,35 @@ class FakeQbittorrent:
         return self.paths().count("auth/login")
 
     # --- the API
+    def _maindata(self, sid: str, rid: str) -> dict:
+        """sync/maindata as qBittorrent answers it: everything for an unknown rid,
+        then per session only what changed since the rid it handed out."""
+        now = {
+            "torrents": {h: {k: v for k, v in t.items() if k != "hash"} for h, t in self.torrents.items()},
+            "server_state": dict(self.transfer),
+        }  # fmt: skip
+        last_rid, last = self._sync.get(sid, (None, None))
+        self._n += 1
+        self._sync[sid] = (self._n, deepcopy(now))
+        if last is None or str(last_rid) != rid:
+            return {"rid": self._n, "full_update": True, "categories": {}, "tags": [], **now}
+        out: dict = {"rid": self._n}
+        changed = {}
+        for h, t in now["torrents"].items():
+            old = last["torrents"].get(h)
+            diff = t if old is None else {k: v for k, v in t.items() if old.get(k) != v}
+            if diff:
+                changed[h] = diff
+        if changed:
+            out["torrents"] = changed
+        removed = [h for h in last["torrents"] if h not in now["torrents"]]
+        if removed:
+            out["torrents_removed"] = removed
+        server = {k: v for k, v in now["server_state"].items() if last["server_state"].get(k) != v}
+        if server:
+            out["server_state"] = server
+        return out
+
     def _stopped(self, t: dict) -> str:
         word = "stopped" if self.v5 else "paused"
         return word + ("UP" if t.get("progress", 0) >= 1 else "DL")
@@ -142,6 +172,8 @@ class FakeQbittorrent:
                 return 200, text, "", None
             if path == "transfer/info":
                 return 200, js, json.dumps(self.transfer), None
+            if path == "sync/maindata":
+                return 200, js, json.dumps(self._maindata(cookie, form.get("rid", "0"))), None
             if path == "app/networkInterfaceAddressList":
                 return 200, js, json.dumps(self.addresses.get(form.get("iface", ""), [])), None
             if path == "torrents/info":

@@ -271,6 +271,16 @@ def test_silent_server_times_out_as_unreachable():
         srv.close()
 
 
+SERVER_STATE = (
+    '"server_state": {"connection_status": "connected", "dht_nodes": 0, "dl_info_speed": 0,'
+    ' "up_info_speed": 0, "dl_info_data": 0, "up_info_data": 0}'
+)
+MAINDATA_JUNK_TORRENT = (
+    '{"rid": 1, "full_update": true, ' + SERVER_STATE + ","
+    ' "torrents": {"abc": {"name": 3, "state": "uploading", "tags": ""}}}'
+)
+
+
 @pytest.mark.parametrize(
     "path, answer, words",
     [
@@ -280,15 +290,24 @@ def test_silent_server_times_out_as_unreachable():
             (200, "application/json", '{"listen_port": 1}'),
             "current_network_interface",
         ),
-        ("transfer/info", (200, "application/json", "[]"), "not a JSON object"),
-        ("torrents/info", (200, "application/json", '{"a": 1}'), "not a JSON list"),
-        ("torrents/info", (200, "application/json", '[{"hash": "x", "name": 3}]'), "'name'"),
+        ("sync/maindata", (200, "application/json", "[]"), "not a JSON object"),
+        (
+            "sync/maindata",
+            (200, "application/json", '{"rid": 1, "full_update": true, "server_state": {}}'),
+            "server_state has no connection_status",
+        ),
+        (
+            "sync/maindata",
+            (200, "application/json", MAINDATA_JUNK_TORRENT),
+            "'name'",
+        ),
+        ("sync/maindata", (200, "application/json", '{"full_update": true}'), "no 'rid'"),
         (
             "app/networkInterfaceAddressList",
             (200, "application/json", '"10.0.0.1"'),
             "list of strings",
         ),
-        ("transfer/info", (500, "text/plain", "oops"), "HTTP 500"),
+        ("sync/maindata", (500, "text/plain", "oops"), "HTTP 500"),
         ("app/webapiVersion", (404, "text/plain", "Not Found"), "HTTP 404"),
     ],
 )
@@ -298,6 +317,72 @@ def test_junk_answers_are_bad_response(fake, path, answer, words):
         adapter(fake.url).state()
     assert e.value.kind == "bad_response"
     assert words in str(e.value) and path.split("/")[0] in str(e.value)
+
+
+def test_maindata_increments_are_applied_and_asked_with_the_last_rid(fake):
+    a = adapter(fake.url)
+    first = a.state()
+    assert {t.name for t in first.torrents} == {"alpha", "bravo", "charlie"}
+    fake.set_state("bravo", "pausedUP")
+    fake.transfer["dl_info_speed"] = 4242
+    gone = fake.by_name("charlie")["hash"]
+    del fake.torrents[gone]
+    second = a.state()
+    rids = [f.get("rid") for m, p, f in fake.log if p == "sync/maindata"]
+    assert rids[0] == "0" and rids[1] != "0"  # the second one asked for an increment
+    by_name = {t.name: t for t in second.torrents}
+    assert set(by_name) == {"alpha", "bravo"} and by_name["bravo"].state == "pausedUP"
+    assert second.dl_speed == 4242
+    # Unchanged torrents are the very same objects: nothing rebuilt.
+    assert by_name["alpha"] is next(t for t in first.torrents if t.name == "alpha")
+
+
+def test_maindata_that_does_not_fit_starts_over_from_rid_0(fake):
+    a = adapter(fake.url)
+    a.state()
+    fake.override["sync/maindata"] = (200, "application/json", '{"rid": 9, "torrents": []}')
+    with pytest.raises(SourceError) as e:
+        a.state()
+    assert e.value.kind == "bad_response" and "torrents is not a JSON object" in str(e.value)
+    del fake.override["sync/maindata"]
+    assert len(a.state().torrents) == 3
+    rids = [f.get("rid") for m, p, f in fake.log if p == "sync/maindata"]
+    assert rids[-1] == "0"
+
+
+def test_maindata_merge_rules():
+    from watchdog.sources.qbittorrent import MainData
+
+    m = MainData()
+    full = {
+        "rid": 1,
+        "full_update": True,
+        "server_state": dict.fromkeys(
+            ["dht_nodes", "dl_info_speed", "up_info_speed", "dl_info_data", "up_info_data"], 0
+        )
+        | {"connection_status": "connected"},
+        "torrents": {"h1": {"name": "one", "state": "downloading", "tags": "a, b", "dlspeed": 5}},
+    }
+    m.apply(full)
+    assert m.rid == 1 and m.torrents["h1"].tags == ("a", "b")
+    m.apply({"rid": 2, "torrents": {"h1": {"dlspeed": 9, "time_active": 3}}})  # nothing we keep
+    assert m.rid == 2 and m.torrents["h1"].state == "downloading"
+    m.apply(
+        {
+            "rid": 3,
+            "torrents": {
+                "h1": {"state": "pausedDL"},
+                "h2": {"name": "two", "state": "x", "tags": ""},
+            },
+        }
+    )
+    assert m.torrents["h1"] == m.torrents["h1"].__class__("h1", "one", "pausedDL", ("a", "b"))
+    assert m.torrents["h2"].name == "two"
+    m.apply({"rid": 4, "torrents_removed": ["h1"], "server_state": {"dht_nodes": 7}})
+    assert list(m.torrents) == ["h2"] and m.server["dht_nodes"] == 7
+    with pytest.raises(ValueError, match="new but lacks"):
+        m.apply({"rid": 5, "torrents": {"h3": {"state": "x"}}})
+    assert m.rid == 0 and m.torrents == {}  # reset: the next call asks for everything
 
 
 def test_prefs_with_wrong_type_names_the_key(fake):
