@@ -27,7 +27,8 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopba
 
 # fault -> {check that must report it: the most poll cycles allowed}.
 # The bound is what the design promises: a failure shows on the next cycle that
-# runs the check (exit_ip runs every 5 s = every 3rd cycle in the lab). The
+# runs the check (exit_ip runs every 5 s = every 3rd cycle in the lab, webui
+# every 4 s = every 2nd). The
 # return path under a blackhole has no handshake-only signature, so it needs
 # its evidence window (15 s, ~8 cycles of 2 s) with probes unanswered.
 DETECT = {
@@ -38,8 +39,8 @@ DETECT = {
     "exit-ip": {"exit_ip": 4},
     "bind": {"bind": 2},
     "tunnel-down": {"handshake": 2, "return_path": 2},
-    "webui-exposed": {"webui": 2},
-    "qbt-down": {"bind": 2, "webui": 2},
+    "webui-exposed": {"webui": 3},
+    "qbt-down": {"bind": 2, "webui": 3},
 }
 
 

@@ -207,6 +207,11 @@ class BindCheck(CheckBase):
 
 @dataclass(frozen=True)
 class WebuiCheck(CheckBase):
+    # Exposure is a matter of configuration (a port forward, a bind address),
+    # not of the moment, and each run sends probes through the tunnel to the
+    # VPN server's public address: once a minute, like exit_ip. qBittorrent
+    # going away is seen every cycle by bind.
+    interval: float = field(default=60.0, metadata=_v(_non_negative))
     lan_url: str = field(default="", metadata=_v(_url_or_empty))
     # From inside the namespace, through the tunnel, ask whether a qBittorrent
     # WebUI answers at the VPN server's public address (the peer endpoint, when

@@ -230,13 +230,16 @@ def check(ctx: Context) -> Outcome:
         return Outcome.failed("no_tunnel", f"{ifname} is {'missing' if link is None else 'down'}")
 
     sent, answered, note = _probe(ctx)
-    # Read the counters after the probe so its answer is in this sample.
-    try:
-        device = ctx.sources.wireguard.read()
-        link = ctx.sources.links.link(ifname) or link
-    except SourceError as e:
-        return Outcome.failed("no_tunnel", str(e))
-    peer = tunnel_peer(device) or peer
+    if not answered:
+        # Read the counters again after the unanswered probe, so whatever did
+        # come back meanwhile (a keepalive) is in this sample. An answered
+        # probe decides on its own; the cycle's first read is good enough then.
+        try:
+            device = ctx.sources.wireguard.read()
+            link = ctx.sources.links.link(ifname) or link
+        except SourceError as e:
+            return Outcome.failed("no_tunnel", str(e))
+        peer = tunnel_peer(device) or peer
     now = Sample(
         ctx.now(),
         peer.public_key,
