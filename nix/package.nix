@@ -4,7 +4,10 @@
 #
 # Besides the `qbt-vpn-watchdog` command it installs `qbt-vpn-netns`, the
 # namespace and tunnel bring-up script that the confinement module runs and the
-# lab tests exercise (watchdog/vpn-netns.sh), wrapped with the tools it calls.
+# lab tests exercise (watchdog/vpn-netns.sh), wrapped with the tools it calls,
+# and the Prometheus rules, the Alertmanager example and the Grafana dashboard
+# under share/qbt-vpn-watchdog/ (for services.prometheus.ruleFiles and
+# Grafana's file provisioning).
 {
   lib,
   buildPythonApplication,
@@ -40,6 +43,8 @@ buildPythonApplication {
       ../README.md
       ../watchdog
       ../tests
+      ../alerts
+      ../dashboards
     ];
   };
 
@@ -56,6 +61,8 @@ buildPythonApplication {
   nativeBuildInputs = [ makeWrapper ];
 
   postInstall = ''
+    install -Dm644 -t $out/share/qbt-vpn-watchdog/alerts alerts/qbt-vpn-watchdog.rules.yml alerts/alertmanager.yml
+    install -Dm644 -t $out/share/qbt-vpn-watchdog/dashboards dashboards/qbt-vpn-watchdog.json
     install -Dm755 watchdog/vpn-netns.sh $out/libexec/qbt-vpn-watchdog/vpn-netns.sh
     makeWrapper $out/libexec/qbt-vpn-watchdog/vpn-netns.sh $out/bin/qbt-vpn-netns \
       --prefix PATH : ${

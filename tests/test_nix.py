@@ -287,6 +287,19 @@ def test_package_installs_the_shared_bringup_script():
     assert "vpn-netns.sh" in data["watchdog"]
 
 
+def test_package_ships_the_rules_the_example_and_the_dashboard():
+    text = (ROOT / "nix" / "package.nix").read_text()
+    post = package_args()["postInstall"]
+    for path in (
+        "alerts/qbt-vpn-watchdog.rules.yml",
+        "alerts/alertmanager.yml",
+        "dashboards/qbt-vpn-watchdog.json",
+    ):
+        assert (ROOT / path).exists(), path
+        assert f" {path}" in post, f"{path} not installed"
+        assert f"../{path.split('/')[0]}\n" in text, f"{path} not in the source fileset"
+
+
 # The commands the bring-up script runs, and the package providing each.
 SCRIPT_TOOLS = {
     "ip": "iproute2",
