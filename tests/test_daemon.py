@@ -86,6 +86,24 @@ class FakeQbt:
         )  # fmt: skip
 
 
+class FakeEvents:
+    """Stands in for LinkEvents: the test fires the kernel's "the tunnel is gone"."""
+
+    def __init__(self, world: World) -> None:
+        world.events = self
+        self.on_event = None
+        self.closed = False
+
+    def start(self, on_event) -> None:
+        self.on_event = on_event
+
+    def fire(self) -> None:
+        self.on_event()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def fake_sources(world: World):
     def factory(cfg) -> Sources:
         return Sources(
@@ -94,6 +112,7 @@ def fake_sources(world: World):
             dns=None,
             http=None,
             qbittorrent=FakeQbt(world),
+            events=FakeEvents(world),
         )
 
     return factory
@@ -470,6 +489,30 @@ def running(tmp_path):
         d.stop()
         t.join(5)
         assert not t.is_alive()
+
+
+def test_a_link_event_runs_the_link_checks_at_once_at_most_once_a_second(running):
+    d, world, port = running(interval=30.0)  # asleep between cycles
+    assert d.cycles == 1 and world.exit_calls == 1
+    first = {n: r.started for n, r in d.snapshot.results.items()}
+    t0 = time.monotonic()
+    for _ in range(5):  # a burst: deleting a link sends several messages
+        world.events.fire()
+    while d.cycles < 2 and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    assert d.cycles == 2, "the event did not wake the loop"
+    took = time.monotonic() - t0
+    later = {n: r.started for n, r in d.snapshot.results.items()}
+    # The link checks ran again, exit_ip (not a link check) did not.
+    assert {n for n in later if later[n] != first[n]} == {"handshake", "dns", "bind"}
+    assert world.exit_calls == 1
+    time.sleep(0.5)
+    assert d.cycles == 2, "a burst of events is one cycle"
+    world.events.fire()  # within a second of the last event cycle: waits for the gap
+    while d.cycles < 3 and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    assert d.cycles == 3 and time.monotonic() - t0 >= 1.0
+    print(f"event -> cycle {took * 1000:.0f} ms")
 
 
 def test_metrics_over_http_has_every_catalogue_family(running):

@@ -139,3 +139,61 @@ def test_cycles_until_each_fault_is_reported(healed_lab, daemon):
         print(f"{fault:<15} {check:<12} {reason:<18} {cycles:>6}  {took:7.1f}")
     slow = [(f, c, n) for f, c, _, n, _ in table if n > DETECT[f][c]]
     assert slow == [], f"reported later than promised (fault, check, cycles): {slow}"
+
+
+def test_tunnel_down_is_reported_at_once_whatever_the_interval(healed_lab):
+    # A 30 s poll interval: the next regular cycle is far away, so only the
+    # link event (RTM_DELLINK in the namespace) can explain a quick report.
+    # The seconds are printed; the assertion is only "well before the next cycle".
+    lab = healed_lab
+    port = PORT + 1
+    text = lab.config_path.read_text()
+    text = text.replace('mode = "enforce"', 'mode = "observe"').replace(
+        "interval = 2.0", "interval = 30.0"
+    )
+    text = text.replace(f"listen_port = {t.METRICS_PORT}", f"listen_port = {port}")
+    assert "interval = 30.0" in text
+    cfg = STATE_DIR / "watchdog-slow.toml"
+    cfg.write_text(text)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "watchdog", "run", "--config", str(cfg)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    procs.pid_file("daemon-slow").write_text(f"{p.pid}\n")
+
+    def get() -> dict:
+        with _OPENER.open(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+            out = {}
+            for fam in text_string_to_metric_families(r.read().decode()):
+                for s in fam.samples:
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            return out
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                m = get()
+                if value(m, "qbtvpn_healthy") == 1.0:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the slow daemon never got healthy"
+            time.sleep(0.25)
+        cycles = value(m, "qbtvpn_cycles_total")
+        t0 = time.monotonic()
+        lab.break_("tunnel-down")
+        while True:
+            m = get()
+            if value(m, "qbtvpn_check_success", check="return_path") == 0.0:
+                break
+            assert time.monotonic() - t0 < 10, "not reported within 10 s (interval 30 s)"
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        assert _reason(m, "return_path") == "no_tunnel"
+        assert value(m, "qbtvpn_cycles_total") == cycles + 1  # one event cycle, no regular one
+        print(f"\ntunnel-down reported {took:.2f} s after the fault (poll interval 30 s)")
+    finally:
+        procs.stop("daemon-slow", "python", timeout=10)
+        p.wait(timeout=5)

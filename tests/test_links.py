@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.wg_pair import wg_pair_fixture
 from watchdog.sources import SourceError
-from watchdog.sources.links import Links
+from watchdog.sources.links import LinkEvents, Links
 from watchdog.sources.netlink_thread import NetlinkThread
 
 wg_pair = wg_pair_fixture("qvw")  # namespaces qvw-a/qvw-b, interfaces qvwa0/qvwb0
@@ -192,3 +193,84 @@ def test_worker_reopens_after_an_error_and_after_a_hang():
             break
         threading.Event().wait(0.02)
     assert socks[1].closed
+
+
+# --- link events --------------------------------------------------------------------
+
+
+def _wait(cond, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.root
+def test_link_events_report_the_tunnel_going_not_coming():
+    name = "qvw-ev"
+    ip("netns", "add", name)
+    fired = []
+    ev = LinkEvents(name, "qvwe0", poll=0.2)
+    try:
+        ev.start(lambda: fired.append(time.monotonic()))
+        time.sleep(0.3)  # subscribed
+        # Links coming up are the next cycle's business, not an event's.
+        ip("-n", name, "link", "add", "qvwe0", "type", "veth", "peer", "name", "qvwe1")
+        ip("-n", name, "link", "set", "qvwe0", "up")
+        ip("-n", name, "link", "set", "qvwe1", "up")
+        time.sleep(0.5)
+        assert fired == []
+        # Another link going down is not the tunnel.
+        ip("-n", name, "link", "set", "qvwe1", "down")
+        time.sleep(0.3)
+        n = len(fired)
+        ip("-n", name, "link", "set", "qvwe1", "up")
+        ip("-n", name, "addr", "add", "10.77.9.2/30", "dev", "qvwe0")
+        time.sleep(0.3)
+        fired.clear()
+        # The tunnel's address removed, the tunnel down, the tunnel deleted: each an event.
+        t0 = time.monotonic()
+        ip("-n", name, "addr", "del", "10.77.9.2/30", "dev", "qvwe0")
+        assert _wait(lambda: fired), "address removed: no event"
+        assert fired[0] - t0 < 0.5
+        fired.clear()
+        ip("-n", name, "link", "set", "qvwe0", "down")
+        assert _wait(lambda: fired), "link down: no event"
+        fired.clear()
+        ip("-n", name, "link", "del", "qvwe0")
+        assert _wait(lambda: fired), "link deleted: no event"
+        assert n == 0, "another link's state change woke the loop"
+    finally:
+        ev.close()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.root
+def test_link_events_wait_for_a_missing_namespace_and_follow_a_recreated_one():
+    name = "qvw-ev2"
+    assert not Path("/run/netns", name).exists()
+    fired = []
+    ev = LinkEvents(name, "qvwf0", poll=0.1)
+    ev.start(lambda: fired.append(1))
+    try:
+        time.sleep(0.4)
+        assert not Path("/run/netns", name).exists(), "the watcher created the namespace"
+        ip("netns", "add", name)
+        ip("-n", name, "link", "add", "qvwf0", "type", "veth", "peer", "name", "qvwf1")
+        time.sleep(0.5)  # the watcher found it
+        ip("-n", name, "link", "del", "qvwf0")
+        assert _wait(lambda: fired)
+        # Re-created under the same name: the old socket would watch the dead one.
+        ip("netns", "del", name)
+        ip("netns", "add", name)
+        ip("-n", name, "link", "add", "qvwf0", "type", "veth", "peer", "name", "qvwf1")
+        time.sleep(0.5)
+        fired.clear()
+        ip("-n", name, "link", "del", "qvwf0")
+        assert _wait(lambda: fired)
+    finally:
+        ev.close()
+        assert not ev._thread.is_alive()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -30,7 +30,7 @@ def test_parse_link_reads_name_mtu_operstate_and_64_bit_counters():
     )
     got = rtnl.parse_link(payload)
     assert got == {
-        "index": 6, "flags": 1, "name": "wg0", "mtu": 1320, "operstate": "UNKNOWN",
+        "index": 6, "flags": 1, "change": 0, "name": "wg0", "mtu": 1320, "operstate": "UNKNOWN",
         "rx_bytes": 9_000_000_000, "tx_bytes": 10, "rx_packets": 7, "tx_packets": 8,
     }  # fmt: skip
 

@@ -45,6 +45,12 @@ from watchdog.systemd import Notifier
 log = logging.getLogger("watchdog.daemon")
 
 SourcesFactory = Callable[[Config], Sources]
+
+# What a link event (the tunnel deleted, down, an address gone) runs at once,
+# instead of waiting up to an interval: the checks that read the link. At most
+# one such cycle a second, however many events arrive.
+EVENT_CHECKS = ("handshake", "return_path", "dns", "bind")
+EVENT_CYCLE_GAP = 1.0
 RemediatorFactory = Callable[[Config, Sources], Any]  # -> object with .step(...)
 
 
@@ -241,6 +247,7 @@ class Daemon:
         self._ready = False
         self._stop = False
         self._reload = False
+        self._events_pending = False
         self._waker = _Waker()
         self._server: _Server | None = None
         self._server_thread: threading.Thread | None = None
@@ -254,6 +261,11 @@ class Daemon:
     def stop(self) -> None:
         """Ask the loop to stop after the current cycle (safe from any thread or a signal)."""
         self._stop = True
+        self._waker.wake()
+
+    def link_event(self) -> None:
+        """The tunnel may have just gone (any thread): run the link checks now."""
+        self._events_pending = True
         self._waker.wake()
 
     def request_reload(self) -> None:
@@ -287,21 +299,39 @@ class Daemon:
             host,
             port,
         )
+        self._start_events(self.sources)
         try:
+            next_cycle = time.monotonic()
+            last_event_cycle = -EVENT_CYCLE_GAP
             while not self._stop:
-                started = time.monotonic()
                 if self._reload:
                     self._reload = False
                     try:
                         self.reload()
                     except Exception as e:  # noqa: BLE001 - keep running on the old config
                         self._log_bug("reload", e)
-                self._guarded_cycle()
+                    next_cycle = time.monotonic()
+                now = time.monotonic()
+                if now >= next_cycle:
+                    self._events_pending = False  # this cycle runs every check anyway
+                    self._guarded_cycle()
+                    # Fixed rate: the next cycle starts one interval after this one started.
+                    next_cycle = now + self.config.watchdog.interval
+                elif self._events_pending and now - last_event_cycle >= EVENT_CYCLE_GAP:
+                    self._events_pending = False
+                    last_event_cycle = now
+                    log.debug(
+                        "link event in the namespace: running %s now", ", ".join(EVENT_CHECKS)
+                    )
+                    self._guarded_cycle(only=EVENT_CHECKS)
                 if self._stop:
                     break
-                # Fixed rate: the next cycle starts one interval after this one started.
-                self._waker.sleep(started + self.config.watchdog.interval - time.monotonic())
+                wake = next_cycle
+                if self._events_pending:
+                    wake = min(wake, last_event_cycle + EVENT_CYCLE_GAP)
+                self._waker.sleep(wake - time.monotonic())
         finally:
+            self._close_events(self.sources)
             self.notifier.stopping("stopping")
             log.info("stopping")
             self._stop_http()
@@ -313,9 +343,9 @@ class Daemon:
 
     # --- one cycle -------------------------------------------------------------------
 
-    def _guarded_cycle(self) -> None:
+    def _guarded_cycle(self, only: Sequence[str] | None = None) -> None:
         try:
-            self.run_cycle()
+            self.run_cycle(only)
         except Exception as e:  # noqa: BLE001 - a bug must not end the watchdog...
             # ...but no WATCHDOG=1 is sent for this cycle: if it keeps failing,
             # systemd's watchdog restarts us, which is the right escalation.
@@ -335,10 +365,14 @@ class Daemon:
                 due[name] = c.timeout
         return due
 
-    def run_cycle(self) -> Snapshot:
+    def run_cycle(self, only: Sequence[str] | None = None) -> Snapshot:
+        """One cycle: the due checks, or ``only`` these (a link event's cycle)."""
         cfg = self.config
         now = self.clock()
-        due = self.due_checks(now)
+        if only is None:
+            due = self.due_checks(now)
+        else:
+            due = {n: cfg.check(n).timeout for n in self.check_names if n in only}
         ctx = Context(cfg, self.sources, now=self.clock)
         histories = {n: tuple(self._history(n)) for n in due}
         results = self.runner.run_cycle(ctx, due, histories)
@@ -525,8 +559,9 @@ class Daemon:
         elif self.remediator_factory is not None:
             # A new remediator re-reads what it holds from qBittorrent's tags.
             self.remediator = self.remediator_factory(new, sources)
-        self._close_sources(self.sources)
+        self._close_sources(self.sources)  # the old event thread too
         self.config, self.sources = new, sources
+        self._start_events(sources)
         self.check_names = self._check_names(new)
         for name in list(self._histories):
             if name not in self.check_names:
@@ -557,6 +592,20 @@ class Daemon:
         if self._ready:
             self.notifier.ready(self.status_line)
         return False
+
+    def _start_events(self, sources: Sources) -> None:
+        events = getattr(sources, "events", None)
+        if events is not None:
+            events.start(self.link_event)
+
+    @staticmethod
+    def _close_events(sources: Sources) -> None:
+        events = getattr(sources, "events", None)
+        if events is not None:
+            try:
+                events.close()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                log.debug("closing %r failed", events, exc_info=True)
 
     @staticmethod
     def _close_sources(sources: Sources) -> None:

@@ -37,7 +37,14 @@ class Sources:
     """
 
     def __init__(
-        self, *, wireguard: Any, links: Any, dns: Any, http: Any, qbittorrent: Any
+        self,
+        *,
+        wireguard: Any,
+        links: Any,
+        dns: Any,
+        http: Any,
+        qbittorrent: Any,
+        events: Any = None,
     ) -> None:
         self.wireguard = wireguard  # .read() -> WgDevice
         # .link(name) -> LinkState | None ; .route_interface(dst) -> str | None ;
@@ -46,6 +53,9 @@ class Sources:
         self.dns = dns  # .query(name, server, timeout) -> DnsAnswer
         self.http = http  # .get(url, timeout, max_bytes) -> HttpResponse
         self.qbittorrent = qbittorrent  # .state() -> QbtState
+        # .start(on_event) / .close(): calls on_event() when the tunnel may have
+        # just gone (LinkEvents); None = only the poll loop notices.
+        self.events = events
 
 
 class _Memo:

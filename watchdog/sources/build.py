@@ -11,7 +11,7 @@ from watchdog.config import Config, read_password
 def build_sources(cfg: Config) -> Sources:
     from watchdog.sources.dns import Resolver
     from watchdog.sources.http import Http
-    from watchdog.sources.links import Links
+    from watchdog.sources.links import LinkEvents, Links
     from watchdog.sources.qbittorrent import Qbittorrent
     from watchdog.sources.wireguard import make_reader
 
@@ -29,4 +29,5 @@ def build_sources(cfg: Config) -> Sources:
         dns=resolver,
         http=Http(netns, resolver, nameserver),
         qbittorrent=Qbittorrent(q.url, q.username, partial(read_password, q), q.timeout),
+        events=LinkEvents(netns, cfg.wireguard.interface),
     )

@@ -19,9 +19,14 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import select
 import socket
+import threading
+from collections.abc import Callable
 
 from watchdog.sources import LinkState, Listener, SourceError, rtnl
+from watchdog.sources.netlink_thread import netns_ident
+from watchdog.sources.netns import entered
 
 IFF_UP = 0x1
 # Operational states that mean "cannot pass traffic". A WireGuard or TUN link
@@ -139,3 +144,101 @@ def link_state(msg: dict, addresses: list[str]) -> LinkState:
         rx_packets=int(msg["rx_packets"]),
         tx_packets=int(msg["tx_packets"]),
     )
+
+
+class LinkEvents:
+    """Wakes the loop when the tunnel may have just gone: rtnetlink events in the namespace.
+
+    A poll loop sees a deleted tunnel at its next cycle, up to an interval
+    later. The kernel announces it at once (RTM_DELLINK, RTM_DELADDR, an
+    RTM_NEWLINK without IFF_UP), so this thread listens on the namespace's
+    link and address multicast groups and calls ``on_event()`` for those
+    messages about the tunnel interface (addresses: any but IPv6 link-local,
+    the namespace holds only lo, the tunnel and the LAN veth). "Down" is IFF_UP cleared, read from
+    the notification's change mask, so a link created down is no event. Links coming *up* are left to the
+    next cycle, so events never hurry a recovery along.
+
+    The socket is (re)made inside the namespace; while the namespace does not
+    exist the thread waits and tries again (never creating it), and when it is
+    re-created under the same name, it follows.
+    """
+
+    GROUPS = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR
+
+    def __init__(self, netns: str | None, interface: str, poll: float = 1.0) -> None:
+        self.netns = netns or None
+        self.interface = interface
+        self.poll = poll
+        self.events = 0  # messages that woke the loop (for tests)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._on_event: Callable[[], None] = lambda: None
+
+    def start(self, on_event: Callable[[], None]) -> None:
+        self._on_event = on_event
+        self._thread = threading.Thread(
+            target=self._run, name=f"link-events-{self.netns or 'root'}", daemon=True
+        )
+        self._thread.start()
+
+    def _open(self) -> tuple[socket.socket, tuple[int, int] | None]:
+        ident = netns_ident(self.netns)
+        with entered(self.netns):
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, rtnl.NETLINK_ROUTE)
+        try:
+            s.bind((0, self.GROUPS))
+        except OSError:
+            s.close()
+            raise
+        return s, ident
+
+    def _run(self) -> None:
+        sock: socket.socket | None = None
+        ident = None
+        while not self._stop.is_set():
+            try:
+                if sock is None or netns_ident(self.netns) != ident:
+                    if sock is not None:
+                        sock.close()
+                    sock = None
+                    sock, ident = self._open()
+                ready, _, _ = select.select([sock], [], [], self.poll)
+                if ready and self._bad_news(sock.recv(1 << 16)):
+                    self.events += 1
+                    self._on_event()
+            except (SourceError, OSError) as e:
+                if isinstance(e, OSError) and e.errno == errno.ENOBUFS:
+                    self.events += 1  # events were lost: something happened
+                    self._on_event()
+                    continue
+                if sock is not None:
+                    sock.close()
+                sock = None
+                self._stop.wait(self.poll)  # the namespace is gone: look again later
+        if sock is not None:
+            sock.close()
+
+    def _bad_news(self, data: bytes) -> bool:
+        for kind, _flags, _seq, payload in rtnl.messages(data):
+            if kind == rtnl.RTM_DELADDR:
+                got = rtnl.parse_addr(payload)
+                # IPv6 link-local addresses come and go with every veth's carrier.
+                if got is not None and not ipaddress.ip_interface(got[1]).is_link_local:
+                    return True
+            if kind in (rtnl.RTM_DELLINK, rtnl.RTM_NEWLINK):
+                link = rtnl.parse_link(payload)
+                if link["name"] != self.interface:
+                    continue
+                went_down = (
+                    link["change"] != 0xFFFFFFFF  # not a link just created (created down)
+                    and link["change"] & IFF_UP
+                    and not link["flags"] & IFF_UP
+                )
+                if kind == rtnl.RTM_DELLINK or went_down:
+                    return True
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.poll + 1.0)

@@ -203,7 +203,7 @@ def link_request(*, name: str | None = None, index: int = 0) -> bytes:
 
 def parse_link(payload: bytes) -> dict:
     """An RTM_NEWLINK payload: index, flags, name, mtu, operstate, counters."""
-    _family, _type, index, flags, _change = _IFINFO.unpack_from(payload, 0)
+    _family, _type, index, flags, change = _IFINFO.unpack_from(payload, 0)
     a = attributes(payload, _IFINFO.size)
     counters = (0, 0, 0, 0)
     if IFLA_STATS64 in a and len(a[IFLA_STATS64]) >= 32:
@@ -215,6 +215,7 @@ def parse_link(payload: bytes) -> dict:
     return {
         "index": index,
         "flags": flags,
+        "change": change,  # in a notification: the flags that changed (~0: a new link)
         "name": a.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace"),
         "mtu": struct.unpack_from("=I", a[IFLA_MTU], 0)[0] if IFLA_MTU in a else 0,
         "operstate": OPERSTATES[oper] if oper < len(OPERSTATES) else "UNKNOWN",
