@@ -25,8 +25,7 @@ import threading
 from collections.abc import Callable
 
 from watchdog.sources import LinkState, Listener, SourceError, rtnl
-from watchdog.sources.netlink_thread import netns_ident
-from watchdog.sources.netns import entered
+from watchdog.sources.netns import entered, netns_ident
 
 IFF_UP = 0x1
 # Operational states that mean "cannot pass traffic". A WireGuard or TUN link

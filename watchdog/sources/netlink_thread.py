@@ -21,7 +21,6 @@ the socket when it is not.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 from pyroute2.netlink.exceptions import NetlinkError
 
 from watchdog.sources import SourceError
+from watchdog.sources.netns import netns_ident  # noqa: F401 - re-exported for callers
 
 T = TypeVar("T")
 
@@ -74,20 +74,6 @@ class _Generation:
                 sock.close()
             except Exception:  # noqa: BLE001 - closing a broken socket may fail; nothing to do
                 pass
-
-
-def netns_ident(netns: str | None) -> tuple[int, int] | None:
-    """(device, inode) of /run/netns/NAME; SourceError(kind="missing") when it does not exist."""
-    if not netns:
-        return None
-    path = f"/run/netns/{netns}"
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise SourceError(
-            f"network namespace {netns} does not exist ({path})", kind="missing"
-        ) from None
-    return st.st_dev, st.st_ino
 
 
 class NetlinkThread:

@@ -47,6 +47,20 @@ def _setns() -> ctypes._CFuncPtr:
     return fn
 
 
+def netns_ident(netns: str | None) -> tuple[int, int] | None:
+    """(device, inode) of /run/netns/NAME; SourceError(kind="missing") when it does not exist."""
+    if not netns:
+        return None
+    path = f"/run/netns/{netns}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SourceError(
+            f"network namespace {netns} does not exist ({path})", kind="missing"
+        ) from None
+    return st.st_dev, st.st_ino
+
+
 def netns_path(netns: str) -> str:
     """The bind-mount path of a named namespace; rejects names that are paths."""
     if not netns or "/" in netns or netns in (".", ".."):

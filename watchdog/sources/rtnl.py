@@ -26,8 +26,7 @@ import threading
 from collections.abc import Iterator
 
 from watchdog.sources import SourceError
-from watchdog.sources.netlink_thread import netns_ident
-from watchdog.sources.netns import entered
+from watchdog.sources.netns import entered, netns_ident
 
 NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4

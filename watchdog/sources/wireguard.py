@@ -29,11 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyroute2 import WireGuard
-from pyroute2.netlink.exceptions import NetlinkError
-
 from watchdog.sources import SourceError, WgDevice, WgPeer
-from watchdog.sources.netlink_thread import NetlinkThread, closed_on_failure, netns_ident
+from watchdog.sources.netns import netns_ident
 
 if TYPE_CHECKING:
     from watchdog.config import Config
@@ -405,9 +402,21 @@ def _allowed_ip(aip: Any, key: str) -> str:
         ) from None
 
 
-# Without the module (or in a vanished namespace) pyroute2's constructor raises
-# after opening a socket and an event loop: one leaked descriptor per cycle.
-_WireGuard = closed_on_failure(WireGuard)
+def _pyroute2() -> tuple[type, type]:
+    """pyroute2's WireGuard socket class (closed when its constructor fails) and NetlinkError.
+
+    Imported only by the kernel reader: pyroute2's package import pulls in
+    NDB, IPDB and conntrack, 22 MiB of the daemon's RSS that a userspace
+    WireGuard (UAPI) never needs. Without the module (or in a vanished
+    namespace) its constructor raises after opening a socket and an event
+    loop: one leaked descriptor per cycle, hence ``closed_on_failure``.
+    """
+    from pyroute2 import WireGuard
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from watchdog.sources.netlink_thread import closed_on_failure
+
+    return closed_on_failure(WireGuard), NetlinkError
 
 
 class KernelReader:
@@ -422,6 +431,9 @@ class KernelReader:
         self.interface = interface
         self.netns = netns
         self._where = f"{interface} in namespace {netns}" if netns else interface
+        from watchdog.sources.netlink_thread import NetlinkThread
+
+        self._socket_class, self._error = _pyroute2()
         self._nl = NetlinkThread(
             self._open, netns=netns, name=f"wg-netlink-{interface}", timeout=timeout
         )
@@ -429,13 +441,14 @@ class KernelReader:
     def _open(self) -> Any:
         try:
             # flags=0: never create the namespace (NetlinkThread checked it exists).
-            return _WireGuard(netns=self.netns, flags=0) if self.netns else _WireGuard()
+            wg = self._socket_class
+            return wg(netns=self.netns, flags=0) if self.netns else wg()
         except FileNotFoundError:  # deleted since NetlinkThread checked it
             netns_ident(self.netns)
             raise SourceError(
                 f"cannot enter network namespace {self.netns}", kind="missing"
             ) from None
-        except NetlinkError as e:
+        except self._error as e:
             if e.code == errnos.ENOENT:
                 raise SourceError(
                     "the kernel has no WireGuard generic netlink family (module not loaded?); "
@@ -466,7 +479,7 @@ class KernelReader:
             msgs = self._nl.call(
                 lambda wg: list(wg.info(self.interface)), f"WireGuard read of {self._where}"
             )
-        except NetlinkError as e:
+        except self._error as e:
             raise self._netlink_error(e) from None
         dev = device_from_messages(msgs, self.interface)
         del msgs  # they hold the private key; do not keep them longer than needed
@@ -483,7 +496,7 @@ class KernelReader:
             self._nl.call(
                 lambda wg: wg.set(self.interface, peer=peer), f"WireGuard set on {self._where}"
             )
-        except NetlinkError as e:
+        except self._error as e:
             raise self._netlink_error(e) from None
 
     def close(self) -> None:
