@@ -720,6 +720,33 @@ def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch)
     assert _JournalFormatter("%(message)s").format(rec) == "<3>a\n<3>b"
 
 
+def test_metrics_render_once_per_snapshot(tmp_path):
+    d, world, _ = make_daemon(tmp_path, clock=Clock())
+    d.run_cycle()
+    a = d.render_metrics()
+    assert d.render_metrics() is a  # the same snapshot: the same bytes, not rendered again
+    d.run_cycle()
+    b = d.render_metrics()
+    assert b is not a and metric(b.decode(), "qbtvpn_cycles_total") == 2
+
+
+def test_scrapes_keep_their_connection(running):
+    d, world, port = running()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        for _ in range(3):
+            c.request("GET", "/metrics")
+            r = c.getresponse()
+            assert r.status == 200 and r.version == 11
+            r.read()
+        sock = c.sock
+        c.request("GET", "/healthz")
+        c.getresponse().read()
+        assert c.sock is sock  # one TCP connection for every request
+    finally:
+        c.close()
+
+
 def test_snapshot_is_swapped_not_mutated(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
     first = d.run_cycle()
@@ -776,6 +803,7 @@ def bench(cycles: int = 10_000) -> None:
         print("RSS (cycles -> KiB): " + ", ".join(f"{n}: {k}" for n, k in rss))
         times = []
         for _ in range(1000):
+            d._rendered = None  # the render itself, not the per-snapshot cache
             t0 = time.perf_counter()
             body = d.render_metrics()
             times.append(time.perf_counter() - t0)

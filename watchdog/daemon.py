@@ -170,7 +170,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 10  # a client that never finishes its request does not hold a thread forever
     server_version = "qbt-vpn-watchdog"
-    protocol_version = "HTTP/1.0"
+    # Keep-alive: Prometheus keeps its connection, so a scrape is one request,
+    # not a TCP handshake and a new thread.
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; on a kept connection Nagle
+        # and the client's delayed ACK would add 40 ms to every scrape.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = urlsplit(self.path).path
@@ -253,6 +261,7 @@ class Daemon:
         self._server_thread: threading.Thread | None = None
         self._registry = CollectorRegistry(auto_describe=True)
         self._registry.register(SnapshotCollector(lambda: self.snapshot))
+        self._rendered: tuple[Snapshot | None, bytes] | None = None
         self._logged_bugs: set[str] = set()
         self.check_names = self._check_names(self.config)
 
@@ -529,7 +538,19 @@ class Daemon:
         return 200, f"alive; {self.status_line}"
 
     def render_metrics(self) -> bytes:
-        return generate_latest(self._registry)
+        """The exposition of the current snapshot, rendered once per snapshot.
+
+        Scrapes between two cycles see the same snapshot, so they get the same
+        bytes: with several Prometheus servers (or a dashboard's auto-refresh)
+        only the first scrape after a cycle renders.
+        """
+        snap = self.snapshot
+        cached = self._rendered
+        if cached is not None and cached[0] is snap and snap is not None:
+            return cached[1]
+        body = generate_latest(self._registry)
+        self._rendered = (snap, body)
+        return body
 
     # --- reload ------------------------------------------------------------------------
 
