@@ -38,28 +38,11 @@ def check_failing(w: Watchdog, name: str) -> bool:
     return w.metrics().get("qbtvpn_check_success", {}).get(f'check="{name}"') == 0.0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-k", type=int, default=5, help="how many fault/heal rounds (default 5)")
-    ap.add_argument(
-        "--interval", type=float, default=None, help="watchdog.interval (default: the lab's)"
-    )
-    args = ap.parse_args()
+def return_path_rounds(lab: LabHandle, k: int, interval: float | None = None) -> list[tuple]:
+    """K rounds of break/heal return-path against the real daemon (enforce mode).
 
-    from watchdog.lab import control
-
-    started_lab = False
-    if not control.is_up():
-        if control.stale():
-            control.down()
-        print("bringing the lab up ...", flush=True)
-        path = control.up()
-        started_lab = True
-    else:
-        from watchdog.lab.state import CONFIG_PATH
-
-        path = CONFIG_PATH
-    lab = LabHandle(Path(path), 0.0)
+    Returns (fault -> detected, fault -> stopped, heal -> resumed) seconds per round.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="qvr-bench-"))
     w = None
     torrents = None
@@ -67,9 +50,9 @@ def main() -> int:
     try:
         port = free_port()
         cfg = lab_watchdog_config(lab.config_path, tmp / "watchdog.toml", port)
-        if args.interval:
+        if interval:
             text = re.sub(
-                r"(?m)^interval = [\d.]+$", f"interval = {args.interval}", cfg.read_text(), count=1
+                r"(?m)^interval = [\d.]+$", f"interval = {interval}", cfg.read_text(), count=1
             )
             cfg.write_text(text)
         from watchdog.config import load
@@ -77,7 +60,7 @@ def main() -> int:
         interval = load(cfg).watchdog.interval
         torrents = Torrents(lab, tmp)
         w = Watchdog(cfg, port, tmp / "watchdog.log").start()
-        for i in range(args.k):
+        for i in range(k):
             wait_for("remediation ok", lambda: w.state() == "ok", 120, 0.2)
             wait_for("return_path ok", lambda: not check_failing(w, "return_path"), 120, 0.2)
             time.sleep(interval)  # start each round at a random phase of the loop
@@ -99,7 +82,7 @@ def main() -> int:
             resumed = time.monotonic() - t_heal
             rows.append((detected, stopped, resumed))
             print(
-                f"round {i + 1}/{args.k}: detected {detected:.1f} s, stopped {stopped:.1f} s, "
+                f"round {i + 1}/{k}: detected {detected:.1f} s, stopped {stopped:.1f} s, "
                 f"resumed {resumed:.1f} s",
                 flush=True,
             )
@@ -108,11 +91,39 @@ def main() -> int:
             w.stop()
         if torrents is not None:
             torrents.cleanup()
-        try:
-            lab.heal()
-        finally:
-            if started_lab:
-                control.down()
+        lab.heal()
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-k", type=int, default=5, help="how many fault/heal rounds (default 5)")
+    ap.add_argument(
+        "--interval", type=float, default=None, help="watchdog.interval (default: the lab's)"
+    )
+    args = ap.parse_args()
+
+    from watchdog.config import load
+    from watchdog.lab import control
+
+    started_lab = False
+    if not control.is_up():
+        if control.stale():
+            control.down()
+        print("bringing the lab up ...", flush=True)
+        path = control.up()
+        started_lab = True
+    else:
+        from watchdog.lab.state import CONFIG_PATH
+
+        path = CONFIG_PATH
+    lab = LabHandle(Path(path), 0.0)
+    try:
+        rows = return_path_rounds(lab, args.k, args.interval)
+        interval = args.interval or load(Path(path)).watchdog.interval
+    finally:
+        if started_lab:
+            control.down()
 
     print(f"\nreturn-path fault, K={len(rows)}, poll interval {interval:g} s")
     print(f"{'':22}{'median s':>10}{'max s':>10}{'median iv':>11}{'max iv':>9}")

@@ -1,0 +1,1 @@
+"""Benchmarks (scripts that print numbers, never timed tests): ``python -m tests.bench``."""
