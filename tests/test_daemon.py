@@ -723,8 +723,10 @@ def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch)
 def test_metrics_render_once_per_snapshot(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
     d.run_cycle()
+    rendered = d._rendered
+    assert rendered is not None and rendered[0] is d.snapshot  # by the loop, not a scrape
     a = d.render_metrics()
-    assert d.render_metrics() is a  # the same snapshot: the same bytes, not rendered again
+    assert a is rendered[1] and d.render_metrics() is a  # scrapes get those bytes
     d.run_cycle()
     b = d.render_metrics()
     assert b is not a and metric(b.decode(), "qbtvpn_cycles_total") == 2

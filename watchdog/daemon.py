@@ -401,6 +401,9 @@ class Daemon:
             self.snapshot = snap
 
         self.status_line = self.summarize(snap)
+        # Rendered here, once, so no scrape ever renders: its latency does not
+        # depend on the number of torrents (or anything else in the snapshot).
+        self.render_metrics()
         if not self._ready:
             self._ready = True
             self.notifier.ready(self.status_line)
@@ -540,9 +543,9 @@ class Daemon:
     def render_metrics(self) -> bytes:
         """The exposition of the current snapshot, rendered once per snapshot.
 
-        Scrapes between two cycles see the same snapshot, so they get the same
-        bytes: with several Prometheus servers (or a dashboard's auto-refresh)
-        only the first scrape after a cycle renders.
+        The loop renders it at the end of each cycle; scrapes between two
+        cycles get those bytes. (A snapshot replaced outside a cycle, by a
+        rejected reload, is rendered by the first scrape that sees it.)
         """
         snap = self.snapshot
         cached = self._rendered
