@@ -3,7 +3,8 @@
 Runs the lab's ``return-path`` fault K times against the real daemon and
 prints, in seconds and in poll intervals, median and max of:
 
-  fault -> detected   (qbtvpn_check_success{check="return_path"} drops to 0)
+  fault -> detected   (return_path reports handshake_only or no_return_traffic: the
+                      fault re-creates the tunnel first, whose no_tunnel does not count)
   fault -> stopped    (every active torrent stopped and tagged, seen through the API)
   heal  -> resumed    (every tagged torrent running again, tag removed)
 
@@ -36,6 +37,15 @@ from tests.test_remediation_lab import (  # noqa: E402
 
 def check_failing(w: Watchdog, name: str) -> bool:
     return w.metrics().get("qbtvpn_check_success", {}).get(f'check="{name}"') == 0.0
+
+
+def return_path_seen(w: Watchdog) -> bool:
+    """return_path reports the seed's failure itself (not the no_tunnel of the fault's restart)."""
+    reasons = w.metrics().get("qbtvpn_check_reason", {})
+    return any(
+        reasons.get(f'check="return_path",reason="{r}"') == 1.0
+        for r in ("handshake_only", "no_return_traffic")
+    )
 
 
 def return_path_rounds(lab: LabHandle, k: int, interval: float | None = None) -> list[tuple]:
@@ -71,7 +81,7 @@ def return_path_rounds(lab: LabHandle, k: int, interval: float | None = None) ->
                 now = time.monotonic()
                 if now - t_fault > 20 * interval + 60:
                     raise SystemExit(f"round {i + 1}: not detected/stopped in time")
-                if detected is None and check_failing(w, "return_path"):
+                if detected is None and return_path_seen(w):
                     detected = now - t_fault
                 if stopped is None and torrents.all_held():
                     stopped = now - t_fault
