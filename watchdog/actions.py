@@ -134,13 +134,6 @@ def resolve_endpoint(endpoint: str, resolver: Callable[..., list] = socket.getad
     return f"[{a}]:{port}" if ":" in a else f"{a}:{port}"
 
 
-def _on_tunnel(listeners: Sequence[Any], link: Any) -> bool:
-    addrs = {a.split("/", 1)[0] for a in link.addresses}
-    return any(
-        x.ifindex == link.index or (x.ifindex == 0 and x.address in addrs) for x in listeners
-    )
-
-
 def rebind(
     qbt: Any, links: Any, interface: str, port: int, timeout: float, poll: float = 0.1
 ) -> str:
@@ -155,13 +148,15 @@ def rebind(
     two quick changes would merge into none). Then every torrent is
     re-announced, so peers that failed meanwhile are tried again at once.
     """
+    from watchdog.checks.bind import on_tunnel
+
     link = links.link(interface)
     if link is None:
         raise ActionError(f"{interface} does not exist in the namespace: nothing to bind to")
     deadline = time.monotonic() + timeout
     for p in (port + 1 if port < 65535 else port - 1, port):
         qbt.set_binding(interface, p)
-        while not _on_tunnel(links.tcp_listeners(p), link):
+        while not on_tunnel(links.tcp_listeners(p), link):
             if time.monotonic() >= deadline:
                 raise ActionError(
                     f"qBittorrent opened no socket on {interface} port {p} within {timeout:g} s"

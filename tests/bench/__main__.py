@@ -45,8 +45,8 @@ from tests.bench.common import (  # noqa: E402
     pct,
     remove_torrents,
     scrape_latencies,
-    wait_for,
 )
+from tests.test_remediation_lab import wait_for  # noqa: E402
 
 FAST = ("handshake", "return_path", "dns", "bind")
 ALL = (*FAST, "exit_ip", "webui")
@@ -141,7 +141,7 @@ def exporter(tmp: Path, qbt_url: str, password: str) -> tuple[Proc, int]:
         except OSError:
             return False
 
-    wait_for(up, 60, "prometheus-qbittorrent-exporter")
+    wait_for("prometheus-qbittorrent-exporter", up, 60)
     return p, port
 
 
@@ -231,8 +231,9 @@ def rss_run(base: Path, tmp: Path, cycles: int) -> None:
         step = cycles // 10
         target = step
         while target <= cycles:
-            n = wait_for(lambda t=target: (m := d.metric("qbtvpn_cycles_total")) >= t and m,
-                         3600, f"{target} cycles", step=0.5)  # fmt: skip
+            n = wait_for(f"{target} cycles",
+                         lambda t=target: (m := d.metric("qbtvpn_cycles_total")) >= t and m,
+                         3600, 0.5)  # fmt: skip
             samples.append((int(n), d.rss_mib()))
             target += step
     finally:
@@ -272,12 +273,12 @@ def detect(base: Path, tmp: Path, k: int) -> None:
     took = []
     try:
         for _ in range(k):
-            wait_for(lambda: d.metric("qbtvpn_healthy") == 1.0, 120, "healthy")
+            wait_for("healthy", lambda: d.metric("qbtvpn_healthy") == 1.0, 120)
             time.sleep(3.7)  # a different phase of the 10 s loop each round
             t0 = time.monotonic()
             faults.break_fault("tunnel-down")
-            wait_for(lambda: 'check_success{check="return_path"} 0.0' in d.text(), 30,
-                     "tunnel-down reported", step=0.02)  # fmt: skip
+            wait_for("tunnel-down reported",
+                     lambda: 'check_success{check="return_path"} 0.0' in d.text(), 30, 0.02)  # fmt: skip
             took.append(time.monotonic() - t0)
             faults.heal_fault("tunnel-down")
     finally:

@@ -22,8 +22,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from tests.test_remediation_lab import wait_for  # (what, cond, timeout, step)
 
 ROOT = Path(__file__).resolve().parents[2]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
@@ -110,7 +112,7 @@ class Daemon(Proc):
     def __init__(self, config: Path, port: int, log: Path) -> None:
         super().__init__([sys.executable, "-m", "watchdog", "run", "--config", str(config)], log)
         self.port = port
-        wait_for(lambda: self.metric("qbtvpn_cycles_total") >= 1, 60, "the daemon's first cycle")
+        wait_for("the daemon's first cycle", lambda: self.metric("qbtvpn_cycles_total") >= 1, 60)
 
     def text(self) -> str:
         with _OPENER.open(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
@@ -124,17 +126,6 @@ class Daemon(Proc):
         except OSError:
             pass
         return -1.0
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
 
 
 # --- scraping -------------------------------------------------------------------
@@ -268,7 +259,7 @@ def load_torrents(client, n: int, tracker: str) -> float:
     for i in range(0, n, 100):
         client.torrents_add(torrent_files=[str(f) for f in files[i : i + 100]], save_path=str(tmp))
     have = lambda: sum(t.name.startswith("qvb-") for t in client.torrents_info())  # noqa: E731
-    wait_for(lambda: have() >= n, 300, f"{n} torrents in qBittorrent", step=1.0)
+    wait_for(f"{n} torrents in qBittorrent", lambda: have() >= n, 300, 1.0)
     return time.monotonic() - t0
 
 
@@ -276,5 +267,5 @@ def remove_torrents(client) -> None:
     hashes = [t.hash for t in client.torrents_info() if t.name.startswith("qvb-")]
     for i in range(0, len(hashes), 200):
         client.torrents_delete(delete_files=True, torrent_hashes=hashes[i : i + 200])
-    wait_for(lambda: not any(t.name.startswith("qvb-") for t in client.torrents_info()), 120,
-             "the generated torrents gone", step=1.0)  # fmt: skip
+    gone = lambda: not any(t.name.startswith("qvb-") for t in client.torrents_info())  # noqa: E731
+    wait_for("the generated torrents gone", gone, 120, 1.0)

@@ -157,18 +157,32 @@ def check(ctx: Context) -> Outcome:
         # Not evidence of a stall, and the rest of the binding is proven: pass,
         # saying what could not be read.
         return Outcome.passed(f"{passed}; listening sockets not checked: {e}", **kw)
-    problem = _listener_problem(listeners, s.listen_port, link, link_addrs)
+    problem = _listener_problem(listeners, s.listen_port, link)
     if problem is not None:
         return Outcome.failed(*problem, **kw)
     return Outcome.passed(passed, **kw)
 
 
+def on_tunnel(listeners, link: LinkState) -> bool:
+    """Some socket in ``listeners`` is on ``link`` as it is now: bound to its index,
+    or to none but on one of its addresses. Link-local sockets do not count: a TUN
+    device gets an fe80:: address of its own, and a socket there carries no torrent."""
+    addrs = routable(link.addresses)
+    for x in listeners:
+        ip = _ip(x.address)
+        if ip is not None and ip.is_link_local:
+            continue
+        if x.ifindex == link.index or (x.ifindex == 0 and ip in addrs):
+            return True
+    return False
+
+
 def _listener_problem(
-    listeners: tuple[Listener, ...], port: int, link: LinkState, link_addrs: set
+    listeners: tuple[Listener, ...], port: int, link: LinkState
 ) -> tuple[str, str] | None:
     """(reason, detail) when no socket on ``port`` is bound to the tunnel as it is now."""
-    # Link-local sockets do not carry torrent traffic (a TUN device gets an
-    # fe80:: address of its own, and a socket on it says nothing).
+    if on_tunnel(listeners, link):
+        return None
     useful = [x for x in listeners if (ip := _ip(x.address)) is None or not ip.is_link_local]
     if not useful:
         return (
@@ -176,11 +190,6 @@ def _listener_problem(
             f"nothing listens on port {port} in the namespace: qBittorrent can make no peer "
             f"connection (its listen socket on {link.name} is gone)",
         )
-    for x in useful:
-        if x.ifindex == link.index:
-            return None
-        if x.ifindex == 0 and (ip := _ip(x.address)) is not None and ip in link_addrs:
-            return None
     shown = ", ".join(str(x) for x in useful)
     return (
         "stale_listener",

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 
 from watchdog.sources import LinkState, Listener, SourceError, rtnl
-from watchdog.sources.netns import entered, netns_ident
+from watchdog.sources.netns import netns_ident
 
 IFF_UP = 0x1
 # Operational states that mean "cannot pass traffic". A WireGuard or TUN link
@@ -33,6 +33,7 @@ IFF_UP = 0x1
 # counts as up.
 _DOWN_OPERSTATES = frozenset({"DOWN", "LOWERLAYERDOWN", "NOTPRESENT"})
 RTN_UNICAST, RTN_LOCAL = 1, 2
+_NO_SUCH_LINK = frozenset({errno.ENODEV})
 
 
 class Links:
@@ -46,24 +47,30 @@ class Links:
             self.netns, rtnl.NETLINK_SOCK_DIAG, timeout=timeout, what="sock_diag"
         )
 
-    def _ask(self, nl: rtnl.NetlinkSocket, kind: int, flags: int, body: bytes, what: str):
+    def _ask(
+        self,
+        nl: rtnl.NetlinkSocket,
+        kind: int,
+        flags: int,
+        body: bytes,
+        what: str,
+        none_on: frozenset[int] = frozenset(),
+    ) -> list[tuple[int, bytes]] | None:
+        """The answer's messages; None when the kernel answers an errno in ``none_on``."""
         try:
             return nl.request(kind, flags, body, what)
         except rtnl.NetlinkError as e:
+            if e.errno in none_on:
+                return None
             raise SourceError(
                 f"{what}{self._in}: {os.strerror(e.errno)}", kind="unreachable"
             ) from e
 
     def _link_msg(self, **key) -> dict | None:
         what = f"link {key.get('name') or key.get('index')}"
-        try:
-            msgs = self._nl.request(rtnl.RTM_GETLINK, 0, rtnl.link_request(**key), what)
-        except rtnl.NetlinkError as e:
-            if e.errno == errno.ENODEV:
-                return None
-            raise SourceError(
-                f"{what}{self._in}: {os.strerror(e.errno)}", kind="unreachable"
-            ) from e
+        msgs = self._ask(
+            self._nl, rtnl.RTM_GETLINK, 0, rtnl.link_request(**key), what, _NO_SUCH_LINK
+        )
         return rtnl.parse_link(msgs[0][1]) if msgs else None
 
     def link(self, name: str) -> LinkState | None:
@@ -89,17 +96,14 @@ class Links:
         """
         ip = ipaddress.ip_address(dst)
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        what = f"route to {ip}"
-        try:
-            msgs = self._nl.request(
-                rtnl.RTM_GETROUTE, 0, rtnl.route_request(family, ip.packed), what
-            )
-        except rtnl.NetlinkError as e:
-            if e.errno in rtnl.NO_ROUTE_ERRNOS:
-                return None
-            raise SourceError(
-                f"{what}{self._in}: {os.strerror(e.errno)}", kind="unreachable"
-            ) from e
+        msgs = self._ask(
+            self._nl,
+            rtnl.RTM_GETROUTE,
+            0,
+            rtnl.route_request(family, ip.packed),
+            f"route to {ip}",
+            rtnl.NO_ROUTE_ERRNOS,
+        )
         if not msgs:
             return None
         rtype, oif = rtnl.parse_route(msgs[0][1])
@@ -150,12 +154,13 @@ class LinkEvents:
 
     A poll loop sees a deleted tunnel at its next cycle, up to an interval
     later. The kernel announces it at once (RTM_DELLINK, RTM_DELADDR, an
-    RTM_NEWLINK without IFF_UP), so this thread listens on the namespace's
-    link and address multicast groups and calls ``on_event()`` for those
-    messages about the tunnel interface (addresses: any but IPv6 link-local,
-    the namespace holds only lo, the tunnel and the LAN veth). "Down" is IFF_UP cleared, read from
-    the notification's change mask, so a link created down is no event. Links coming *up* are left to the
-    next cycle, so events never hurry a recovery along.
+    RTM_NEWLINK with IFF_UP cleared), so this thread listens on the
+    namespace's link and address multicast groups and calls ``on_event()``
+    for those messages about the tunnel interface (addresses: any but IPv6
+    link-local; the namespace holds only lo, the tunnel and the LAN veth).
+    "Down" is read from the notification's change mask, so a link created
+    down is no event. Links coming *up* are left to the next cycle, so events
+    never hurry a recovery along.
 
     The socket is (re)made inside the namespace; while the namespace does not
     exist the thread waits and tries again (never creating it), and when it is
@@ -168,7 +173,6 @@ class LinkEvents:
         self.netns = netns or None
         self.interface = interface
         self.poll = poll
-        self.events = 0  # messages that woke the loop (for tests)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_event: Callable[[], None] = lambda: None
@@ -182,14 +186,7 @@ class LinkEvents:
 
     def _open(self) -> tuple[socket.socket, tuple[int, int] | None]:
         ident = netns_ident(self.netns)
-        with entered(self.netns):
-            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, rtnl.NETLINK_ROUTE)
-        try:
-            s.bind((0, self.GROUPS))
-        except OSError:
-            s.close()
-            raise
-        return s, ident
+        return rtnl.open_socket(self.netns, rtnl.NETLINK_ROUTE, self.GROUPS), ident
 
     def _run(self) -> None:
         sock: socket.socket | None = None
@@ -203,12 +200,10 @@ class LinkEvents:
                     sock, ident = self._open()
                 ready, _, _ = select.select([sock], [], [], self.poll)
                 if ready and self._bad_news(sock.recv(1 << 16)):
-                    self.events += 1
                     self._on_event()
             except (SourceError, OSError) as e:
                 if isinstance(e, OSError) and e.errno == errno.ENOBUFS:
-                    self.events += 1  # events were lost: something happened
-                    self._on_event()
+                    self._on_event()  # messages were lost: something happened
                     continue
                 if sock is not None:
                     sock.close()

@@ -50,9 +50,8 @@ OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DOR
 _IFADDR = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 
-_RTMSG = struct.Struct(
-    "=BBBBBBBBI"
-)  # family, dst_len, src_len, tos, table, proto, scope, type, flags
+# family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_RTMSG = struct.Struct("=BBBBBBBBI")
 RTA_DST, RTA_OIF = 1, 4
 
 # sock_diag: inet_diag_req_v2 and inet_diag_msg
@@ -95,6 +94,18 @@ def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
         offset += (length + 3) & ~3
 
 
+def open_socket(netns: str | None, protocol: int, groups: int = 0) -> socket.socket:
+    """A raw netlink socket created inside ``netns`` (never creating it), bound to ``groups``."""
+    with entered(netns):
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+    try:
+        s.bind((0, groups))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 class NetlinkSocket:
     def __init__(
         self, netns: str | None, protocol: int, *, timeout: float = 5.0, what: str = "netlink"
@@ -112,19 +123,11 @@ class NetlinkSocket:
 
     def _open(self, ident: tuple[int, int] | None) -> socket.socket:
         try:
-            with entered(self.netns):
-                s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.protocol)
+            s = open_socket(self.netns, self.protocol)
+            s.settimeout(self.timeout)
         except OSError as e:
             raise SourceError(
                 f"{self.what} socket{self._in}: {e.strerror or e}", kind="unreachable"
-            ) from None
-        try:
-            s.bind((0, 0))
-            s.settimeout(self.timeout)
-        except OSError as e:
-            s.close()
-            raise SourceError(
-                f"{self.what} socket{self._in}: {e.strerror}", kind="unreachable"
             ) from None
         self._sock, self._ident = s, ident
         self.opened += 1
