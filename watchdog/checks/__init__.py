@@ -151,8 +151,12 @@ class Context:
         return Context(self.config, self.sources, history, self.now, self._memo)
 
     # DNS and HTTP are not memoized: each query is its own probe.
-    def dns_query(self, name: str, server: str, timeout: float) -> DnsAnswer:
-        return self.sources.dns.query(name, server, timeout)
+    def dns_query(
+        self, name: str, server: str, timeout: float, retransmit_after: float | None = None
+    ) -> DnsAnswer:
+        if retransmit_after is None:
+            return self.sources.dns.query(name, server, timeout)
+        return self.sources.dns.query(name, server, timeout, retransmit_after=retransmit_after)
 
     def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
         return self.sources.http.get(url, timeout, max_bytes)

@@ -92,7 +92,8 @@ class DnsAnswer:
     server: str
     rcode: str  # "NOERROR", "SERVFAIL", "NXDOMAIN", ...
     addresses: tuple[str, ...]
-    latency: float  # seconds
+    latency: float  # seconds, from the first send
+    retransmitted: bool = False  # the answer came after the query was sent a second time
 
 
 # --- HTTP --------------------------------------------------------------------
