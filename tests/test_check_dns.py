@@ -17,10 +17,10 @@ import pytest
 
 import watchdog.checks.dns  # noqa: F401 - registers the check
 from tests.netns_helpers import dnsmasq, netns, udp_server, veth
-from watchdog.checks import REGISTRY, Context, Runner, Sources
+from watchdog.checks import REGISTRY, Context, Runner
 from watchdog.config import parse
 from watchdog.results import Outcome
-from watchdog.sources import SourceError
+from watchdog.sources import SourceError, Sources
 from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root

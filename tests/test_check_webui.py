@@ -197,8 +197,9 @@ def test_against_real_qbittorrent_nox():
     there, and the check must say so.
     """
     from tests.qbt_nox import PASSWORD, USERNAME, QbtNox
-    from watchdog.checks import Context, Sources
+    from watchdog.checks import Context
     from watchdog.config import NamespaceSection, WireguardSection
+    from watchdog.sources import Sources
     from watchdog.sources.http import Http
     from watchdog.sources.links import Links
     from watchdog.sources.qbittorrent import Qbittorrent

@@ -27,11 +27,19 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.checks import CheckSpec, Sources
+from watchdog.checks import CheckSpec
 from watchdog.daemon import Daemon, _JournalFormatter, setup_logging
 from watchdog.metrics import exposed_names
 from watchdog.results import Outcome, RemediationView
-from watchdog.sources import LinkState, QbtState, SourceError, TorrentBrief, WgDevice, WgPeer
+from watchdog.sources import (
+    LinkState,
+    QbtState,
+    SourceError,
+    Sources,
+    TorrentBrief,
+    WgDevice,
+    WgPeer,
+)
 from watchdog.systemd import Notifier
 
 REPO = Path(__file__).resolve().parent.parent

@@ -46,7 +46,8 @@ from typing import Any
 from watchdog import policy
 from watchdog.config import Config
 from watchdog.results import CheckResult, RemediationView
-from watchdog.sources import SourceError
+from watchdog.sources import LinkReader, QbittorrentClient, SourceError, Sources
+from watchdog.sources.tunnel import on_tunnel, tunnel_peer
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,12 @@ def resolve_endpoint(endpoint: str, resolver: Callable[..., list] = socket.getad
 
 
 def rebind(
-    qbt: Any, links: Any, interface: str, port: int, timeout: float, poll: float = 0.1
+    qbt: QbittorrentClient,
+    links: LinkReader,
+    interface: str,
+    port: int,
+    timeout: float,
+    poll: float = 0.1,
 ) -> str:
     """Bind qBittorrent to ``interface`` on ``port`` with new sockets, and re-announce.
 
@@ -148,8 +154,6 @@ def rebind(
     two quick changes would merge into none). Then every torrent is
     re-announced, so peers that failed meanwhile are tried again at once.
     """
-    from watchdog.checks.bind import on_tunnel
-
     link = links.link(interface)
     if link is None:
         raise ActionError(f"{interface} does not exist in the namespace: nothing to bind to")
@@ -203,15 +207,15 @@ class _Bounded:
 class Remediator:
     """Policy + actions, one ``step`` per cycle (called by the daemon after the checks).
 
-    ``sources`` needs ``.qbittorrent`` (``stop_active``, ``start_tagged``,
-    ``held``, ``set_binding``, ``reannounce``, ``state``), ``.links``
-    (``link``, ``tcp_listeners``) and ``.wireguard`` (``read``, ``set_endpoint``). ``run_command`` and ``resolve`` are injectable for tests.
+    It uses ``sources.qbittorrent``, ``sources.links`` and ``sources.wireguard``
+    (the seams in ``watchdog.sources``). ``run_command`` and ``resolve`` are
+    injectable for tests.
     """
 
     def __init__(
         self,
         config: Config,
-        sources: Any,
+        sources: Sources,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         *,
@@ -234,7 +238,7 @@ class Remediator:
         self._view = RemediationView()
         self.reconfigure(config, sources)
 
-    def reconfigure(self, config: Config, sources: Any) -> None:
+    def reconfigure(self, config: Config, sources: Sources) -> None:
         """New config (SIGHUP): keep the memory and counters, take the new settings."""
         self.config = config
         self.sources = sources
@@ -382,7 +386,7 @@ class Remediator:
             self.run_command(argv, max(1.0, self.timeout - 1.0))
             return "ran " + " ".join(argv)
         wg = self.sources.wireguard
-        peer = _tunnel_peer(wg.read())
+        peer = tunnel_peer(wg.read())
         if peer is None:
             raise ActionError(f"{self.config.wireguard.interface} has no peer to re-set")
         if action.tier == 3:
@@ -473,12 +477,6 @@ def _title(action: policy.Action) -> str:
         what = {1: "re-set the endpoint", 2: "restart the tunnel", 3: "rotate the endpoint"}
         return f"restart_tunnel tier {action.tier} ({what.get(action.tier, '?')})"
     return action.kind
-
-
-def _tunnel_peer(device: Any) -> Any:
-    from watchdog.checks.handshake import tunnel_peer
-
-    return tunnel_peer(device)
 
 
 def _merge(

@@ -35,11 +35,12 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from watchdog.checks import ORDER, CheckSpec, Context, Runner, Sources
+from watchdog.checks import ORDER, CheckSpec, Context, Runner
 from watchdog.config import Config, ConfigError
 from watchdog.config import load as load_config
 from watchdog.metrics import Snapshot, SnapshotCollector
 from watchdog.results import CheckResult, RemediationView
+from watchdog.sources import Sources
 from watchdog.systemd import Notifier
 
 log = logging.getLogger("watchdog.daemon")
@@ -583,7 +584,7 @@ class Daemon:
         elif self.remediator_factory is not None:
             # A new remediator re-reads what it holds from qBittorrent's tags.
             self.remediator = self.remediator_factory(new, sources)
-        self._close_sources(self.sources)  # the old event thread too
+        self.sources.close()  # the old event thread too
         self.config, self.sources = new, sources
         self._start_events(sources)
         self.check_names = self._check_names(new)
@@ -618,28 +619,16 @@ class Daemon:
         return False
 
     def _start_events(self, sources: Sources) -> None:
-        events = getattr(sources, "events", None)
-        if events is not None:
-            events.start(self.link_event)
+        if sources.events is not None:
+            sources.events.start(self.link_event)
 
     @staticmethod
     def _close_events(sources: Sources) -> None:
-        events = getattr(sources, "events", None)
-        if events is not None:
+        if sources.events is not None:
             try:
-                events.close()
+                sources.events.close()
             except Exception:  # noqa: BLE001 - best effort on the way out
-                log.debug("closing %r failed", events, exc_info=True)
-
-    @staticmethod
-    def _close_sources(sources: Sources) -> None:
-        for adapter in vars(sources).values():
-            close = getattr(adapter, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 - best effort on the way out
-                    log.debug("closing %r failed", adapter, exc_info=True)
+                log.debug("closing %r failed", sources.events, exc_info=True)
 
     # --- helpers -----------------------------------------------------------------------
 

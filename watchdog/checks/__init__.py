@@ -21,41 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from watchdog.results import COMMON_REASONS, ERROR, OK, TIMEOUT, CheckResult, Outcome
+from watchdog.sources import Sources
 
 if TYPE_CHECKING:
     from watchdog.config import Config
     from watchdog.sources import DnsAnswer, HttpResponse, LinkState, Listener, QbtState, WgDevice
 
 log = logging.getLogger(__name__)
-
-
-class Sources:
-    """The adapters a run needs, built once from the config (see ``sources.build``).
-
-    Each attribute is a narrow interface; tests pass fakes or adapters pointed
-    at loopback servers.
-    """
-
-    def __init__(
-        self,
-        *,
-        wireguard: Any,
-        links: Any,
-        dns: Any,
-        http: Any,
-        qbittorrent: Any,
-        events: Any = None,
-    ) -> None:
-        self.wireguard = wireguard  # .read() -> WgDevice
-        # .link(name) -> LinkState | None ; .route_interface(dst) -> str | None ;
-        # .tcp_listeners(port) -> tuple[Listener, ...]
-        self.links = links
-        self.dns = dns  # .query(name, server, timeout) -> DnsAnswer
-        self.http = http  # .get(url, timeout, max_bytes) -> HttpResponse
-        self.qbittorrent = qbittorrent  # .state() -> QbtState
-        # .start(on_event) / .close(): calls on_event() when the tunnel may have
-        # just gone (LinkEvents); None = only the poll loop notices.
-        self.events = events
 
 
 class _Memo:
@@ -97,28 +69,27 @@ class Context:
             m = self._memo.setdefault(key, _Memo(fn))
         return m()
 
-    def wireguard(self) -> WgDevice:
+    def wireguard(self, fresh: bool = False) -> WgDevice:
+        """The tunnel's WireGuard device; ``fresh``: read again, past this cycle's memo."""
+        if fresh:
+            return self.sources.wireguard.read()
         return self._once("wireguard", self.sources.wireguard.read)
 
-    def tunnel_link(self) -> LinkState | None:
+    def tunnel_link(self, fresh: bool = False) -> LinkState | None:
+        """The tunnel interface in the namespace (None: it does not exist)."""
         ifname = self.config.wireguard.interface
+        if fresh:
+            return self.sources.links.link(ifname)
         return self._once("tunnel_link", lambda: self.sources.links.link(ifname))
 
     def qbittorrent(self) -> QbtState:
         return self._once("qbittorrent", self.sources.qbittorrent.state)
 
     def resolver(self) -> str | None:
-        """The VPN's resolver: ``checks.dns.resolver``, else the namespace's resolv.conf.
+        """The VPN's resolver (``sources.dns.vpn_resolver``: the one rule for picking it)."""
+        from watchdog.sources.dns import vpn_resolver
 
-        Inside a namespace Python would still read the host's /etc/resolv.conf
-        (a DNS leak), so the nameserver is always passed explicitly.
-        """
-        configured = self.config.checks.dns.resolver
-        if configured:
-            return configured
-        from watchdog.sources.netns import resolv_conf_nameserver
-
-        return self._once("resolver", lambda: resolv_conf_nameserver(self.config.netns))
+        return self._once("resolver", lambda: vpn_resolver(self.config, self.sources.dns))
 
     def route_interface(self, dst: str) -> str | None:
         """The interface the namespace's route to ``dst`` leaves by (None: no route)."""
@@ -156,6 +127,10 @@ class Context:
 
     def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
         return self.sources.http.get(url, timeout, max_bytes)
+
+    def webui_probe(self, url: str, timeout: float) -> HttpResponse:
+        """An unauthenticated GET of qBittorrent's app/version at ``url`` (no login)."""
+        return self.sources.qbittorrent.webui_probe(url, timeout)
 
 
 CheckFn = Callable[[Context], Outcome]

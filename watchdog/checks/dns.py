@@ -44,7 +44,7 @@ _BUDGET = 0.8
 def check_dns(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.dns
     tunnel = ctx.config.wireguard.interface
-    server = cfg.resolver or ctx.sources.dns.nameserver()
+    server = ctx.resolver()
     if not server:
         where = (
             f"/etc/netns/{ctx.config.netns}/resolv.conf" if ctx.config.netns else "/etc/resolv.conf"
@@ -59,7 +59,7 @@ def check_dns(ctx: Context) -> Outcome:
         )
 
     try:
-        iface = ctx.sources.links.route_interface(server)
+        iface = ctx.route_interface(server)
     except SourceError as e:
         return Outcome.failed(
             "no_route", f"cannot look up the route to resolver {server}: {e}", facts=facts

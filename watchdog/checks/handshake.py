@@ -11,18 +11,8 @@ from __future__ import annotations
 
 from watchdog.checks import Context, register
 from watchdog.results import Outcome
-from watchdog.sources import SourceError, WgDevice, WgPeer
-
-# The tunnel's peer: the one routing everything (AirVPN's AllowedIPs = 0.0.0.0/0).
-_DEFAULT_ROUTES = {"0.0.0.0/0", "::/0"}
-
-
-def tunnel_peer(device: WgDevice) -> WgPeer | None:
-    """The peer that carries the default route, else the first peer, else None."""
-    for peer in device.peers:
-        if _DEFAULT_ROUTES & set(peer.allowed_ips):
-            return peer
-    return device.peers[0] if device.peers else None
+from watchdog.sources import SourceError
+from watchdog.sources.tunnel import tunnel_peer
 
 
 @register(

@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from watchdog.checks import Context, register
-from watchdog.checks.handshake import tunnel_peer
 from watchdog.results import CheckResult, Outcome
 from watchdog.sources import SourceError
+from watchdog.sources.tunnel import tunnel_peer
 
 HANDSHAKE_RESPONSE_BYTES = 92
 # KEEPALIVE_TIMEOUT (10 s) + a margin for the probe's own timeout and scheduling.
@@ -235,8 +235,8 @@ def check(ctx: Context) -> Outcome:
         # come back meanwhile (a keepalive) is in this sample. An answered
         # probe decides on its own; the cycle's first read is good enough then.
         try:
-            device = ctx.sources.wireguard.read()
-            link = ctx.sources.links.link(ifname) or link
+            device = ctx.wireguard(fresh=True)
+            link = ctx.tunnel_link(fresh=True) or link
         except SourceError as e:
             return Outcome.failed("no_tunnel", str(e))
         peer = tunnel_peer(device) or peer

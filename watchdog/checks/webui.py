@@ -29,9 +29,10 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from watchdog.checks import Context, register
-from watchdog.checks.bind import routable, source_reason
+from watchdog.checks.bind import source_reason
 from watchdog.results import Outcome
 from watchdog.sources import HttpResponse, SourceError
+from watchdog.sources.tunnel import routable, tunnel_peer
 
 REASONS = ("login", "unreachable", "bad_response", "exposed")
 VERSION_PATH = "/api/v2/app/version"
@@ -72,8 +73,6 @@ def exposure_targets(ctx: Context, webui_port: int) -> list[tuple[str, int]]:
         dict.fromkeys([*cfg.checks.webui.probe_addresses, *cfg.checks.exit_ip.allowed_ips])
     )
     try:
-        from watchdog.checks.handshake import tunnel_peer
-
         peer = tunnel_peer(ctx.wireguard())
         ip = _endpoint_ip(peer.endpoint if peer else None)
         if ip and ip not in addrs:
@@ -101,7 +100,7 @@ def check(ctx: Context) -> Outcome:
 
     if lan != url:
         try:
-            r = ctx.sources.qbittorrent.webui_probe(lan, 0.4 * wc.timeout)
+            r = ctx.webui_probe(lan, 0.4 * wc.timeout)
         except SourceError as e:
             return Outcome.failed(
                 "unreachable", f"WebUI on the LAN: {e}", observations=obs, facts=facts
