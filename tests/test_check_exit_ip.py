@@ -98,7 +98,7 @@ def _run(ns, path: str, extra: str = "", host: str = "127.0.0.1", timeout: float
     o = REGISTRY["exit_ip"].fn(Context(cfg, sources))
     assert isinstance(o, Outcome)
     if not o.ok:
-        assert o.reason in REGISTRY["exit_ip"].reasons
+        assert o.reason in REGISTRY["exit_ip"].reason_names
     return o
 
 

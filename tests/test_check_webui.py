@@ -182,7 +182,7 @@ def test_looks_like_qbittorrent():
 
 
 def test_every_reason_is_covered():
-    assert set(webui.REASONS) <= TESTED
+    assert {r.name for r in webui.REASONS} <= TESTED
 
 
 # --- against a real qbittorrent-nox --------------------------------------------------------

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from watchdog.checks import ORDER, CheckSpec, Context, Runner
+from watchdog.checks import CheckSpec, Context, Runner, ordered
 from watchdog.config import Config, ConfigError
 from watchdog.config import load as load_config
 from watchdog.metrics import Snapshot, SnapshotCollector
@@ -47,10 +47,10 @@ log = logging.getLogger("watchdog.daemon")
 
 SourcesFactory = Callable[[Config], Sources]
 
-# What a link event (the tunnel deleted, down, an address gone) runs at once,
-# instead of waiting up to an interval: the checks that read the link. At most
-# one such cycle a second, however many events arrive.
-EVENT_CHECKS = ("handshake", "return_path", "dns", "bind")
+# A link event (the tunnel deleted, down, an address gone) runs the checks that
+# read the link (``register(..., on_link_event=True)``) at once, instead of
+# waiting up to an interval. At most one such cycle a second, however many
+# events arrive.
 EVENT_CYCLE_GAP = 1.0
 RemediatorFactory = Callable[[Config, Sources], Any]  # -> object with .step(...)
 
@@ -330,10 +330,9 @@ class Daemon:
                 elif self._events_pending and now - last_event_cycle >= EVENT_CYCLE_GAP:
                     self._events_pending = False
                     last_event_cycle = now
-                    log.debug(
-                        "link event in the namespace: running %s now", ", ".join(EVENT_CHECKS)
-                    )
-                    self._guarded_cycle(only=EVENT_CHECKS)
+                    only = [n for n in self.check_names if self.specs[n].on_link_event]
+                    log.debug("link event in the namespace: running %s now", ", ".join(only))
+                    self._guarded_cycle(only=only)
                 if self._stop:
                     break
                 wake = next_cycle
@@ -637,8 +636,7 @@ class Daemon:
         missing = [n for n in enabled if n not in self.specs]
         if missing:
             log.warning("enabled in the config but not implemented: %s", ", ".join(missing))
-        ordered = [n for n in ORDER if n in enabled and n in self.specs]
-        return ordered + [n for n in enabled if n in self.specs and n not in ordered]
+        return ordered(self.specs, enabled)
 
     def _warn_watchdog_interval(self) -> None:
         wd = self.notifier.watchdog_interval

@@ -19,6 +19,14 @@ ERROR = "error"  # the check raised: a bug or an unexpected answer
 TIMEOUT = "timeout"  # the check did not finish within its timeout
 COMMON_REASONS = (ERROR, TIMEOUT)
 
+# How remediation counts a result (each check declares it per reason; see
+# watchdog.checks.registry.Reason and watchdog.policy).
+SAFE = "ok"
+DEGRADED = "degraded"  # reported only
+UNKNOWN = "unknown"  # the watchdog cannot tell: never starts a hold, blocks resuming one
+UNSAFE = "unsafe"  # torrent traffic may leak or go nowhere: acted on
+SEVERITIES = (SAFE, DEGRADED, UNKNOWN, UNSAFE)
+
 
 def _frozen(m: Mapping | None) -> Mapping:
     return MappingProxyType(dict(m or {}))

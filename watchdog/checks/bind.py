@@ -32,22 +32,28 @@ watchdog's rebind moves the listen port away and back, which opens new sockets.
 
 from __future__ import annotations
 
-from watchdog.checks import Context, register
-from watchdog.results import Outcome
+from watchdog.checks import Context, degraded, register, unknown, unsafe
+from watchdog.results import UNSAFE, Outcome
 from watchdog.sources import LinkState, Listener, QbtState, SourceError
 from watchdog.sources.tunnel import ip_of, on_tunnel, routable
 
+# qBittorrent unreachable moves no traffic: unknown (blocks resuming, never starts a hold).
+# The socket problems (not_listening, stale_listener) cannot leak: nothing is
+# listening, or the socket is bound to a device that no longer exists. They
+# stall everything, and the remedy is the rebind, not a hold; so is a port
+# that is not the forwarded one. The interface without an address is the
+# tunnel gone: a restart brings it back.
 REASONS = (
-    "login",
-    "unreachable",
-    "bad_response",
-    "unbound",
-    "wrong_interface",
-    "no_address",
-    "wrong_address",
-    "wrong_port",
-    "not_listening",
-    "stale_listener",
+    unknown("login"),
+    unknown("unreachable"),
+    unknown("bad_response"),
+    unsafe("unbound", rebind=True),
+    unsafe("wrong_interface", rebind=True),
+    unsafe("no_address", restart=True),
+    unsafe("wrong_address"),
+    degraded("wrong_port", rebind=True),
+    degraded("not_listening", rebind=True),
+    degraded("stale_listener", rebind=True),
 )
 
 
@@ -68,7 +74,14 @@ def observations(s: QbtState) -> dict[str, float]:
     }
 
 
-@register("bind", reasons=REASONS, summary="qBittorrent is bound to the tunnel interface and port")
+@register(
+    "bind",
+    order=50,
+    summary="qBittorrent is bound to the tunnel interface and port",
+    reasons=REASONS,
+    errors=UNSAFE,  # fail closed: it guards where torrent traffic goes
+    on_link_event=True,
+)
 def check(ctx: Context) -> Outcome:
     want = ctx.config.wireguard.interface
     forwarded = ctx.config.qbittorrent.forwarded_port

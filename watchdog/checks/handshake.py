@@ -9,16 +9,24 @@ box had one): that is the ``return_path`` check's job.
 
 from __future__ import annotations
 
-from watchdog.checks import Context, register
-from watchdog.results import Outcome
+from watchdog.checks import Context, register, unsafe
+from watchdog.results import UNSAFE, Outcome
 from watchdog.sources import SourceError
 from watchdog.sources.tunnel import tunnel_peer
 
 
 @register(
     "handshake",
-    reasons=("missing", "unreadable", "no_peer", "never", "stale"),
+    order=10,
     summary="the WireGuard peer completed a handshake recently",
+    # Every failure is unsafe and a tunnel restart is its remedy: no session,
+    # no tunnel. Its own error or timeout too (fail closed: it guards the tunnel).
+    reasons=tuple(
+        unsafe(r, restart=True) for r in ("missing", "unreadable", "no_peer", "never", "stale")
+    ),
+    errors=UNSAFE,
+    restart_on_error=True,
+    on_link_event=True,
 )
 def check(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.handshake

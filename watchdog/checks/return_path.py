@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watchdog.checks import Context, register
-from watchdog.results import CheckResult, Outcome
+from watchdog.checks import Context, register, unsafe
+from watchdog.results import UNSAFE, CheckResult, Outcome
 from watchdog.sources import SourceError
 from watchdog.sources.tunnel import tunnel_peer
 
@@ -209,8 +209,16 @@ def _probe(ctx: Context) -> tuple[bool, bool, str]:
 
 @register(
     "return_path",
-    reasons=("no_tunnel", "handshake_only", "no_return_traffic"),
+    order=20,
     summary="traffic sent into the tunnel gets answers back (the 92-byte failure)",
+    # Torrent traffic goes nowhere: unsafe, and a tunnel restart is the remedy.
+    # Its own error or timeout too (fail closed: it guards the tunnel).
+    reasons=tuple(
+        unsafe(r, restart=True) for r in ("no_tunnel", "handshake_only", "no_return_traffic")
+    ),
+    errors=UNSAFE,
+    restart_on_error=True,
+    on_link_event=True,
 )
 def check(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.return_path
