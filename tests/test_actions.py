@@ -44,7 +44,7 @@ class Driver:
         results = {c: res(c, reasons.get(c, "ok"), self.t) for c in CHECKS}
         for c, r in results.items():
             self.hist[c].append(r)
-        return self.rem.step(results, {c: tuple(h) for c, h in self.hist.items()}, self.t + 0.1)
+        return self.rem.step({c: tuple(h) for c, h in self.hist.items()}, self.t + 0.1)
 
 
 def make(extra: str = "", mode: str = "enforce", n: int = 3, **kw):

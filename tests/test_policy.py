@@ -646,7 +646,7 @@ def test_never_resumes_a_torrent_it_did_not_stop(seq, events, qbt_down, seed):
         for c, r in results.items():
             hist[c].append(r)
         before = len(qbt.started_by_watchdog)
-        view = rem.step(results, hist, t + 0.1)
+        view = rem.step(hist, t + 0.1)
         newly = qbt.started_by_watchdog[before:]
         assert not set(newly) & user_paused, "resumed a torrent the user had stopped"
         tagged = [h for h in qbt.tags if "watchdog-stopped" in qbt.tags[h]]
@@ -675,7 +675,7 @@ def test_observe_mode_never_has_side_effects(seq, seed):
         results = {c: res(c, r, t) for c, r in reasons.items()}
         for c, r in results.items():
             hist[c].append(r)
-        view = rem.step(results, hist, t)
+        view = rem.step(hist, t)
         assert view.observe_only
         assert view.held_stopped == 0
         assert sum(view.actions_total.values()) == 0

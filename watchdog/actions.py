@@ -249,13 +249,9 @@ class Remediator:
 
     # --- the cycle -------------------------------------------------------------
 
-    def step(
-        self,
-        results: Mapping[str, CheckResult],
-        histories: Mapping[str, Sequence[CheckResult]],
-        now: float,
-    ) -> RemediationView:
-        hist = _merge(results, histories)
+    def step(self, histories: Mapping[str, Sequence[CheckResult]], now: float) -> RemediationView:
+        """One cycle: decide from the checks' histories (newest last), act, report."""
+        hist = histories
         self._load_held(now)
         settings = self.settings
         if hist:
@@ -478,14 +474,3 @@ def _title(action: policy.Action) -> str:
         return f"restart_tunnel tier {action.tier} ({what.get(action.tier, '?')})"
     return action.kind
 
-
-def _merge(
-    results: Mapping[str, CheckResult], histories: Mapping[str, Sequence[CheckResult]]
-) -> dict[str, Sequence[CheckResult]]:
-    """Histories with this cycle's results at the end (the daemon usually did that already)."""
-    out: dict[str, Sequence[CheckResult]] = {k: tuple(v) for k, v in histories.items()}
-    for name, r in results.items():
-        h = out.get(name, ())
-        if not h or (h[-1] is not r and h[-1].started < r.started):
-            out[name] = (*h, r)
-    return out

@@ -83,12 +83,12 @@ def cycle_cpu(config: Path, n: int) -> dict[str, float]:
             xs = []
             for _ in range(n if label == "fast" else n // 4):
                 due = {c: d.config.check(c).timeout for c in names}
-                hist = {c: tuple(d._history(c)) for c in names}
+                hist = d.store.histories(names)
                 t0 = time.process_time()
                 results = d.runner.run_cycle(Context(d.config, d.sources), due, hist)
                 xs.append((time.process_time() - t0) * 1000)
                 for c, r in results.items():
-                    d._history(c).append(r)
+                    d.store.history(c).append(r)
                 time.sleep(0.05)
             out[f"{label}_median"], out[f"{label}_p90"] = median(xs), pct(xs, 90)
         qbt = d.sources.qbittorrent
@@ -100,7 +100,7 @@ def cycle_cpu(config: Path, n: int) -> dict[str, float]:
         out["qbt_state"] = median(xs)
         return out
     finally:
-        d._close_sources(d.sources)
+        d.sources.close()
 
 
 # --- the exporter we compare with ----------------------------------------------------
