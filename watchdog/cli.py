@@ -90,7 +90,7 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     second time after that window instead of passing on no evidence.
     """
     from watchdog.checks import Context, Runner, load_all
-    from watchdog.checks.return_path import MIN_WINDOW_SECONDS
+    from watchdog.checks.return_path import MIN_WINDOW_SECONDS, pending
     from watchdog.sources.build import build_sources
 
     specs = load_all()
@@ -105,7 +105,7 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     timeouts = {n: cfg.check(n).timeout for n in names}
     results = runner.run_cycle(Context(cfg, sources), timeouts, {})
     rp = results.get("return_path")
-    if rp is not None and rp.ok and rp.observations.get("pending"):
+    if pending(rp):
         if sys.stderr.isatty():
             print(
                 f"return_path: probe unanswered, watching the counters for {MIN_WINDOW_SECONDS:g} s ...",
