@@ -276,6 +276,29 @@ def test_resume_failure_keeps_holding_and_retries():
     assert not any(qbt.paused.values())
 
 
+def test_failing_resumes_keep_this_cycle_s_memory_so_rebind_keeps_its_back_off():
+    # Holding after a return-path incident; qBittorrent's socket is stale (a
+    # rebind's job, degraded: cycles are good) and every resume fails. The
+    # memory of the cycle that tried to resume must keep what decide recorded
+    # (the rebind's time): rebinds stay one per restart_backoff_max, not one a cycle.
+    d, qbt, wg, _ = make("restart_backoff_max = 600.0\n")
+    d.cycle(**BAD)
+    d.cycle(**BAD)
+    rebinds = []
+    real = qbt.set_binding
+    qbt.set_binding = lambda iface, port: rebinds.append(d.t) or real(iface, port)
+
+    def refused(tag):
+        raise SourceError("torrent(s) still stopped", kind="not_started")
+
+    qbt.start_tagged = refused
+    d.cycle()  # good cycle 1 of 3; bind's second stale_listener comes with the third
+    states = [d.cycle(bind="stale_listener").state for _ in range(12)]  # 120 s < 600 s
+    assert set(states) == {"holding"}
+    assert d.rem.view.failures_total["resume_torrents"] >= 5
+    assert len({t for t in rebinds}) == 1, f"rebinds at {sorted(set(rebinds))}"
+
+
 def test_a_hung_action_times_out_and_counts_as_failed():
     d, qbt, wg, _ = make("action_timeout = 0.3\n")
 

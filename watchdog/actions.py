@@ -275,9 +275,17 @@ class Remediator:
             if action.kind == "stop_torrents":
                 mem = replace(mem, stopped=False)
             elif action.kind == "resume_torrents":
-                # The tagged torrents are still stopped: keep holding, and
-                # try again next cycle if the checks are still good.
-                mem = replace(prev, good_cycles=prev.good_cycles + 1)
+                # The tagged torrents are still stopped: the incident goes on
+                # (prev's), tried again next cycle if the checks are still good.
+                # What outlives an incident is this cycle's: the restarts in the
+                # last hour, the back-off, and a rebind done this very cycle.
+                mem = replace(
+                    prev,
+                    good_cycles=prev.good_cycles + 1,
+                    restarts=mem.restarts,
+                    next_restart=mem.next_restart,
+                    last_rebind=mem.last_rebind,
+                )
         if not mem.holding:
             self._observed.clear()
         self.memory = mem
