@@ -713,6 +713,31 @@ def test_invalid_config_at_start_raises_config_error(tmp_path):
         Daemon(p, fake_sources(World()), specs=fake_specs(World()), notifier=Notifier(None))
 
 
+def test_a_broken_install_fails_at_start_instead_of_observing_only(tmp_path):
+    # The remediation module cannot be imported (a broken install): the service
+    # must not run on, silently protecting nothing; it exits 1 and says why.
+    # Every check off: whatever happens, nothing is sent anywhere.
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f"[watchdog]\ninterval = 0.5\nlisten_port = {free_port()}\n"
+        + "".join(f"[checks.{n}]\nenabled = false\n" for n in load_all())
+    )
+    code = (
+        "import sys; sys.modules['watchdog.actions'] = None\n"
+        "from watchdog.daemon import main; sys.exit(main(sys.argv[1]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    try:
+        p = subprocess.run(
+            [sys.executable, "-c", code, str(cfg)], cwd=REPO, env=env,
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"still running after 20 s without remediation: {e.stderr}")
+    assert p.returncode == 1, p.stderr
+    assert "cannot start" in p.stderr and "watchdog.actions" in p.stderr
+
+
 def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch):
     f = tmp_path / "journal"
     with open(f, "w") as stream:

@@ -396,17 +396,16 @@ def main(config_path: str) -> int:
     setup_logging()
     from watchdog.sources.build import build_sources
 
-    remediator_factory: RemediatorFactory | None
     try:
         from watchdog.actions import Remediator as Actions
     except ImportError as e:
-        log.warning("remediation is not available (%s): observing only", e)
-        remediator_factory = None
-    else:
-        remediator_factory = Actions
+        # A broken install must not run on protecting nothing (observe mode
+        # needs the module too: it says what would be done).
+        log.error("cannot start: remediation (watchdog.actions) cannot be loaded: %s", e)
+        return 1
 
     try:
-        daemon = Daemon(config_path, build_sources, remediator_factory)
+        daemon = Daemon(config_path, build_sources, Actions)
     except ConfigError as e:
         print(f"qbt-vpn-watchdog: invalid config {e}", file=sys.stderr)
         return 2
