@@ -4,6 +4,7 @@ timeout, exit status) and tier 1 against a real wireguard-go's UAPI socket."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -333,6 +334,25 @@ def test_observe_mode_says_what_it_would_do(caplog):
     d.cycle(**BAD)
     assert sum("would stop" in m for m in (r.message for r in caplog.records)) == 1  # once
     assert qbt.calls == [] and wg.calls == [] and commands == []
+
+
+@pytest.mark.parametrize("drift", [False, True])
+def test_observe_mode_would_stop_what_the_adapter_stops(monkeypatch, drift):
+    # "would stop N" counts by the adapter's own definition of an active
+    # torrent (the one stop_active uses), whatever that definition becomes.
+    from watchdog.metrics import QBT_TORRENT_STATES
+    from watchdog.sources import TorrentBrief
+    from watchdog.sources import qbittorrent as adapter
+
+    if drift:  # qBittorrent grows a state that is not active
+        monkeypatch.setattr(adapter, "NOT_ACTIVE_STATES", adapter.NOT_ACTIVE_STATES | {"queuedDL"})
+    d, qbt, wg, _ = make(mode="observe")
+    everything = tuple(TorrentBrief(st, st, st, ()) for st in QBT_TORRENT_STATES)
+    qbt.state = lambda: dataclasses.replace(ModelQbt(0).state(), torrents=everything)
+    d.cycle(**BAD)
+    v = d.cycle(**BAD)
+    want = [st for st in QBT_TORRENT_STATES if st not in adapter.NOT_ACTIVE_STATES]
+    assert f"would stop {len(want)} torrent(s): {', '.join(want[:5])} ..." in v.summary
 
 
 def test_reconfigure_keeps_memory():

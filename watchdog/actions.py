@@ -47,6 +47,7 @@ from watchdog import policy
 from watchdog.config import Config
 from watchdog.results import CheckResult, RemediationView
 from watchdog.sources import LinkReader, QbittorrentClient, SourceError, Sources
+from watchdog.sources.qbittorrent import is_active
 from watchdog.sources.tunnel import on_tunnel, tunnel_peer
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 ACTIONS = ("stop_torrents", "resume_torrents", "restart_tunnel", "rebind")
 LOGIN_PAUSE = 600.0  # seconds without qBittorrent actions after a login failure
 _QBT_ACTIONS = frozenset({"stop_torrents", "resume_torrents", "rebind"})
-# The states stop_active() leaves alone (for "would stop N torrents" in observe mode).
-_NOT_ACTIVE = frozenset({"pausedDL", "pausedUP", "stoppedDL", "stoppedUP", "missingFiles"})
 
 
 class ActionError(Exception):
@@ -447,7 +446,7 @@ class Remediator:
             st = self._bounded("state", self.sources.qbittorrent.state, self.timeout)
         except (SourceError, ActionError):
             return None
-        return [t.name for t in st.torrents if t.state not in _NOT_ACTIVE]
+        return [t.name for t in st.torrents if is_active(t)]
 
     # --- words -------------------------------------------------------------------
 

@@ -57,6 +57,11 @@ NOT_ACTIVE_STATES = STOPPED_STATES | frozenset({"missingFiles"})
 # Stop cannot be confirmed for these: qBittorrent shows the error, not the pause.
 UNCONFIRMABLE_STATES = frozenset({"error", "missingFiles"})
 
+
+def is_active(t: TorrentBrief) -> bool:
+    """Would ``stop_active`` stop this torrent? (also observe mode's "would stop N")"""
+    return t.state not in NOT_ACTIVE_STATES
+
 DEFAULT_TAG = "watchdog-stopped"
 # requests takes proxies from the environment unless told None per scheme.
 NO_PROXIES = {"http": None, "https": None, "all": None}
@@ -613,7 +618,7 @@ class Qbittorrent:
         """
         with self._lock:
             c = self._session()
-            targets = [t.hash for t in self._torrents() if t.state not in NOT_ACTIVE_STATES]
+            targets = [t.hash for t in self._torrents() if is_active(t)]
             if not targets:
                 return []
             self._call(
