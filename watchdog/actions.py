@@ -297,7 +297,9 @@ class Remediator:
             held_stopped=len(self.held),
             actions_total=dict(self.actions_total),
             failures_total=dict(self.failures_total),
-            summary=self._summary(state, d, would),
+            summary=_summary(
+                state, d, mem, would, self.observe, len(self.held), self.settings.stop_torrents
+            ),
         )
         return self._view
 
@@ -422,15 +424,7 @@ class Remediator:
         if action.sweep:
             return ""
         if action.kind == "stop_torrents":
-            names = self._active_names()
-            what = (
-                f"would stop {len(names)} torrent(s): {', '.join(names[:5])}"
-                + (" ..." if len(names) > 5 else "")
-                if names is not None
-                else "would stop every active torrent (qBittorrent unreachable)"
-            )
-        elif action.kind == "restart_tunnel":
-            what = f"would {_title(action)}"
+            what = _would_stop(self._active_names())
         elif action.kind == "resume_torrents":
             what = "would resume the torrents it stopped"
         else:
@@ -448,31 +442,34 @@ class Remediator:
             return None
         return [t.name for t in st.torrents if is_active(t)]
 
-    # --- words -------------------------------------------------------------------
 
-    def _summary(self, state: str, d: policy.Decision, would: list[str]) -> str:
-        m = self.memory
-        if self.observe:
-            head = "observe mode" if state == "ok" else f"observe mode, would be {state}"
-            tail = f": {d.reason}"
-            if would:
-                tail += "; " + "; ".join(would)
-            return head + tail
-        if state == "ok":
-            return d.reason
-        held = (
-            f"holding {len(self.held)} torrent(s)"
-            if self.settings.stop_torrents
-            else "not stopping torrents"
-        )
-        parts = [held, d.reason]
-        if state == "restarting" and m.attempts:
-            parts.append(
-                f"{m.attempts} restart(s) this incident, {len(m.restarts)} in the last hour"
-            )
-        if d.needed:
-            parts.append(f"resume after {d.needed} good cycles ({m.good_cycles}/{d.needed})")
-        return "; ".join(parts)
+
+# --- words ---------------------------------------------------------------------------
+
+
+def _would_stop(names: list[str] | None) -> str:
+    if names is None:
+        return "would stop every active torrent (qBittorrent unreachable)"
+    more = " ..." if len(names) > 5 else ""
+    return f"would stop {len(names)} torrent(s): {', '.join(names[:5])}{more}"
+
+
+def _summary(
+    state: str, d: policy.Decision, m: policy.Memory, would: list[str], observe: bool,
+    held: int, stop: bool,
+) -> str:  # fmt: skip
+    """The one line for STATUS= and /healthz: the state, why, and what is (or would be) done."""
+    if observe:
+        head = "observe mode" if state == "ok" else f"observe mode, would be {state}"
+        return head + f": {d.reason}" + "".join(f"; {w}" for w in would)
+    if state == "ok":
+        return d.reason
+    parts = [f"holding {held} torrent(s)" if stop else "not stopping torrents", d.reason]
+    if state == "restarting" and m.attempts:
+        parts.append(f"{m.attempts} restart(s) this incident, {len(m.restarts)} in the last hour")
+    if d.needed:
+        parts.append(f"resume after {d.needed} good cycles ({m.good_cycles}/{d.needed})")
+    return "; ".join(parts)
 
 
 def _title(action: policy.Action) -> str:
