@@ -46,7 +46,7 @@ from tests.bench.common import (  # noqa: E402
     remove_torrents,
     scrape_latencies,
 )
-from tests.test_remediation_lab import wait_for  # noqa: E402
+from tests.procs import wait_for  # noqa: E402
 
 FAST = ("handshake", "return_path", "dns", "bind")
 ALL = (*FAST, "exit_ip", "webui")

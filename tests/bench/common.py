@@ -14,9 +14,7 @@ import http.client
 import multiprocessing as mp
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,11 +23,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.test_remediation_lab import wait_for  # (what, cond, timeout, step)
+from tests.procs import Proc, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -72,40 +69,6 @@ def config_for(
         text = re.sub(r'(?m)^url = ".*"$', f'url = "{qbt_url}"', text, count=1)
     out.write_text(text)
     return out
-
-
-class Proc:
-    """A child process (own session), its CPU and RSS from /proc, stopped by PID."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict | None = None) -> None:
-        self.log = log
-        with open(log, "ab") as f:
-            e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-            e.pop("NOTIFY_SOCKET", None)
-            self.p = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=e,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def cpu(self) -> float:
-        """user + system seconds of the process (all threads)."""
-        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
 
 
 class Daemon(Proc):
