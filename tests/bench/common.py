@@ -94,12 +94,20 @@ class Daemon(Proc):
 # --- scraping -------------------------------------------------------------------
 
 
-def _scraper(port: int, n: int, out: mp.Queue) -> None:
+# What Prometheus 2.x sends (scrape.go's acceptHeader, and gzip): OpenMetrics preferred.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
+
+def _scraper(port: int, n: int, out: mp.Queue, headers: dict[str, str]) -> None:
     times = []
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for _ in range(n):
         t0 = time.perf_counter()
-        c.request("GET", "/metrics")
+        c.request("GET", "/metrics", headers=headers)
         r = c.getresponse()
         r.read()
         if r.getheader("Connection", "").lower() == "close" or r.version == 10:
@@ -109,10 +117,13 @@ def _scraper(port: int, n: int, out: mp.Queue) -> None:
     out.put(times)
 
 
-def scrape_latencies(port: int, scrapers: int = 4, each: int = 250) -> list[float]:
-    """Seconds per GET /metrics, ``scrapers`` processes at once, each one after another."""
+def scrape_latencies(
+    port: int, scrapers: int = 4, each: int = 250, headers: dict[str, str] | None = None
+) -> list[float]:
+    """Seconds per GET /metrics, ``scrapers`` processes at once, each one after another
+    (with ``headers``, e.g. PROMETHEUS_HEADERS; none: a plain GET)."""
     q: mp.Queue = mp.Queue()
-    ps = [mp.Process(target=_scraper, args=(port, each, q)) for _ in range(scrapers)]
+    ps = [mp.Process(target=_scraper, args=(port, each, q, headers or {})) for _ in range(scrapers)]
     for p in ps:
         p.start()
     times = [t for _ in ps for t in q.get(timeout=600)]
