@@ -657,10 +657,10 @@ def test_status_lines(tmp_path):
 def test_a_source_that_fails_reads_as_down_in_metrics(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
     d.run_cycle()
-    assert metric(d.exposition.render().decode(), "qbtvpn_qbittorrent_up") == 1
+    assert metric(d.exposition.render()[0].decode(), "qbtvpn_qbittorrent_up") == 1
     world.qbt_up = False
     d.run_cycle()
-    text = d.exposition.render().decode()
+    text = d.exposition.render()[0].decode()
     assert metric(text, "qbtvpn_qbittorrent_up") == 0
     assert metric(text, "qbtvpn_qbittorrent_dht_nodes") is None  # no stale values
 
@@ -760,12 +760,13 @@ def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch)
 def test_metrics_render_once_per_snapshot(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
     d.run_cycle()
-    rendered = d.exposition._cached
-    assert rendered is not None and rendered[0] is d.snapshot  # by the loop, not a scrape
-    a = d.exposition.render()
-    assert a is rendered[1] and d.exposition.render() is a  # scrapes get those bytes
+    snap, variants = d.exposition._cached
+    assert snap is d.snapshot and len(variants) == 1  # by the loop, not a scrape
+    (rendered, _accept), = variants.values()
+    a = d.exposition.render()[0]
+    assert a is rendered and d.exposition.render()[0] is a  # scrapes get those bytes
     d.run_cycle()
-    b = d.exposition.render()
+    b = d.exposition.render()[0]
     assert b is not a and metric(b.decode(), "qbtvpn_cycles_total") == 2
 
 
@@ -844,7 +845,7 @@ def bench(cycles: int = 10_000) -> None:
         for _ in range(1000):
             d.exposition.forget()  # the render itself, not the per-snapshot cache
             t0 = time.perf_counter()
-            body = d.exposition.render()
+            body = d.exposition.render()[0]
             times.append(time.perf_counter() - t0)
         times.sort()
         lines = len(body.splitlines())

@@ -265,7 +265,7 @@ class Daemon:
         if view != snap.remediation:
             snap = store.publish(dataclasses.replace(snap, remediation=view))
         self.status_line = store.summarize(snap, cfg)
-        self.exposition.render()  # once, here: no scrape ever renders
+        self.exposition.prerender()  # here, once: no scrape between two cycles renders
         if not self._ready:
             self._ready = True
             self.notifier.ready(self.status_line)

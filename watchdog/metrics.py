@@ -12,13 +12,15 @@ in: no netlink, DNS or HTTP call ever runs on the scrape path.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from watchdog import __version__
 from watchdog.checks import CheckSpec, load_all
@@ -324,14 +326,20 @@ class SnapshotCollector:
         yield f
 
 
-class Exposition:
-    """The exposition of the current snapshot, rendered once per snapshot.
+_MAX_VARIANTS = 8  # formats x gzip kept per snapshot
 
-    The loop renders it at the end of each cycle (``render``); scrapes
-    between two cycles get those bytes, so a scrape's latency does not depend
-    on the number of torrents (or anything else in the snapshot). A snapshot
-    replaced outside a cycle (a rejected reload) is rendered by the first
-    scrape that sees it.
+
+class Exposition:
+    """The exposition of the current snapshot, rendered once per snapshot and format.
+
+    The format is negotiated from the scrape's Accept header by prometheus_client
+    (``choose_encoder``: OpenMetrics when asked for, else the text format) and
+    gzipped when Accept-Encoding allows. Each variant is rendered at most once per
+    snapshot, and the loop renders again, at the end of each cycle, every variant
+    asked for since the last one (``prerender``): scrapes between two cycles get
+    ready bytes, so their latency does not depend on the number of torrents (or
+    anything else in the snapshot). A snapshot replaced outside a cycle (a
+    rejected reload) is rendered by the first scrape that sees it.
     """
 
     def __init__(
@@ -342,17 +350,36 @@ class Exposition:
         self._get = get_snapshot
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(SnapshotCollector(get_snapshot, specs))
-        self._cached: tuple[Snapshot | None, bytes] | None = None
+        # (snapshot, {(content type, gzip): (body, an Accept header that chose it)}),
+        # swapped whole when the snapshot changes.
+        self._cached: tuple[Snapshot | None, dict[tuple[str, bool], tuple[bytes, str]]] = (
+            None,
+            {},
+        )
 
-    def render(self) -> bytes:
+    def render(self, accept: str = "", gzipped: bool = False) -> tuple[bytes, str]:
+        """(body, Content-Type) for a scrape with this Accept header; gzipped when asked."""
+        encoder, content_type = choose_encoder(accept)
         snap = self._get()
-        cached = self._cached
-        if cached is not None and cached[0] is snap and snap is not None:
-            return cached[1]
-        body = generate_latest(self.registry)
-        self._cached = (snap, body)
-        return body
+        cached_snap, variants = self._cached
+        if cached_snap is not snap or snap is None:
+            variants = {}
+            self._cached = (snap, variants)
+        key = (content_type, gzipped)
+        got = variants.get(key)
+        if got is None:
+            body = encoder(self.registry)
+            got = (gzip.compress(body, 6) if gzipped else body, accept)
+            if len(variants) < _MAX_VARIANTS:  # odd Accept headers cannot grow it
+                variants[key] = got
+        return got[0], content_type
+
+    def prerender(self) -> None:
+        """Render for the current snapshot every variant scraped for the last one."""
+        asked = [(accept, gz) for (_, gz), (_, accept) in self._cached[1].items()]
+        for accept, gzipped in asked or [("", False)]:
+            self.render(accept, gzipped)
 
     def forget(self) -> None:
         """Drop the cached bytes (the benchmark measures the render itself)."""
-        self._cached = None
+        self._cached = (None, {})
