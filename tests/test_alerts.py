@@ -112,7 +112,7 @@ def test_alert_metadata(name):
 
 def test_every_alert_with_a_number_shows_it():
     # Alerts whose value is a quantity (an age, a count) print it.
-    for name in ("HandshakeStale", "WatchdogStale", "TorrentsHeldStopped"):
+    for name in ("HandshakeStale", "WatchdogStale", "TorrentsHeldStopped", "TunnelMtuBlackHole"):
         assert "$value" in ALERTS[name]["annotations"]["description"], name
 
 

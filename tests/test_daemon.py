@@ -154,10 +154,17 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
         q = ctx.qbittorrent()
         return Outcome.passed(f"bound to {q.interface_name}")
 
+    def path_mtu(ctx):
+        return Outcome.passed(
+            "1320-byte packets cross both ways",
+            observations={"path_mtu_bytes": 1320.0, "tunnel_mtu_bytes": 1320.0},
+        )
+
     # The real checks' specs (reasons, series, order) with these functions.
     return {
         "handshake": real_spec("handshake", handshake),
         "dns": real_spec("dns", dns),
+        "path_mtu": real_spec("path_mtu", path_mtu),
         "exit_ip": real_spec("exit_ip", exit_ip),
         "bind": real_spec("bind", bind),
     }
@@ -220,6 +227,8 @@ timeout = 1.0
 timeout = 1.0
 [checks.webui]
 enabled = false
+[checks.path_mtu]
+enabled = {"true" if over.get("path_mtu") else "false"}
 """
 
 
@@ -528,7 +537,7 @@ def test_a_link_event_runs_the_link_checks_at_once_at_most_once_a_second(running
 
 
 def test_metrics_over_http_has_every_catalogue_family(running):
-    d, world, port = running()
+    d, world, port = running(path_mtu=True)
     world.qbt_up = True
     status, text, _ = http_get(port, "/metrics")
     assert status == 200

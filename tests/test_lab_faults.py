@@ -232,9 +232,9 @@ EXPECT = {
         },
     ),
     # An MTU black hole: small packets pass, so no other check notices.
-    "mtu": Expect(raw_mtu, {}),
-    "mtu-down": Expect(raw_mtu_down, {}),
-    "mtu-up": Expect(raw_mtu_up, {}),
+    "mtu": Expect(raw_mtu, {"path_mtu": {"large_packets_lost"}}),
+    "mtu-down": Expect(raw_mtu_down, {"path_mtu": {"large_packets_lost"}}),
+    "mtu-up": Expect(raw_mtu_up, {"path_mtu": {"large_packets_lost"}}),
     "dns": Expect(raw_dns, {"dns": {"no_answer"}}),
     "dns-leak": Expect(raw_dns_leak, {"dns": {"leak"}}),
     "exit-ip": Expect(raw_exit_ip, {"exit_ip": {"not_airvpn"}}),

@@ -15,11 +15,11 @@ import struct
 
 import pytest
 
+from watchdog.sources import PathMtu
 from watchdog.sources.pmtu import (
     ICMP_ECHO,
     MIN_SIZE,
     SMALL,
-    PathMtu,
     PathMtuProbe,
     echo_request,
     narrow,

@@ -190,6 +190,26 @@ class DnsCheck(CheckBase):
     slow_after: float = field(default=1.0, metadata=_v(_positive))
 
 
+def _ipv4_or_empty(v: str) -> str | None:
+    if v == "":
+        return None
+    try:
+        ipaddress.IPv4Address(v)
+    except ValueError:
+        return 'an IPv4 address inside the tunnel, or "" for the VPN\'s resolver'
+    return None
+
+
+@dataclass(frozen=True)
+class PathMtuCheck(CheckBase):
+    # Healthy: two echoes, a millisecond or so. A black hole is measured in
+    # about 4 s (a second full-size echo, the fragmented one, three rounds of
+    # the search); the check's own budget keeps it under this timeout.
+    timeout: float = field(default=10.0, metadata=_v(_positive))
+    # Who answers the echoes: "" = the VPN's resolver (on AirVPN, the gateway).
+    target: str = field(default="", metadata=_v(_ipv4_or_empty))
+
+
 @dataclass(frozen=True)
 class ExitIpCheck(CheckBase):
     timeout: float = field(default=10.0, metadata=_v(_positive))
@@ -225,6 +245,7 @@ class ChecksSection:
     handshake: HandshakeCheck = field(default_factory=HandshakeCheck)
     return_path: ReturnPathCheck = field(default_factory=ReturnPathCheck)
     dns: DnsCheck = field(default_factory=DnsCheck)
+    path_mtu: PathMtuCheck = field(default_factory=PathMtuCheck)
     exit_ip: ExitIpCheck = field(default_factory=ExitIpCheck)
     bind: BindCheck = field(default_factory=BindCheck)
     webui: WebuiCheck = field(default_factory=WebuiCheck)

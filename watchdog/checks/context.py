@@ -19,7 +19,15 @@ from watchdog.sources import Sources
 
 if TYPE_CHECKING:
     from watchdog.config import Config
-    from watchdog.sources import DnsAnswer, HttpResponse, LinkState, Listener, QbtState, WgDevice
+    from watchdog.sources import (
+        DnsAnswer,
+        HttpResponse,
+        LinkState,
+        Listener,
+        PathMtu,
+        QbtState,
+        WgDevice,
+    )
 
 
 class _Memo:
@@ -121,6 +129,11 @@ class Context:
         if retransmit_after is None:
             return self.sources.dns.query(name, server, timeout)
         return self.sources.dns.query(name, server, timeout, retransmit_after=retransmit_after)
+
+    def path_mtu(self, target: str, mtu: int, budget: float) -> PathMtu | None:
+        """Do packets of ``mtu`` bytes cross the tunnel to ``target`` and back (None: no prober)."""
+        prober = self.sources.pmtu
+        return None if prober is None else prober.measure(target, mtu, budget)
 
     def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
         return self.sources.http.get(url, timeout, max_bytes)

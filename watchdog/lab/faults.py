@@ -101,12 +101,14 @@ def heal_blackhole() -> None:
 # UDP/IPv4 headers add 28: a full-size inner packet of MTU 1320 is a 1380-byte
 # outer packet. On a VPN link, outer packets above some size vanish without an
 # ICMP "fragmentation needed" (or WireGuard ignores it): that is why AirVPN sets
-# MTU 1320. Here outer packets above 1200 bytes are dropped, so the largest
-# inner packet that still crosses is 1136 bytes (1136 + 60 = 1196 <= 1200;
-# 1137 pads to 1152, 1212 outer). Handshakes (148/92), keepalives (32), DNS,
-# pings and small HTTP all still pass; full-size TCP segments do not.
-MTU_FAULT_OUTER_MAX = 1200
-MTU_FAULT_INNER_MAX = 1136
+# MTU 1320. Here outer packets above 1340 bytes are dropped, so the largest
+# inner packet that still crosses is 1280 bytes (1280 + 60 = 1340; 1281 pads to
+# 1296, 1356 outer): the tunnel must be set to MTU 1280, which the NixOS
+# module accepts (IPv6 needs at least 1280). Handshakes (148/92), keepalives
+# (32), DNS, pings and small HTTP all still pass; full-size TCP segments
+# (1320 inner, 1380 outer) do not.
+MTU_FAULT_OUTER_MAX = 1340
+MTU_FAULT_INNER_MAX = 1280
 
 
 def _mtu_rules(down: bool, up: bool) -> str:

@@ -46,9 +46,8 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from watchdog.sources import SourceError
+from watchdog.sources import PathMtu, SourceError
 from watchdog.sources.netns import socket_in
 
 # <linux/in.h>; Python's socket module does not export these.
@@ -65,37 +64,6 @@ FRAGMENT = 512  # bytes of ICMP per fragment of the fragmented echo (a multiple 
 FIRST_WAIT = 1.0  # seconds for the first replies when nothing is known of the round trip
 MAX_WAIT = 3.0  # the longest we wait for any one round (a saturated tunnel)
 PATIENCE = 4.0  # a lost full-size echo: waited this many times the small echo's round trip
-
-
-@dataclass(frozen=True)
-class PathMtu:
-    """One measurement. Sizes are IP total lengths inside the tunnel, in bytes."""
-
-    target: str
-    tunnel_mtu: int
-    answered: bool  # any echo came back: the far end answers this probe
-    full_size: bool  # an echo of tunnel_mtu bytes came back (both directions carry full size)
-    largest: int | None  # the largest echo answered (tunnel_mtu when full_size); None: unknown
-    # The reply to a full-size echo sent up in small fragments came back (the way
-    # down carries full size); None: not tried (full size passed, or no answer at all).
-    down_full_size: bool | None
-    rtt: float | None  # seconds, the fastest reply seen
-    probes: int  # packets sent
-
-    @property
-    def direction(self) -> str:
-        """Where large packets are lost: "down" (from the VPN), "up" (to it), or "" (unknown).
-
-        "down" does not rule out "up" as well: with the way down losing full
-        size, nothing tells whether full-size requests arrived.
-        """
-        if self.full_size or not self.answered:
-            return ""
-        if self.down_full_size is True:
-            return "up"
-        if self.down_full_size is False:
-            return "down"
-        return ""
 
 
 # --- the search (pure) -----------------------------------------------------------------
@@ -282,17 +250,26 @@ class PathMtuProbe:
             out.close()
             sock.close()
 
-    def measure(self, target: str, mtu: int) -> PathMtu:
-        """Full size both ways to ``target``? If not, which way, and how large does cross."""
+    def measure(self, target: str, mtu: int, budget: float = 8.0) -> PathMtu:
+        """Full size both ways to ``target``? If not, which way, and how large does cross.
+
+        Within ``budget`` seconds: a search cut short by it reports the largest
+        size answered so far (smaller than the truth, never larger).
+        """
+        end = time.monotonic() + budget
+
+        def left(wait: float) -> float:
+            return max(0.0, min(wait, end - time.monotonic()))
+
         mtu = max(MIN_SIZE, mtu)
         small = min(SMALL, mtu)
         sock = self._socket()
         probes = 0
         try:
             ident = int.from_bytes(os.urandom(2), "big")
-            # Two full-size echoes and a small one; done as soon as a full one is back.
+            # A full-size echo and a small one; done as soon as the full one is back.
             sizes = [mtu, small] if small < mtu else [mtu]
-            got = self._echo(sock, target, sizes, FIRST_WAIT, lambda g: mtu in g, ident)
+            got = self._echo(sock, target, sizes, left(FIRST_WAIT), lambda g: mtu in g, ident)
             probes += len(sizes)
             if mtu not in got:
                 # A second full-size echo, with patience set by the small one's round trip
@@ -301,7 +278,7 @@ class PathMtuProbe:
                 if small in got:
                     wait = min(MAX_WAIT, max(FIRST_WAIT, PATIENCE * got[small]))
                 more = [mtu] if small in got else [mtu, small]
-                got2 = self._echo(sock, target, more, wait, lambda g: mtu in g, ident)
+                got2 = self._echo(sock, target, more, left(wait), lambda g: mtu in g, ident)
                 probes += len(more)
                 for k, v in got2.items():
                     got.setdefault(k, v)
@@ -313,15 +290,15 @@ class PathMtuProbe:
 
             # Small passes, full size does not: which way, and how large crosses.
             wait = min(MAX_WAIT, max(FIRST_WAIT / 2, PATIENCE * (rtt or 0.0)))
-            down = self.fragmented_echo(target, mtu, wait, ident)
+            down = self.fragmented_echo(target, mtu, left(wait), ident)
             probes += 1
-            rounds = 0
 
             def send_round(sizes: list[int]) -> set[int]:
-                nonlocal probes, rounds
-                rounds += 1
+                nonlocal probes
+                if end - time.monotonic() <= 0:
+                    return set()
                 probes += len(sizes)
-                return set(self._echo(sock, target, sizes, wait, lambda g: False, ident))
+                return set(self._echo(sock, target, sizes, left(wait), lambda g: False, ident))
 
             largest = narrow(send_round, small, mtu)
             return PathMtu(target, mtu, True, False, largest, down, rtt, probes)
