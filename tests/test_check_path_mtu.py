@@ -119,9 +119,7 @@ def test_without_a_prober_it_says_so():
 
 def test_every_reason_is_degraded_and_the_policy_never_acts_on_it():
     spec = load_all()["path_mtu"]
-    assert {classify("path_mtu", r) for r in (*spec.reason_names, "error", "timeout")} == {
-        DEGRADED
-    }
+    assert {classify("path_mtu", r) for r in (*spec.reason_names, "error", "timeout")} == {DEGRADED}
     s = Settings(checks=("path_mtu",))
     hist = {
         "path_mtu": [

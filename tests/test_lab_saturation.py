@@ -18,7 +18,8 @@ import time
 import pytest
 
 from tests.lab_load import CycleRecorder, Saturation
-from tests.test_remediation_lab import Watchdog, free_port, lab_watchdog_config, wait_for
+from tests.procs import wait_for
+from tests.test_remediation_lab import Watchdog, free_port, lab_watchdog_config
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
