@@ -141,9 +141,7 @@ class Daemon:
         self.specs: dict[str, CheckSpec] = dict(specs if specs is not None else load_all())
         self.config: Config = load_config(self.config_path)
         self.sources: Sources = sources_factory(self.config)
-        self.remediator = (
-            remediator_factory(self.config, self.sources) if remediator_factory else None
-        )
+        self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
         self.runner = Runner(self.specs, clock=clock)
         self.store = ResultStore(self.config.watchdog.history)
         self.exposition = Exposition(lambda: self.store.snapshot, self.specs)
