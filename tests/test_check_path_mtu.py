@@ -34,10 +34,17 @@ def measured(full=True, answered=True, largest=1320, down=None, mtu=1320):
     return PathMtu(GW, mtu, answered, full, largest, down, 0.002 if answered else None, 2)
 
 
-def run(pmtu=None, links=None, cfg_text="", nameserver=GW, routes=None):
+def failed_before(reason="large_packets_lost"):
+    return (CheckResult("path_mtu", False, reason, "", {}, {}, 0.0, 0.1),)
+
+
+def run(pmtu=None, links=None, cfg_text="", nameserver=GW, routes=None, history=None):
     cfg = parse(cfg_text) if cfg_text else None
     links = links or FakeLinks({"wg0": link()}, routes or {GW: "wg0"})
-    ctx = context(cfg, links=links, dns=FakeDns(nameserver), pmtu=pmtu)
+    ctx = context(
+        cfg, history=failed_before() if history is None else history, links=links,
+        dns=FakeDns(nameserver), pmtu=pmtu,
+    )  # fmt: skip
     return path_mtu.check(ctx)
 
 
@@ -65,6 +72,27 @@ def test_small_pass_large_lost_reports_the_largest_and_the_way(down, way):
     else:
         assert "VPN server" not in o.detail
     assert o.facts["direction"] == {False: "down", True: "up", None: "unknown"}[down]
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_a_first_failed_measurement_is_held_back_as_provisional(answered):
+    lost = measured(full=False, answered=answered, largest=1280 if answered else None)
+    ok_before = (CheckResult("path_mtu", True, "ok", "", {}, {}, 0.0, 0.1),)
+    for history in ((), ok_before):
+        o = run(FakePmtu(lost), history=history)
+        assert o.ok and o.provisional and o.state == path_mtu.SUSPECT, o.detail
+        assert "measuring again" in o.detail and "path_mtu_bytes" not in o.observations
+    # The next measurement fails too: now it is reported.
+    suspect = CheckResult("path_mtu", True, "ok", "", {}, {}, 0.0, 0.1, path_mtu.SUSPECT, True)
+    o = run(FakePmtu(lost), history=(suspect,))
+    assert o.reason == ("large_packets_lost" if answered else "no_echo")
+    assert not o.provisional
+
+
+def test_a_full_size_reply_after_a_suspect_one_is_plain_ok():
+    suspect = CheckResult("path_mtu", True, "ok", "", {}, {}, 0.0, 0.1, path_mtu.SUSPECT, True)
+    o = run(FakePmtu(measured()), history=(suspect,))
+    assert o.ok and not o.provisional and o.observations["path_mtu_bytes"] == 1320.0
 
 
 def test_no_echo_at_all_is_not_a_black_hole_and_has_no_size():

@@ -66,6 +66,53 @@ MAX_WAIT = 3.0  # the longest we wait for any one round (a saturated tunnel)
 PATIENCE = 4.0  # a lost full-size echo: waited this many times the small echo's round trip
 
 
+class _Echoes:
+    """The echoes of one measurement on one raw socket: every reply counts, late ones too."""
+
+    def __init__(self, probe: PathMtuProbe, sock: socket.socket, target: str) -> None:
+        self.probe, self.sock, self.target = probe, sock, target
+        self.ident = int.from_bytes(os.urandom(2), "big")
+        self.sent: dict[int, tuple[int, float]] = {}  # seq -> (size, sent at)
+        self.got: dict[int, float] = {}  # size -> fastest round trip, seconds
+        self.sent_count = 0
+
+    def send(self, sizes: list[int]) -> None:
+        for size in sizes:
+            seq = self.probe._next_seq()
+            try:
+                self.sock.sendto(echo_request(self.ident, seq, size), (self.target, 0))
+            except OSError as e:
+                if e.errno == errno.EMSGSIZE:
+                    continue  # larger than the interface's MTU: that size cannot be sent at all
+                raise SourceError(
+                    f"cannot send an echo to {self.target}: {e.strerror or e}", kind="unreachable"
+                ) from None
+            self.sent[seq] = (size, time.monotonic())
+            self.sent_count += 1
+
+    def wait(self, seconds: float, enough: Callable[[], bool]) -> None:
+        """Read replies for up to ``seconds``, or until ``enough()`` (or all are back)."""
+        deadline = time.monotonic() + seconds
+        while not enough() and len(self.got) < len({s for s, _ in self.sent.values()}):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                return
+            try:
+                packet = self.sock.recv(65535)
+            except BlockingIOError:
+                continue
+            r = parse_reply(packet)
+            if r is None or r[0] != self.target or r[1] != self.ident or r[2] not in self.sent:
+                continue  # another ping in the namespace
+            size, at = self.sent[r[2]]
+            if r[3] == size:
+                rtt = time.monotonic() - at
+                self.got[size] = min(rtt, self.got.get(size, rtt))
+
+    def rtt(self) -> float | None:
+        return min(self.got.values(), default=None)
+
+
 # --- the search (pure) -----------------------------------------------------------------
 
 
@@ -155,49 +202,12 @@ class PathMtuProbe:
         """Send one echo per size at once; {size: round trip seconds} of those answered."""
         sock = self._socket()
         try:
-            return self._echo(sock, target, list(sizes), wait, lambda got: False)
+            echoes = _Echoes(self, sock, target)
+            echoes.send(list(sizes))
+            echoes.wait(wait, lambda: False)
+            return dict(echoes.got)
         finally:
             sock.close()
-
-    def _echo(
-        self,
-        sock: socket.socket,
-        target: str,
-        sizes: list[int],
-        wait: float,
-        enough: Callable[[dict[int, float]], bool],
-        ident: int | None = None,
-    ) -> dict[int, float]:
-        ident = ident if ident is not None else int.from_bytes(os.urandom(2), "big")
-        sent: dict[int, tuple[int, float]] = {}  # seq -> (size, sent at)
-        for size in sizes:
-            seq = self._next_seq()
-            try:
-                sock.sendto(echo_request(ident, seq, size), (target, 0))
-            except OSError as e:
-                if e.errno == errno.EMSGSIZE:
-                    continue  # larger than the interface's MTU: that size cannot be sent at all
-                raise SourceError(
-                    f"cannot send an echo to {target}: {e.strerror or e}", kind="unreachable"
-                ) from None
-            sent[seq] = (size, time.monotonic())
-        got: dict[int, float] = {}
-        deadline = time.monotonic() + wait
-        while len(got) < len(sent) and not enough(got):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([sock], [], [], left)[0]:
-                break
-            try:
-                packet = sock.recv(65535)
-            except BlockingIOError:
-                continue
-            r = parse_reply(packet)
-            if r is None or r[0] != target or r[1] != ident or r[2] not in sent:
-                continue  # another ping in the namespace, or an echo of an earlier round
-            size, at = sent[r[2]]
-            if r[3] == size:
-                got[size] = time.monotonic() - at
-        return got
 
     def fragmented_echo(self, target: str, size: int, wait: float, ident: int) -> bool:
         """An echo of ``size`` bytes sent up in small fragments; True when its reply came back.
@@ -264,43 +274,52 @@ class PathMtuProbe:
         mtu = max(MIN_SIZE, mtu)
         small = min(SMALL, mtu)
         sock = self._socket()
-        probes = 0
         try:
-            ident = int.from_bytes(os.urandom(2), "big")
+            e = _Echoes(self, sock, target)
+
+            def full() -> bool:  # a full-size reply, whenever it came: no black hole
+                return mtu in e.got
+
+            def passed() -> PathMtu:
+                return PathMtu(target, mtu, True, True, mtu, None, e.rtt(), e.sent_count)
+
             # A full-size echo and a small one; done as soon as the full one is back.
-            sizes = [mtu, small] if small < mtu else [mtu]
-            got = self._echo(sock, target, sizes, left(FIRST_WAIT), lambda g: mtu in g, ident)
-            probes += len(sizes)
-            if mtu not in got:
+            e.send([mtu, small] if small < mtu else [mtu])
+            e.wait(left(FIRST_WAIT), full)
+            if not full():
                 # A second full-size echo, with patience set by the small one's round trip
                 # (or the longest wait when even the small one has not come back yet).
                 wait = MAX_WAIT
-                if small in got:
-                    wait = min(MAX_WAIT, max(FIRST_WAIT, PATIENCE * got[small]))
-                more = [mtu] if small in got else [mtu, small]
-                got2 = self._echo(sock, target, more, left(wait), lambda g: mtu in g, ident)
-                probes += len(more)
-                for k, v in got2.items():
-                    got.setdefault(k, v)
-            rtt = min(got.values(), default=None)
-            if mtu in got:
-                return PathMtu(target, mtu, True, True, mtu, None, rtt, probes)
-            if not got:
-                return PathMtu(target, mtu, False, False, None, None, None, probes)
+                if small in e.got:
+                    wait = min(MAX_WAIT, max(FIRST_WAIT, PATIENCE * e.got[small]))
+                e.send([mtu] if small in e.got else [mtu, small])
+                e.wait(left(wait), full)
+            if full():
+                return passed()
+            if not e.got:
+                return PathMtu(target, mtu, False, False, None, None, None, e.sent_count)
 
             # Small passes, full size does not: which way, and how large crosses.
-            wait = min(MAX_WAIT, max(FIRST_WAIT / 2, PATIENCE * (rtt or 0.0)))
-            down = self.fragmented_echo(target, mtu, left(wait), ident)
-            probes += 1
+            # Replies to any earlier echo still count when they come late.
+            wait = min(MAX_WAIT, max(FIRST_WAIT / 2, PATIENCE * (e.rtt() or 0.0)))
+            down = self.fragmented_echo(target, mtu, left(wait), e.ident)
+            e.sent_count += 1
 
             def send_round(sizes: list[int]) -> set[int]:
-                nonlocal probes
-                if end - time.monotonic() <= 0:
-                    return set()
-                probes += len(sizes)
-                return set(self._echo(sock, target, sizes, left(wait), lambda g: False, ident))
+                if end - time.monotonic() <= 0 or full():
+                    return set(e.got)
+                e.send(sizes)
+                e.wait(left(wait), full)
+                return set(e.got)
 
             largest = narrow(send_round, small, mtu)
-            return PathMtu(target, mtu, True, False, largest, down, rtt, probes)
+            if not full():
+                # The last word: a black hole loses every full-size packet, while
+                # loss in a busy queue lets some through. Two more, all the patience left.
+                e.send([mtu, mtu])
+                e.wait(left(MAX_WAIT), full)
+            if full():
+                return passed()
+            return PathMtu(target, mtu, True, False, largest, down, e.rtt(), e.sent_count)
         finally:
             sock.close()
