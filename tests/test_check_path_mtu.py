@@ -25,8 +25,9 @@ class FakePmtu:
     def __init__(self, result: PathMtu | None = None) -> None:
         self.result, self.calls = result, []
 
-    def measure(self, target, mtu, budget=8.0):
+    def measure(self, target, mtu, budget=8.0, thorough=True):
         self.calls.append((target, mtu, budget))
+        self.thorough = thorough
         return self.result
 
 
@@ -79,12 +80,16 @@ def test_a_first_failed_measurement_is_held_back_as_provisional(answered):
     lost = measured(full=False, answered=answered, largest=1280 if answered else None)
     ok_before = (CheckResult("path_mtu", True, "ok", "", {}, {}, 0.0, 0.1),)
     for history in ((), ok_before):
-        o = run(FakePmtu(lost), history=history)
+        p = FakePmtu(lost)
+        o = run(p, history=history)
+        assert not p.thorough, "a first look only"
         assert o.ok and o.provisional and o.state == path_mtu.SUSPECT, o.detail
         assert "measuring again" in o.detail and "path_mtu_bytes" not in o.observations
     # The next measurement fails too: now it is reported.
     suspect = CheckResult("path_mtu", True, "ok", "", {}, {}, 0.0, 0.1, path_mtu.SUSPECT, True)
-    o = run(FakePmtu(lost), history=(suspect,))
+    p = FakePmtu(lost)
+    o = run(p, history=(suspect,))
+    assert p.thorough, "the confirming measurement finds the size and the way"
     assert o.reason == ("large_packets_lost" if answered else "no_echo")
     assert not o.provisional
 

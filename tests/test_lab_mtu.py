@@ -1,5 +1,6 @@
-"""The MTU black hole against the running daemon: reported within 2 cycles each way,
-with the size that crosses, never acted on, and recovered within 2 cycles of the heal.
+"""The MTU black hole against the running daemon: reported within 2 runs of the check
+each way (a first look, confirmed a second later), with the size that crosses,
+never acted on, and recovered within 2 runs of the heal.
 
 The raw symptom (a 5 MB download or upload through the tunnel gets 0 bytes
 while DNS and small HTTP work) is shown in tests/test_lab_faults.py, with
@@ -21,19 +22,22 @@ from watchdog.lab.faults import MTU_FAULT_INNER_MAX
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
 
-def cycles_until(port: int, cond, limit: int = 10) -> tuple[int, dict]:
-    """Cycles the daemon completes (counted from now) until ``cond(metrics)`` holds."""
-    start = scrape(port)["qbtvpn_cycles_total"][""]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+def runs_until(port: int, cond, limit: int = 6) -> tuple[int, float, dict]:
+    """Runs of path_mtu (counted from now), and seconds, until ``cond(metrics)`` holds."""
+    key = 'check="path_mtu"'
+    last = scrape(port)["qbtvpn_check_last_run_timestamp_seconds"][key]
+    t0, runs = time.monotonic(), 0
+    while time.monotonic() - t0 < 90:
         m = scrape(port)
-        n = m.get("qbtvpn_cycles_total", {}).get("", start) - start
-        if n >= 1 and cond(m):
-            return int(n), m
-        if n > limit:
-            break
+        at = m.get("qbtvpn_check_last_run_timestamp_seconds", {}).get(key, last)
+        if at != last:
+            last, runs = at, runs + 1
+            if cond(m):
+                return runs, time.monotonic() - t0, m
+            if runs >= limit:
+                break
         time.sleep(0.05)
-    raise AssertionError(f"not within {limit} cycles")
+    raise AssertionError(f"not within {limit} runs of path_mtu")
 
 
 def reason(m: dict, check: str) -> str | None:
@@ -63,9 +67,11 @@ def test_reported_within_two_cycles_never_acted_on_and_recovered(daemon, fault, 
     m0 = scrape(port)
     assert m0["qbtvpn_path_mtu_bytes"][""] == lab.t.MTU
     lab.break_(fault)
-    n, m = cycles_until(port, lambda m: reason(m, "path_mtu") == "large_packets_lost")
-    print(f"\n{fault}: reported after {n} cycle(s)")
-    assert n <= 2, f"{fault} took {n} cycles to report"
+    n, took, m = runs_until(port, lambda m: reason(m, "path_mtu") == "large_packets_lost")
+    print(f"\n{fault}: reported by run {n} of path_mtu after the fault, {took:.1f} s")
+    # The run under way when the fault hit may still see full size; then a
+    # first look (held back as provisional) and its confirmation 1 s later.
+    assert n <= 3, f"{fault} took {n} runs to report"
     assert m["qbtvpn_path_mtu_bytes"][""] == MTU_FAULT_INNER_MAX
     assert m["qbtvpn_tunnel_mtu_bytes"][""] == lab.t.MTU
     # Every other check is fine: that is what makes this failure silent.
@@ -79,7 +85,7 @@ def test_reported_within_two_cycles_never_acted_on_and_recovered(daemon, fault, 
     assert sum(m.get("qbtvpn_remediations_total", {}).values()) == 0
 
     lab.heal(fault)
-    n, m = cycles_until(port, lambda m: reason(m, "path_mtu") == "ok")
-    print(f"{fault}: recovered after {n} cycle(s)")
+    n, took, m = runs_until(port, lambda m: reason(m, "path_mtu") == "ok")
+    print(f"{fault}: recovered by run {n} after the heal, {took:.1f} s")
     assert n <= 2
     assert m["qbtvpn_path_mtu_bytes"][""] == lab.t.MTU

@@ -130,10 +130,12 @@ class Context:
             return self.sources.dns.query(name, server, timeout)
         return self.sources.dns.query(name, server, timeout, retransmit_after=retransmit_after)
 
-    def path_mtu(self, target: str, mtu: int, budget: float) -> PathMtu | None:
+    def path_mtu(
+        self, target: str, mtu: int, budget: float, thorough: bool = True
+    ) -> PathMtu | None:
         """Do packets of ``mtu`` bytes cross the tunnel to ``target`` and back (None: no prober)."""
         prober = self.sources.pmtu
-        return None if prober is None else prober.measure(target, mtu, budget)
+        return None if prober is None else prober.measure(target, mtu, budget, thorough)
 
     def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
         return self.sources.http.get(url, timeout, max_bytes)

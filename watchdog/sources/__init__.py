@@ -221,7 +221,9 @@ class DnsClient(Protocol):
 class PathMtuProber(Protocol):
     """Do full-size packets cross the tunnel both ways (pmtu.py)?"""
 
-    def measure(self, target: str, mtu: int, budget: float = 8.0) -> PathMtu: ...
+    def measure(
+        self, target: str, mtu: int, budget: float = 8.0, thorough: bool = True
+    ) -> PathMtu: ...
 
 
 class HttpClient(Protocol):

@@ -260,11 +260,15 @@ class PathMtuProbe:
             out.close()
             sock.close()
 
-    def measure(self, target: str, mtu: int, budget: float = 8.0) -> PathMtu:
+    def measure(
+        self, target: str, mtu: int, budget: float = 8.0, thorough: bool = True
+    ) -> PathMtu:
         """Full size both ways to ``target``? If not, which way, and how large does cross.
 
         Within ``budget`` seconds: a search cut short by it reports the largest
-        size answered so far (smaller than the truth, never larger).
+        size answered so far (smaller than the truth, never larger). Not
+        ``thorough``: stop once full size is seen lost twice (a first look,
+        to be confirmed; ``largest`` and the way are then unknown).
         """
         end = time.monotonic() + budget
 
@@ -298,6 +302,8 @@ class PathMtuProbe:
                 return passed()
             if not e.got:
                 return PathMtu(target, mtu, False, False, None, None, None, e.sent_count)
+            if not thorough:
+                return PathMtu(target, mtu, True, False, None, None, e.rtt(), e.sent_count)
 
             # Small passes, full size does not: which way, and how large crosses.
             # Replies to any earlier echo still count when they come late.
