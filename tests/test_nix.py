@@ -349,7 +349,7 @@ def test_watchdog_unit(tmp_path):
     assert sc["LoadCredential"] == ["qbittorrent-password:/run/secrets/qbittorrent-webui-password"]
     assert out["watchdogSettings"]["qbittorrent"]["password_credential"] == "qbittorrent-password"
     # Exactly the capabilities it needs, nothing ambient.
-    assert sorted(sc["CapabilityBoundingSet"]) == ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+    assert sorted(sc["CapabilityBoundingSet"]) == ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"]
     assert "AmbientCapabilities" not in sc
     for key, value in {
         "ProtectSystem": "strict",

@@ -124,7 +124,10 @@ def check(ctx: Context) -> Outcome:
     again = _seen_before(ctx)
     # A first look stops once full size is seen lost (about 2 s); the measurement
     # that confirms it finds the size and the way (about 4 s more).
-    m = ctx.path_mtu(target, link.mtu, _BUDGET * cfg.timeout, thorough=again)
+    try:
+        m = ctx.path_mtu(target, link.mtu, _BUDGET * cfg.timeout, thorough=again)
+    except SourceError as e:  # no CAP_NET_RAW, the namespace gone, the target unroutable
+        return Outcome.failed("not_measured", str(e), observations=obs, facts=facts)
     if m is None:
         return Outcome.failed("not_measured", "no path-MTU prober configured", observations=obs)
     if not m.full_size and not again:
