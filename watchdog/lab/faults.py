@@ -22,6 +22,10 @@ class Fault:
     summary: str
     break_: Callable[[], None]
     heal: Callable[[], None]
+    # The check and reasons that are this fault's own signature, as opposed to
+    # side effects of breaking it (re-creating the tunnel trips the link
+    # checks first). None: any failing check counts.
+    signature: tuple[str, tuple[str, ...]] | None = None
 
 
 def _table(name: str) -> str:
@@ -307,9 +311,10 @@ FAULTS: dict[str, Fault] = {
     for f in (
         Fault(
             "return-path",
-            "only the first handshake response comes back (the seed's failure)",
+            "only the first handshake response comes back (the 92-byte failure)",
             break_return_path,
             heal_return_path,
+            signature=("return_path", ("handshake_only", "no_return_traffic")),
         ),
         Fault(
             "blackhole",
