@@ -218,7 +218,10 @@ def demo() -> int:
         faults.break_fault("return-path")
         detection = watch_fault(faults.FAULTS["return-path"], 90)
         for line in detection.report():
-            say(f"   {line} (poll interval 2 s)")
+            say(f"   {line}")
+        say(
+            "   (poll interval 2 s; breaking it re-creates the tunnel, so the link checks fail first)"
+        )
         if detection.caught is None:
             return 1
         for ln in metric_lines(
