@@ -230,6 +230,40 @@ class WatchdogSection:
 
 
 @dataclass(frozen=True)
+class WebSection:
+    """HTTPS and basic auth for /metrics and /healthz, as Prometheus exporters offer them.
+    Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files."""
+
+    tls_cert_file: str = _key(
+        "", help='PEM certificate (chain) to serve HTTPS with; "" = plain HTTP.'
+    )
+    tls_key_file: str = _key("", help="PEM private key of tls_cert_file; set both or neither.")
+    tls_min_version: str = _key(
+        "TLS1.2", help="Oldest TLS version accepted.", check=_one_of("TLS1.2", "TLS1.3")
+    )
+    basic_auth_username: str = _key(
+        "", help='User name every request must present (HTTP basic auth); "" = no auth.'
+    )
+    basic_auth_password_file: str = _key(
+        "", help="File holding that user's password; set with basic_auth_username."
+    )
+
+
+def _pairs(cfg: Config) -> list[str]:
+    """Keys that only make sense together."""
+    errors = []
+    w = cfg.web
+    for a, b in (
+        ("tls_cert_file", "tls_key_file"),
+        ("basic_auth_username", "basic_auth_password_file"),
+    ):
+        if bool(getattr(w, a)) != bool(getattr(w, b)):
+            given, missing = (a, b) if getattr(w, a) else (b, a)
+            errors.append(f"web.{missing}: needed because web.{given} is set (set both or neither)")
+    return errors
+
+
+@dataclass(frozen=True)
 class NamespaceSection:
     """Where the tunnel and qBittorrent live."""
 
@@ -485,6 +519,7 @@ class Config:
     watchdog/config.py."""
 
     watchdog: WatchdogSection = _section(WatchdogSection)
+    web: WebSection = _section(WebSection)
     namespace: NamespaceSection = _section(NamespaceSection)
     wireguard: WireguardSection = _section(WireguardSection)
     qbittorrent: QbittorrentSection = _section(QbittorrentSection)
@@ -619,6 +654,7 @@ def parse(text: str, source: str = "<string>") -> Config:
         raise ConfigError(source, [f"not valid TOML: {e}"]) from None
     errors: list[str] = []
     cfg = _build(Config, data, "", errors)
+    errors += _pairs(cfg)
     if errors:
         raise ConfigError(source, errors)
     return dataclasses.replace(cfg, source=source)
@@ -639,12 +675,19 @@ def load(path: str | os.PathLike, *, secrets: bool = False) -> Config:
 
 
 def secret_errors(cfg: Config) -> list[str]:
-    """One line per secret file the config names that cannot be read (never its content)."""
+    """One line per secret file the config names that cannot be used (never its content)."""
+    from watchdog.web_security import WebSecurityError, load_web_security
+
+    errors = []
     try:
         read_password(cfg.qbittorrent)
     except ConfigError as e:
-        return list(e.errors)
-    return []
+        errors += e.errors
+    try:
+        load_web_security(cfg.web)
+    except WebSecurityError as e:
+        errors += e.errors
+    return errors
 
 
 def _load(path: str | os.PathLike) -> Config:
