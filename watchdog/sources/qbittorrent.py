@@ -39,7 +39,16 @@ from urllib.parse import urlsplit, urlunsplit
 import qbittorrentapi
 import requests
 from qbittorrentapi import exceptions as qe
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+)
 
+from watchdog.backoff import Backoff
 from watchdog.sources import HttpResponse, QbtState, SourceError, TorrentBrief
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,8 @@ NO_PROXIES = {"http": None, "https": None, "all": None}
 LOGIN_BACKOFF_MIN = 600.0  # seconds after the first failure
 LOGIN_BACKOFF_MAX = 3600.0
 BAN_SECONDS = 3600.0  # qBittorrent's default WebUI\BanDuration
+# A stop or start is sent this often at most before it counts as failed.
+SEND_ATTEMPTS = 2
 
 
 class LoginGate:
@@ -92,7 +103,7 @@ class LoginGate:
         """The wait after the last failure: 10 min, doubling to 1 h; >= 1 h after a ban."""
         if self.failures == 0:
             return 0.0
-        backoff = min(self.backoff_max, self.backoff_min * 2 ** (self.failures - 1))
+        backoff = Backoff(self.backoff_min, self.backoff_max).delay(self.failures)
         return max(backoff, BAN_SECONDS) if self.banned else backoff
 
     def wait_left(self, password: str) -> float:
@@ -619,20 +630,20 @@ class Qbittorrent:
             self._call(
                 "torrents/addTags", lambda: c.torrents_add_tags(tags=tag, torrent_hashes=targets)
             )
-            # torrents_stop sends torrents/pause before Web API 2.11.0 (qBittorrent 4.x),
-            # torrents/stop from 2.11.0 (5.x).
-            self._call("torrents/stop", lambda: c.torrents_stop(torrent_hashes=targets))
 
             def stopped(t: TorrentBrief) -> bool:
                 return t.state in STOPPED_STATES or t.state in UNCONFIRMABLE_STATES
 
-            left = self._wait(targets, stopped)
-            if left:
-                log.warning(
-                    "qBittorrent: %d torrent(s) still running after stop; re-sending", len(left)
-                )
-                self._call("torrents/stop", lambda: c.torrents_stop(torrent_hashes=left))
-                left = self._wait(left, stopped)
+            # torrents_stop sends torrents/pause before Web API 2.11.0 (qBittorrent 4.x),
+            # torrents/stop from 2.11.0 (5.x).
+            left = self._send_confirmed(
+                "stop",
+                targets,
+                lambda hashes: self._call(
+                    "torrents/stop", lambda: c.torrents_stop(torrent_hashes=hashes)
+                ),
+                stopped,
+            )
             if left:
                 raise SourceError(
                     f"qBittorrent: {len(left)} torrent(s) still running after stop was sent twice: "
@@ -656,18 +667,18 @@ class Qbittorrent:
             targets = [t.hash for t in self._torrents() if tag in t.tags]
             if not targets:
                 return []
-            self._call("torrents/start", lambda: c.torrents_start(torrent_hashes=targets))
 
             def started(t: TorrentBrief) -> bool:
                 return t.state not in STOPPED_STATES
 
-            left = self._wait(targets, started)
-            if left:
-                log.warning(
-                    "qBittorrent: %d torrent(s) still stopped after start; re-sending", len(left)
-                )
-                self._call("torrents/start", lambda: c.torrents_start(torrent_hashes=left))
-                left = self._wait(left, started)
+            left = self._send_confirmed(
+                "start",
+                targets,
+                lambda hashes: self._call(
+                    "torrents/start", lambda: c.torrents_start(torrent_hashes=hashes)
+                ),
+                started,
+            )
             if left:
                 raise SourceError(
                     f"qBittorrent: {len(left)} torrent(s) still stopped after start was sent "
@@ -680,24 +691,57 @@ class Qbittorrent:
             )
             return targets
 
+    def _send_confirmed(
+        self,
+        what: str,
+        hashes: list[str],
+        send: Callable[[list[str]], object],
+        good: Callable[[TorrentBrief], bool],
+    ) -> list[str]:
+        """Send ``what`` for ``hashes`` until each shows it; the hashes that never did.
+
+        Sent at most ``SEND_ATTEMPTS`` times, each time only for the torrents
+        still not ``good`` (a pause sent about 1 s after a resume was seen to be
+        lost; sending it again fixes that).
+        """
+        left = list(hashes)
+
+        def attempt() -> list[str]:
+            nonlocal left
+            send(left)
+            left = self._wait(left, good)
+            return left
+
+        def resend(rs: RetryCallState) -> None:
+            log.warning("qBittorrent: %d torrent(s) did not %s; re-sending", len(left), what)
+
+        return Retrying(
+            stop=stop_after_attempt(SEND_ATTEMPTS),
+            retry=retry_if_result(bool),
+            before_sleep=resend,
+            retry_error_callback=lambda rs: rs.outcome.result(),
+        )(attempt)
+
     def _wait(self, hashes: list[str], good: Callable[[TorrentBrief], bool]) -> list[str]:
-        """Poll until every torrent is ``good`` and still is ``verify_settle`` s later."""
-        deadline = time.monotonic() + self.verify_timeout
-        settled = False
-        while True:
+        """Poll until every torrent is ``good`` and still is ``verify_settle`` s later;
+        the ones that are not by ``verify_timeout``."""
+
+        def not_yet() -> list[str]:
             now = {t.hash: t for t in self._torrents(hashes)}
             # A torrent that vanished (deleted meanwhile) needs nothing more.
             left = [h for h in hashes if h in now and not good(now[h])]
-            if not left:
-                if settled or self.verify_settle <= 0:
-                    return []
-                settled = True
-                time.sleep(self.verify_settle)
-                continue
-            settled = False
-            if time.monotonic() >= deadline:
-                return left
-            time.sleep(self.poll_interval)
+            if not left and self.verify_settle > 0:
+                time.sleep(self.verify_settle)  # still so a moment later?
+                now = {t.hash: t for t in self._torrents(hashes)}
+                left = [h for h in hashes if h in now and not good(now[h])]
+            return left
+
+        return Retrying(
+            stop=stop_after_delay(self.verify_timeout),
+            wait=wait_fixed(self.poll_interval),
+            retry=retry_if_result(bool),
+            retry_error_callback=lambda rs: rs.outcome.result(),
+        )(not_yet)
 
     def set_binding(self, interface: str, listen_port: int | None = None) -> None:
         """Bind qBittorrent to ``interface`` (and ``listen_port`` when given); verified."""
