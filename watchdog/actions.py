@@ -43,7 +43,16 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
 from watchdog import policy
+from watchdog.backoff import Backoff
 from watchdog.config import Config
 from watchdog.results import CheckResult, RemediationView
 from watchdog.sources import SourceError
@@ -59,6 +68,16 @@ _NOT_ACTIVE = frozenset({"pausedDL", "pausedUP", "stoppedDL", "stoppedUP", "miss
 
 class ActionError(Exception):
     """An action failed; ``str()`` is a one-line operator message (no secrets)."""
+
+
+class CommandFailed(ActionError):
+    """The command ran and exited non-zero: worth one more try (a restart racing another)."""
+
+
+# The restart command: run again once after this wait when it exits non-zero;
+# never after a timeout (the budget is spent) or when it cannot be run at all.
+COMMAND_ATTEMPTS = 2
+COMMAND_RETRY_WAIT = Backoff(1.0, 1.0)
 
 
 # --- small building blocks (module functions so tests can call them directly) ----
@@ -91,8 +110,36 @@ def run_command(argv: Sequence[str], timeout: float) -> str:
     text = out.decode("utf-8", "replace").strip()
     if proc.returncode != 0:
         last = text.splitlines()[-1][:200] if text else "no output"
-        raise ActionError(f"{argv[0]} exited with status {proc.returncode}: {last}")
+        raise CommandFailed(f"{argv[0]} exited with status {proc.returncode}: {last}")
     return text
+
+
+def run_retrying(
+    run: Callable[[Sequence[str], float], str],
+    argv: Sequence[str],
+    budget: float,
+    *,
+    attempts: int = COMMAND_ATTEMPTS,
+    wait: Backoff = COMMAND_RETRY_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """``run(argv, timeout)``, tried again (tenacity) when it exits non-zero, all within ``budget``."""
+    deadline = time.monotonic() + budget
+
+    def once() -> str:
+        return run(argv, max(1.0, deadline - time.monotonic()))
+
+    def again(rs: RetryCallState) -> None:
+        log.warning("remediation: %s; running it again", rs.outcome.exception())
+
+    return Retrying(
+        stop=stop_after_attempt(attempts) | stop_before_delay(budget - 1.0),
+        wait=wait,
+        retry=retry_if_exception_type(CommandFailed),
+        before_sleep=again,
+        sleep=sleep,
+        reraise=True,
+    )(once)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -379,7 +426,7 @@ class Remediator:
             argv = list(r.restart_command) or ["systemctl", "restart", r.restart_unit]
             # The command gets a little less than the action's budget, so it is
             # killed by us rather than abandoned by the timeout wrapper.
-            self.run_command(argv, max(1.0, self.timeout - 1.0))
+            run_retrying(self.run_command, argv, max(1.0, self.timeout - 1.0))
             return "ran " + " ".join(argv)
         wg = self.sources.wireguard
         peer = _tunnel_peer(wg.read())
