@@ -126,3 +126,20 @@ def test_the_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "sudo scripts/setup.sh && sudo .venv/bin/pytest -q" in README
     assert "bash scripts/setup.sh" in ci and ".venv/bin/pytest -q" in ci
+
+
+def _check_table(text: str, header: str, columns: int) -> dict[str, set[str]]:
+    start = text.index(header)
+    block = text[start : text.index("\n\n", start)]
+    cells = r" \| ([^|]+)" * (columns - 1)
+    rows = re.findall(rf"^\| `(\w+)`{cells} \|$", block, re.M)
+    # The reasons are the backquoted words of the column after "passes/fails when".
+    return {row[0]: set(re.findall(r"`(\w+)`", row[2])) for row in rows}
+
+
+def test_the_check_tables_are_the_registry():
+    from watchdog.checks import load_all
+
+    want = {name: set(spec.reason_names) for name, spec in load_all().items()}
+    assert _check_table(README, "| check | fails when | reasons |", 3) == want
+    assert _check_table(doc("checks.md"), "| check | passes when | failure reasons |", 4) == want
