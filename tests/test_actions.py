@@ -233,7 +233,9 @@ def test_stop_failure_is_retried_each_cycle_and_logged_once(caplog):
     ]
     qbt.down = False
     v = d.cycle(**BAD)
-    assert v.actions_total["stop_torrents"] == 1 and v.held_stopped == 3
+    # Attempts count the failed ones: 3 failed + 1 that worked.
+    assert v.actions_total["stop_torrents"] == 4 and v.held_stopped == 3
+    assert v.failures_total["stop_torrents"] == 3
 
 
 def test_login_failure_is_never_retried():
@@ -427,8 +429,8 @@ def test_remediator_counts_a_failing_restart_command(tmp_path):
     )
     for _ in range(4):
         v = d.cycle(**BAD)
-    assert v.actions_total["restart_tunnel"] == 1  # tier 1 worked
-    assert v.failures_total["restart_tunnel"] == 1  # tier 2 exited 1
+    assert v.actions_total["restart_tunnel"] == 2  # tier 1 worked, tier 2 was attempted
+    assert v.failures_total["restart_tunnel"] == 1  # tier 2 exited 1 (twice: run again once)
 
 
 # --- tier 1 against a real wireguard-go ---------------------------------------------------

@@ -146,6 +146,7 @@ def test_required_panels_are_there(dash):
         "qbtvpn_torrents_held_stopped",
         "qbtvpn_remediations_total",  # timeline of remediations
         "qbtvpn_remediation_state",
+        "qbtvpn_remediation_mode",  # observe mode must be visible where the state is
     ):
         assert metric in used, f"no panel shows {metric}"
     handshake = [e for _, e in dashboard_queries(dash) if "last_handshake" in e]

@@ -18,9 +18,10 @@
   verified in the namespace's socket table, then every torrent re-announced.
 
 Every action runs within ``remediation.action_timeout``, is logged once with
-its reason, and is counted in ``RemediationView.actions_total`` /
-``failures_total`` (``qbtvpn_remediations_total{action}`` /
-``qbtvpn_remediation_failures_total{action}``). A qBittorrent login failure is
+its reason, and is counted in ``RemediationView.actions_total`` (every
+attempt) / ``failures_total`` (the failed ones), exported as
+``qbtvpn_remediations_total{action}`` / ``qbtvpn_remediation_failures_total{action}``
+(Prometheus's own evaluations/evaluation_failures pattern). A qBittorrent login failure is
 never retried: qBittorrent actions pause for ``LOGIN_PAUSE`` seconds (the
 adapter has its own gate as well; five failures ban the address for an hour).
 In ``mode = "observe"`` nothing is done: the log and the view say what would
@@ -395,7 +396,7 @@ class Remediator:
             return False
         self._last_error.pop(kind, None)
         if action.sweep and not done:
-            return True  # nothing new to stop: not an action worth a line
+            return True  # nothing new to stop: not an attempt worth counting or a line
         self.actions_total[kind] += 1
         log.warning("remediation: %s: %s [%s]", _title(action), done, action.reason)
         return True
@@ -454,6 +455,7 @@ class Remediator:
     def _note_failure(self, kind: str, e: BaseException, now: float, count: bool = True) -> None:
         if count and kind in self.failures_total:
             self.failures_total[kind] += 1
+            self.actions_total[kind] += 1  # an attempt, too
         msg = str(e) or type(e).__name__
         if isinstance(e, SourceError) and e.kind == "login":
             self._qbt_paused_until = now + LOGIN_PAUSE
@@ -490,7 +492,6 @@ class Remediator:
         return [t.name for t in st.torrents if is_active(t)]
 
 
-
 # --- words ---------------------------------------------------------------------------
 
 
@@ -524,4 +525,3 @@ def _title(action: policy.Action) -> str:
         what = {1: "re-set the endpoint", 2: "restart the tunnel", 3: "rotate the endpoint"}
         return f"restart_tunnel tier {action.tier} ({what.get(action.tier, '?')})"
     return action.kind
-

@@ -138,9 +138,11 @@ class Daemon:
         self.specs: dict[str, CheckSpec] = dict(specs if specs is not None else load_all())
         self.config: Config = load_config(self.config_path)
         self.sources: Sources = sources_factory(self.config)
-        self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
+        self.remediator = (
+            remediator_factory(self.config, self.sources) if remediator_factory else None
+        )
         self.runner = Runner(self.specs, clock=clock)
-        self.store = ResultStore(self.config.watchdog.history)
+        self.store = ResultStore(self.config.watchdog.history, loaded_at=clock())
         self.exposition = Exposition(lambda: self.store.snapshot, self.specs)
         self.http = HttpServer(self.exposition.render, self.health)
         self.status_line = "starting"  # read by the HTTP threads
@@ -182,11 +184,10 @@ class Daemon:
             log.error("cannot listen on %s: %s", _listen(self.config), e)
             return 1
         self._warn_watchdog_interval()
-        host, port = self.http.address or ("?", 0)
-        host = f"[{host}]" if ":" in host else host
         log.info(
-            "started: checks %s every %g s, serving http://%s:%d/metrics",
-            ", ".join(self.check_names) or "(none)", self.config.watchdog.interval, host, port,
+            "started in %s mode: checks %s every %g s, serving %s/metrics",
+            _mode_words(self.config), ", ".join(self.check_names) or "(none)",
+            self.config.watchdog.interval, _base_url(self.http.address),
         )  # fmt: skip
         self._start_events(self.sources)
         try:
@@ -334,9 +335,10 @@ class Daemon:
         self.store.keep_only(self.check_names, new.watchdog.history)
         if self.remediator is None:
             self._view = self._idle_view()
+        self.store.reload_succeeded(self.clock())
         log.info(
-            "configuration reloaded: checks %s every %g s",
-            ", ".join(self.check_names), new.watchdog.interval,
+            "configuration reloaded, %s mode: checks %s every %g s",
+            _mode_words(new), ", ".join(self.check_names), new.watchdog.interval,
         )  # fmt: skip
         self._warn_watchdog_interval()
         if self._ready:
@@ -414,3 +416,15 @@ def main(config_path: str) -> int:
         log.debug("cannot start", exc_info=True)
         return 1
     return daemon.run()
+
+
+def _mode_words(cfg: Config) -> str:
+    """The mode as a log line says it: observe mode must never be mistaken for protection."""
+    if cfg.watchdog.mode == "observe":
+        return "observe (reports what it would do, never stops or restarts anything)"
+    return cfg.watchdog.mode
+
+
+def _base_url(address: tuple[str, int] | None) -> str:
+    host, port = address or ("?", 0)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
