@@ -10,7 +10,7 @@ import pytest
 from tests.tls_files import self_signed
 from watchdog import config
 from watchdog.config import ConfigError
-from watchdog.web_security import WebSecurityError, load_web_security
+from watchdog.web_security import load_web_security
 
 needs_openssl = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
 
@@ -58,11 +58,11 @@ def test_basic_auth_accepts_exactly_the_user_and_password(tmp_path):
 def test_password_file_missing_or_empty_is_an_error_naming_the_path(tmp_path):
     pw = tmp_path / "pw"
     web = _web(f'[web]\nbasic_auth_username = "prom"\nbasic_auth_password_file = "{pw}"\n')
-    with pytest.raises(WebSecurityError) as e:
+    with pytest.raises(ConfigError) as e:
         load_web_security(web)
     assert e.value.errors == [f"web.basic_auth_password_file: no such file: {pw}"]
     pw.write_text("\n")
-    with pytest.raises(WebSecurityError, match="is empty"):
+    with pytest.raises(ConfigError, match="is empty"):
         load_web_security(web)
 
 
@@ -72,12 +72,12 @@ def test_tls_loads_a_matching_pair_and_refuses_a_mismatch(tmp_path):
     _, other_key = self_signed(tmp_path, "other")
     ok = load_web_security(_web(f'[web]\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'))
     assert ok.scheme == "https" and ok.ssl_context is not None
-    with pytest.raises(WebSecurityError) as e:
+    with pytest.raises(ConfigError) as e:
         load_web_security(_web(f'[web]\ntls_cert_file = "{cert}"\ntls_key_file = "{other_key}"\n'))
     (msg,) = e.value.errors
     assert msg.startswith(f"web.tls_cert_file/tls_key_file: cannot use {cert} with {other_key}")
     assert "PRIVATE KEY" not in msg
-    with pytest.raises(WebSecurityError, match="no such file"):
+    with pytest.raises(ConfigError, match="no such file"):
         load_web_security(
             _web(f'[web]\ntls_cert_file = "{tmp_path}/none"\ntls_key_file = "{key}"\n')
         )

@@ -676,17 +676,14 @@ def load(path: str | os.PathLike, *, secrets: bool = False) -> Config:
 
 def secret_errors(cfg: Config) -> list[str]:
     """One line per secret file the config names that cannot be used (never its content)."""
-    from watchdog.web_security import WebSecurityError, load_web_security
+    from watchdog.web_security import load_web_security
 
     errors = []
-    try:
-        read_password(cfg.qbittorrent)
-    except ConfigError as e:
-        errors += e.errors
-    try:
-        load_web_security(cfg.web)
-    except WebSecurityError as e:
-        errors += e.errors
+    for check in (lambda: read_password(cfg.qbittorrent), lambda: load_web_security(cfg.web)):
+        try:
+            check()
+        except ConfigError as e:
+            errors += e.errors
     return errors
 
 

@@ -18,18 +18,10 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.config import WebSection
+from watchdog.config import ConfigError, WebSection
 
 TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
 REALM = "qbt-vpn-watchdog"
-
-
-class WebSecurityError(Exception):
-    """A [web] secret cannot be used; ``errors`` names each file, never its content."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(errors))
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,10 @@ class WebSecurity:
 
 
 def load_web_security(web: WebSection) -> WebSecurity:
-    """The TLS context and the credentials the [web] section names; WebSecurityError if unusable."""
+    """The TLS context and the credentials the [web] section names.
+
+    ``ConfigError`` naming each file that cannot be used (never its content).
+    """
     errors: list[str] = []
     ctx = None
     tls_files = {"tls_cert_file": web.tls_cert_file, "tls_key_file": web.tls_key_file}
@@ -102,5 +97,5 @@ def load_web_security(web: WebSection) -> WebSecurity:
                 errors.append(f"web.basic_auth_password_file: {path} is empty")
             digest = hashlib.sha256(password.encode()).digest()
     if errors:
-        raise WebSecurityError(errors)
+        raise ConfigError("web", errors)
     return WebSecurity(ctx, web.basic_auth_username, digest)
