@@ -85,7 +85,7 @@ in
             listen_address = mkOption {
               type = types.str;
               default = "127.0.0.1";
-              description = "Address of /metrics and /healthz. Use the host's LAN or Tailscale address for a remote Prometheus.";
+              description = ''Address of /metrics and /healthz: an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::"). Use the host's LAN or Tailscale address for a remote Prometheus.'';
             };
             listen_port = mkOption {
               type = types.port;

@@ -70,7 +70,7 @@ def raw_return_path(lab) -> float:
     assert lab.dns_query(DNS_NAME, t.SERVER_TUN_IP, timeout=1.0) == "timeout"
     time.sleep(0.5)
     p = lab.peer()
-    assert p["rx"] == 92, "the seed's signature: peer rx is exactly one handshake response"
+    assert p["rx"] == 92, "the 92-byte signature: peer rx is exactly one handshake response"
     assert p["tx"] > tx0 + 30 * 200, "tx keeps climbing while nothing comes back"
     return took
 

@@ -36,7 +36,7 @@ lost inside it), so holding torrents stopped protects nothing; and no action
 of the watchdog fixes it: a tunnel restart or rebind does not change the
 path's MTU, and flapping the tunnel would also break the small traffic that
 works. The fix is configuration (a smaller MTU, or another server): a human's
-job, which the alert and docs/runbook.md#tunnelmtublackhole say how to do.
+job, which the alert and docs/runbook.md#qbtvpntunnelmtublackhole say how to do.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def check(ctx: Context) -> Outcome:
         f"packets of {link.mtu} bytes (the MTU of {tunnel}) are lost"
         f"{' ' + way if way else ''}, small ones cross: the largest that crosses to {target} "
         f"and back is {largest} bytes. Set the tunnel's MTU to {largest} or less "
-        "(docs/runbook.md#tunnelmtublackhole)",
+        "(docs/runbook.md#qbtvpntunnelmtublackhole)",
         observations=obs,
         facts=facts,
     )

@@ -22,6 +22,10 @@ class Fault:
     summary: str
     break_: Callable[[], None]
     heal: Callable[[], None]
+    # The check and reasons that are this fault's own signature, as opposed to
+    # side effects of breaking it (re-creating the tunnel trips the link
+    # checks first). None: any failing check counts.
+    signature: tuple[str, tuple[str, ...]] | None = None
 
 
 def _table(name: str) -> str:
@@ -38,16 +42,16 @@ def restart_tunnel() -> None:
     t.confined("restart-tunnel")
 
 
-# --- return-path: the seed's failure --------------------------------------------
+# --- return-path: the 92-byte failure -------------------------------------------
 
 
 def break_return_path() -> None:
     # The first handshake response (92 bytes of WireGuard, 120 at layer 3) gets
     # back; nothing after it. The client tunnel is restarted behind the rule so
     # its counters start from 0 and that one response is all it ever receives:
-    # peer rx stays at 92 while tx climbs, exactly as the seed saw. qBittorrent
+    # peer rx stays at 92 while tx climbs, exactly as in the 92-byte failure. qBittorrent
     # is then moved onto the new tunnel, so it keeps sending into it (the
-    # seed's box sent 3.51 GB) instead of sitting on sockets of the old one.
+    # failing box sent 3.51 GB) instead of sitting on sockets of the old one.
     t.confined("tunnel-down")
     t.nft(
         t.NS_SRV,
@@ -372,9 +376,10 @@ FAULTS: dict[str, Fault] = {
     for f in (
         Fault(
             "return-path",
-            "only the first handshake response comes back (the seed's failure)",
+            "only the first handshake response comes back (the 92-byte failure)",
             break_return_path,
             heal_return_path,
+            signature=("return_path", ("handshake_only", "no_return_traffic")),
         ),
         Fault(
             "blackhole",
