@@ -219,9 +219,16 @@ class Expect:
 
 
 EXPECT = {
+    # Nothing comes back, small or large: path_mtu says it cannot measure
+    # (no_echo), never that large packets are the problem.
     "return-path": Expect(
         raw_return_path,
-        {"return_path": {"handshake_only"}, "dns": {"no_answer"}, "exit_ip": {"unreachable"}},
+        {
+            "return_path": {"handshake_only"},
+            "dns": {"no_answer"},
+            "exit_ip": {"unreachable"},
+            "path_mtu": {"no_echo"},
+        },
     ),
     "blackhole": Expect(
         raw_blackhole,
@@ -229,6 +236,7 @@ EXPECT = {
             "return_path": {"handshake_only", "no_return_traffic"},
             "dns": {"no_answer"},
             "exit_ip": {"unreachable"},
+            "path_mtu": {"no_echo"},
         },
     ),
     # An MTU black hole: small packets pass, so no other check notices.
@@ -236,7 +244,8 @@ EXPECT = {
     "mtu-down": Expect(raw_mtu_down, {"path_mtu": {"large_packets_lost"}}),
     "mtu-up": Expect(raw_mtu_up, {"path_mtu": {"large_packets_lost"}}),
     "dns": Expect(raw_dns, {"dns": {"no_answer"}}),
-    "dns-leak": Expect(raw_dns_leak, {"dns": {"leak"}}),
+    # path_mtu probes the resolver only through the tunnel: not here.
+    "dns-leak": Expect(raw_dns_leak, {"dns": {"leak"}, "path_mtu": {"not_measured"}}),
     "exit-ip": Expect(raw_exit_ip, {"exit_ip": {"not_airvpn"}}),
     "bind": Expect(raw_bind, {"bind": {"wrong_interface"}}),
     "tunnel-down": Expect(
@@ -246,6 +255,7 @@ EXPECT = {
             "return_path": {"no_tunnel"},
             "dns": {"no_route", "no_answer"},
             "exit_ip": {"unreachable"},
+            "path_mtu": {"not_measured", "no_echo"},
         },
         may_fail={"bind"},  # qBittorrent's interface has no address now
     ),
