@@ -121,11 +121,21 @@ WATCHDOG = System(
 
 def example_with_nftables() -> System:
     # NixOS before 23.05 refuses nftables beside its iptables firewall ("You can
-    # not use nftables with services.networking.firewall"); since 23.05 the
-    # firewall runs on nftables. So the frozen 20.09 tree gets the firewall off.
+    # not use nftables with services.networking.firewall") and has no default
+    # ruleset; since 23.05 the firewall runs on nftables. So the frozen 20.09
+    # tree gets the firewall off. The host's own table is one a user would write.
     extra = "networking.firewall.enable = false;" if frozen() else ""
     return EXAMPLE.with_module(
-        f"{{ networking.nftables.enable = true; {extra} }}", "example host, networking.nftables"
+        "{ networking.nftables.enable = true; "
+        "networking.nftables.ruleset = ''\n"
+        "  table inet host_filter {\n"
+        "    chain input {\n"
+        "      type filter hook input priority 0; policy accept;\n"
+        "    }\n"
+        "  }\n"
+        "''; "
+        f"{extra} }}",
+        "example host, networking.nftables",
     )
 
 
@@ -139,7 +149,9 @@ def systems() -> list[System]:
         vm_node("airvpn", ("whatismyip", "seeder")),
         vm_node("lan", ()),
         example_with_nftables(),
-        EXAMPLE.with_module("{ networking.firewall.enable = false; }", "example host, firewall off"),
+        EXAMPLE.with_module(
+            "{ networking.firewall.enable = false; }", "example host, firewall off"
+        ),
         EXAMPLE.with_module(
             "{ services.qbittorrent-vpn.webui.forwardFromHost = true; }",
             "example host, WebUI host forward on",
@@ -197,7 +209,7 @@ def evaluate(system: System, toplevel: bool = True) -> Evaluation:
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         err = proc.stderr
-        raise EvalError(f"{system.name}: {err[err.find('error:'):].strip() or err.strip()}")
+        raise EvalError(f"{system.name}: {err[err.find('error:') :].strip() or err.strip()}")
     traces = [line for line in proc.stderr.splitlines() if line.startswith("trace:")]
     return Evaluation(system, seconds, json.loads(proc.stdout), traces)
 

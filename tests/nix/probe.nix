@@ -18,6 +18,7 @@ in
       };
       X-Nftables-Tables = json (if has [ "networking" "nftables" "tables" ] then config.networking.nftables.tables else null);
       X-Tmpfiles = json config.systemd.tmpfiles.rules;
+      X-Prometheus = json (if config.services.prometheus.enable then config.services.prometheus.scrapeConfigs else null);
       X-Users = json (lib.mapAttrs (n: u: { inherit (u) isSystemUser group home; }) (
         lib.filterAttrs (n: u: n == "qbittorrent") config.users.users
       ));
