@@ -29,6 +29,8 @@ NIX_DIR = ROOT / "nix"
 STAND_INS = ROOT / "tests" / "nix" / "stand-ins.nix"
 PACKAGES_2020 = ROOT / "tests" / "nix" / "packages-2020.nix"
 PROBE = ROOT / "tests" / "nix" / "probe.nix"
+# The harness's copy, for NIXPKGS=/path on a machine without ../shared/nixos-eval.
+HARNESS_COPY = ROOT / "tests" / "nix" / "nixos-eval.nix"
 PROBE_UNIT = "qvn-eval-probe"
 
 # The units each module brings.
@@ -37,7 +39,16 @@ CONFINEMENT_UNITS = ("qbittorrent-vpn-tunnel", "qbittorrent-vpn", "qbt-vpn-watch
 
 
 def harness() -> Path:
+    """The folder holding eval.nix and the frozen tree."""
     return Path(os.environ.get("QVN_NIXOS_EVAL") or ROOT.parent / "shared" / "nixos-eval")
+
+
+def harness_file() -> Path:
+    """eval.nix: the harness's own, else (for a nixpkgs checkout only) the repository's copy."""
+    own = harness() / "eval.nix"
+    if own.is_file() or nixpkgs_checkout() is None:
+        return own
+    return HARNESS_COPY
 
 
 def nixpkgs_checkout() -> Path | None:
@@ -53,8 +64,6 @@ def unavailable() -> str | None:
     if checkout is not None:
         if not (checkout / "nixos" / "lib" / "eval-config.nix").is_file():
             return f"NIXPKGS={checkout} is not a nixpkgs checkout (no nixos/lib/eval-config.nix)"
-        if not (harness() / "eval.nix").is_file():
-            return f"needs the harness eval.nix: set QVN_NIXOS_EVAL (looked in {harness()})"
         return None
     if not (harness() / "eval.nix").is_file():
         return (
@@ -198,7 +207,7 @@ def evaluate(system: System, toplevel: bool = True) -> Evaluation:
     """Evaluate one system (toplevel forced unless asked not to)."""
     modules = "[ " + " ".join(f"({m})" for m in (*system.modules, *_added_modules(system))) + " ]"
     units = "[ " + " ".join(f'"{u}"' for u in (*system.units, PROBE_UNIT)) + " ]"
-    argv = [NIX, "--eval", "--strict", "--json", "--readonly-mode", str(harness() / "eval.nix"),
+    argv = [NIX, "--eval", "--strict", "--json", "--readonly-mode", str(harness_file()),
             "--arg", "modules", modules, "--arg", "units", units,
             "--arg", "toplevel", "true" if toplevel else "false"]  # fmt: skip
     checkout = nixpkgs_checkout()

@@ -591,3 +591,39 @@ def test_host_ruleset_is_valid_nftables(tmp_path):
         assert proc.returncode == 0, proc.stderr
     rules.write_text(rules.read_text().replace("dnat ip to", "dnat ipx to"))
     assert run_in_fresh_netns('nft -c -f "$1"', str(rules)).returncode != 0
+
+
+# --- where the harness and NixOS come from ---------------------------------------------
+
+
+def test_the_harness_copy_is_the_harness():
+    own = nixos_eval.harness() / "eval.nix"
+    if not own.is_file():
+        pytest.skip(f"no harness at {own} to compare with")
+    copy = nixos_eval.HARNESS_COPY.read_text()
+    body = copy[copy.index("# Evaluate a NixOS system") :]
+    assert body == own.read_text()
+
+
+def test_a_nixpkgs_checkout_gets_no_stand_ins(monkeypatch, tmp_path):
+    checkout = tmp_path / "nixpkgs"
+    (checkout / "nixos" / "lib").mkdir(parents=True)
+    (checkout / "nixos" / "lib" / "eval-config.nix").write_text("{ }")
+    monkeypatch.setenv("NIXPKGS", str(checkout))
+    assert nixos_eval.unavailable() is None
+    assert not nixos_eval.frozen()
+    added = nixos_eval._added_modules(nixos_eval.vm_node("storage", ()))
+    assert str(nixos_eval.STAND_INS) not in added
+    assert str(nixos_eval.PACKAGES_2020) not in added
+    assert str(checkout / "nixos" / "modules" / "virtualisation" / "qemu-vm.nix") in added
+    monkeypatch.setenv("QVN_NIXOS_EVAL", str(tmp_path / "nowhere"))
+    assert nixos_eval.harness_file() == nixos_eval.HARNESS_COPY
+    monkeypatch.setenv("NIXPKGS", str(tmp_path))
+    assert "is not a nixpkgs checkout" in nixos_eval.unavailable()
+
+
+def test_without_any_nixos_the_reason_says_what_to_set(monkeypatch, tmp_path):
+    monkeypatch.delenv("NIXPKGS", raising=False)
+    monkeypatch.setenv("QVN_NIXOS_EVAL", str(tmp_path))
+    reason = nixos_eval.unavailable()
+    assert "QVN_NIXOS_EVAL" in reason and "NIXPKGS=/path/to/nixpkgs" in reason
