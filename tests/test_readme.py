@@ -65,3 +65,14 @@ def test_the_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "sudo scripts/setup.sh && sudo .venv/bin/pytest -q" in README
     assert "bash scripts/setup.sh" in ci and ".venv/bin/pytest -q" in ci
+
+
+def test_the_check_table_is_the_registry():
+    from watchdog.checks import load_all
+
+    start = README.index("| check | passes when | failure reasons |")
+    block = README[start : README.index("\n\n", start)]
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \| [^|]+ \|$", block, re.M)
+    table = {name: set(re.findall(r"`(\w+)`", reasons)) for name, reasons in rows}
+    want = {name: set(spec.reason_names) for name, spec in load_all().items()}
+    assert table == want

@@ -22,10 +22,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.procs import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -33,17 +34,6 @@ TAG = "watchdog-stopped"
 STOPPED = {"pausedDL", "pausedUP", "stoppedDL", "stoppedUP"}
 SLOW = 48 * 1024  # bytes/s: the 4 MiB test torrent takes ~85 s, so it is mid-way at the fault
 _METRIC = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
-
-
-def wait_for(what: str, cond: Callable[[], object], timeout: float, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
 
 
 def free_port() -> int:
