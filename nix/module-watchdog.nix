@@ -35,6 +35,7 @@ let
     exit_ip = 10;
     bind = 5;
     webui = 5;
+    ipv6 = 2;
   };
   checkTimeout = name: lib.attrByPath [ "checks" name "timeout" ] defaultCheckTimeouts.${name} cfg.settings;
   checksEnabled = name: lib.attrByPath [ "checks" name "enabled" ] true cfg.settings;

@@ -221,6 +221,12 @@ class WebuiCheck(CheckBase):
 
 
 @dataclass(frozen=True)
+class Ipv6Check(CheckBase):
+    # One rtnetlink dump of the namespace's IPv6 routes: nothing sent.
+    timeout: float = field(default=2.0, metadata=_v(_positive))
+
+
+@dataclass(frozen=True)
 class ChecksSection:
     handshake: HandshakeCheck = field(default_factory=HandshakeCheck)
     return_path: ReturnPathCheck = field(default_factory=ReturnPathCheck)
@@ -228,6 +234,7 @@ class ChecksSection:
     exit_ip: ExitIpCheck = field(default_factory=ExitIpCheck)
     bind: BindCheck = field(default_factory=BindCheck)
     webui: WebuiCheck = field(default_factory=WebuiCheck)
+    ipv6: Ipv6Check = field(default_factory=Ipv6Check)
 
 
 def _unit_or_empty(v: str) -> str | None:
