@@ -183,7 +183,7 @@ def test_against_real_qbittorrent_nox():
     from watchdog.sources.links import Links
     from watchdog.sources.qbittorrent import Qbittorrent
 
-    q = QbtNox("qvq-bind", root_link=("qvq-bh", "qvq-bn", "169.254.77.9/30", "169.254.77.10/30"))
+    q = QbtNox("bind", root_link=True)
     q.start()
     try:
         cfg = Config(

@@ -203,7 +203,7 @@ def test_against_real_qbittorrent_nox():
     from watchdog.sources.links import Links
     from watchdog.sources.qbittorrent import Qbittorrent
 
-    q = QbtNox("qvq-webui", root_link=("qvq-wh", "qvq-wn", "169.254.77.13/30", "169.254.77.14/30"))
+    q = QbtNox("webui", root_link=True)
     q.start()
     links = Links(q.netns)
     try:
