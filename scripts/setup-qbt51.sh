@@ -22,6 +22,11 @@ die() {
 
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap and chroot need it)"
 
+# Two setups at once (two worktrees, CI and a developer) build the tree once.
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$ROOT.lock"
+flock 9
+
 if [ -f "$DONE" ] && chroot "$ROOT" qbittorrent-nox --version >/dev/null 2>&1; then
     echo "setup-qbt51.sh: qBittorrent $(chroot "$ROOT" qbittorrent-nox --version | awk '{print $2}') ready in $ROOT"
     exit 0
@@ -48,7 +53,6 @@ if [ -e "$ROOT" ] && [ ! -f "$DONE" ]; then
     done
     rm -rf --one-file-system "$ROOT"
 fi
-mkdir -p "$(dirname "$ROOT")"
 
 if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
     echo "setup-qbt51.sh: debootstrap $SUITE (minbase) into $ROOT ..."

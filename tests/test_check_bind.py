@@ -176,6 +176,7 @@ def test_every_reason_is_covered():
 
 
 @pytest.mark.root
+@pytest.mark.qbittorrent
 def test_against_real_qbittorrent_nox():
     from tests.qbt_nox import LISTEN_PORT, PASSWORD, USERNAME, QbtNox
     from watchdog.checks import Context, Sources

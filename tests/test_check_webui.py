@@ -189,6 +189,7 @@ def test_every_reason_is_covered():
 
 
 @pytest.mark.root
+@pytest.mark.qbittorrent
 def test_against_real_qbittorrent_nox():
     """Login from the root namespace over the veth; the exposure probe runs in the namespace.
 

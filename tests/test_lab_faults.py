@@ -17,7 +17,7 @@ import pytest
 from watchdog.lab import faults
 from watchdog.lab import topology as t
 
-pytestmark = [pytest.mark.lab, pytest.mark.root]
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
 DNS_NAME = "check.airvpn.lab"
 WHATISMYIP = f"http://{t.WHATISMYIP_IP}/api/whatismyip/"

@@ -27,6 +27,8 @@ from watchdog.sources.qbittorrent import (
     safe_url,
 )
 
+pytestmark = pytest.mark.qbittorrent  # CI runs this file on 4.5 and on 5.1
+
 PASSWORD = "s3cret-Do-Not-Leak-7f2a"
 TAG = "watchdog-stopped"
 

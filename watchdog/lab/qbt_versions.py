@@ -23,6 +23,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from watchdog.lab.topology import LabError
+
 ENV = "QBT_VERSION"
 VERSIONS = ("4.5", "5.1")
 DEFAULT = "4.5"
@@ -31,7 +33,7 @@ DEFAULT_ROOT = Path("/var/cache/qbt-vpn-watchdog/trixie")
 READY_MARKER = ".qbt-vpn-watchdog-ready"  # written by scripts/setup-qbt51.sh when complete
 
 
-class VersionError(Exception):
+class VersionError(LabError):
     """QBT_VERSION names no supported version, or that version is not installed."""
 
 
