@@ -186,7 +186,7 @@ def test_looks_like_qbittorrent_with_host_header_validation_on():
     r = HttpResponse(rec["status"], rec["headers"], rec["body"].encode(), 0.0)
     assert r.status == 401 and webui.looks_like_qbittorrent(r)
     frame_only = HttpResponse(401, {"x-frame-options": "SAMEORIGIN"}, b"Unauthorized", 0.0)
-    assert webui.looks_like_qbittorrent(frame_only)  # 4.x sends no CSP
+    assert webui.looks_like_qbittorrent(frame_only)  # a policy replaced by a proxy
     # Any other 401 is not evidence of a qBittorrent.
     assert not webui.looks_like_qbittorrent(HttpResponse(401, {}, b"Unauthorized", 0.0))
     basic = HttpResponse(401, {"www-authenticate": 'Basic realm="x"'}, b"Unauthorized", 0.0)
