@@ -6,9 +6,9 @@ tests against real wireguard-go, dnsmasq, qbittorrent-nox and loopback servers.
 
 from __future__ import annotations
 
-from watchdog.checks import Context, Sources
+from watchdog.checks import Context
 from watchdog.config import Config
-from watchdog.sources import Listener, SourceError
+from watchdog.sources import Listener, SourceError, Sources
 
 
 class Fixed:
@@ -57,8 +57,18 @@ class FakeLinks:
         )
 
 
+class FakeDns:
+    """A namespace whose resolv.conf names ``nameserver``; queries answer with ``answer``."""
+
+    def __init__(self, nameserver=None, answer=None, error=None):
+        self.nameserver = lambda: nameserver
+        self.query = Fixed(answer, error)
+
+
 def sources(**kw) -> Sources:
-    base = dict(wireguard=FakeWireguard(), links=FakeLinks(), dns=None, http=None, qbittorrent=None)
+    base = dict(
+        wireguard=FakeWireguard(), links=FakeLinks(), dns=FakeDns(), http=None, qbittorrent=None
+    )
     base.update(kw)
     return Sources(**base)
 

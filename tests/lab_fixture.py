@@ -7,7 +7,6 @@ lab for a fault test: every fault is healed after the test, pass or fail.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -103,57 +102,12 @@ class LabHandle:
         return {"handshake": int(f[4]), "rx": int(f[5]), "tx": int(f[6])}
 
     def run_checks(self, only: list[str] | None = None) -> dict:
-        """Every available check once against the lab config: {name: CheckResult}.
-
-        Uses the CLI's one-shot path when every check module exists; until
-        then, the runner with the checks that do (the others are absent from
-        the result, and the caller skips on them).
-        """
-        from watchdog.checks import ORDER, REGISTRY
+        """Every enabled check once against the lab config (the CLI's one-shot path):
+        {name: CheckResult}."""
+        from watchdog.cli import run_once
         from watchdog.config import load
 
-        cfg = load(self.config_path)
-        available = []
-        for name in ORDER:
-            try:
-                importlib.import_module(f"watchdog.checks.{name}")
-            except ModuleNotFoundError:
-                continue
-            if name in REGISTRY:
-                available.append(name)
-        names = [n for n in available if only is None or n in only]
-        try:
-            from watchdog.checks import load_all
-
-            load_all()
-            complete = True
-        except ImportError:
-            complete = False
-        if complete:
-            from watchdog.cli import run_once
-
-            return {r.check: r for r in run_once(cfg, names)}
-        return _run_once_subset(cfg, names)
-
-
-def _run_once_subset(cfg, names: list[str]) -> dict:
-    from watchdog.checks import REGISTRY, Context, Runner
-    from watchdog.sources.build import build_sources
-
-    sources = build_sources(cfg)
-    runner = Runner(REGISTRY)
-    timeouts = {n: cfg.check(n).timeout for n in names}
-    results = runner.run_cycle(Context(cfg, sources), timeouts, {})
-    rp = results.get("return_path")
-    if rp is not None and rp.ok and rp.observations.get("pending"):
-        from watchdog.checks.return_path import MIN_WINDOW_SECONDS
-
-        time.sleep(MIN_WINDOW_SECONDS)
-        again = runner.run_cycle(
-            Context(cfg, sources), {"return_path": timeouts["return_path"]}, {"return_path": [rp]}
-        )
-        results["return_path"] = again["return_path"]
-    return results
+        return {r.check: r for r in run_once(load(self.config_path), only)}
 
 
 LOCK_WAIT = 900.0  # seconds: another session's lab tests take a few minutes

@@ -4,6 +4,7 @@ timeout, exit status) and tier 1 against a real wireguard-go's UAPI socket."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -45,7 +46,7 @@ class Driver:
         results = {c: res(c, reasons.get(c, "ok"), self.t) for c in CHECKS}
         for c, r in results.items():
             self.hist[c].append(r)
-        return self.rem.step(results, {c: tuple(h) for c, h in self.hist.items()}, self.t + 0.1)
+        return self.rem.step({c: tuple(h) for c, h in self.hist.items()}, self.t + 0.1)
 
 
 def make(extra: str = "", mode: str = "enforce", n: int = 3, **kw):
@@ -277,6 +278,29 @@ def test_resume_failure_keeps_holding_and_retries():
     assert not any(qbt.paused.values())
 
 
+def test_failing_resumes_keep_this_cycle_s_memory_so_rebind_keeps_its_back_off():
+    # Holding after a return-path incident; qBittorrent's socket is stale (a
+    # rebind's job, degraded: cycles are good) and every resume fails. The
+    # memory of the cycle that tried to resume must keep what decide recorded
+    # (the rebind's time): rebinds stay one per restart_backoff_max, not one a cycle.
+    d, qbt, wg, _ = make("restart_backoff_max = 600.0\n")
+    d.cycle(**BAD)
+    d.cycle(**BAD)
+    rebinds = []
+    real = qbt.set_binding
+    qbt.set_binding = lambda iface, port: rebinds.append(d.t) or real(iface, port)
+
+    def refused(tag):
+        raise SourceError("torrent(s) still stopped", kind="not_started")
+
+    qbt.start_tagged = refused
+    d.cycle()  # good cycle 1 of 3; bind's second stale_listener comes with the third
+    states = [d.cycle(bind="stale_listener").state for _ in range(12)]  # 120 s < 600 s
+    assert set(states) == {"holding"}
+    assert d.rem.view.failures_total["resume_torrents"] >= 5
+    assert len({t for t in rebinds}) == 1, f"rebinds at {sorted(set(rebinds))}"
+
+
 def test_a_hung_action_times_out_and_counts_as_failed():
     d, qbt, wg, _ = make("action_timeout = 0.3\n")
 
@@ -311,6 +335,25 @@ def test_observe_mode_says_what_it_would_do(caplog):
     d.cycle(**BAD)
     assert sum("would stop" in m for m in (r.message for r in caplog.records)) == 1  # once
     assert qbt.calls == [] and wg.calls == [] and commands == []
+
+
+@pytest.mark.parametrize("drift", [False, True])
+def test_observe_mode_would_stop_what_the_adapter_stops(monkeypatch, drift):
+    # "would stop N" counts by the adapter's own definition of an active
+    # torrent (the one stop_active uses), whatever that definition becomes.
+    from watchdog.metrics import QBT_TORRENT_STATES
+    from watchdog.sources import TorrentBrief
+    from watchdog.sources import qbittorrent as adapter
+
+    if drift:  # qBittorrent grows a state that is not active
+        monkeypatch.setattr(adapter, "NOT_ACTIVE_STATES", adapter.NOT_ACTIVE_STATES | {"queuedDL"})
+    d, qbt, wg, _ = make(mode="observe")
+    everything = tuple(TorrentBrief(st, st, st, ()) for st in QBT_TORRENT_STATES)
+    qbt.state = lambda: dataclasses.replace(ModelQbt(0).state(), torrents=everything)
+    d.cycle(**BAD)
+    v = d.cycle(**BAD)
+    want = [st for st in QBT_TORRENT_STATES if st not in adapter.NOT_ACTIVE_STATES]
+    assert f"would stop {len(want)} torrent(s): {', '.join(want[:5])} ..." in v.summary
 
 
 def test_reconfigure_keeps_memory():

@@ -18,10 +18,10 @@ import pytest
 import watchdog.checks.dns  # noqa: F401 - registers the check
 from tests.netns_helpers import dnsmasq, netns, udp_server, veth
 from tests.session_names import unique
-from watchdog.checks import REGISTRY, Context, Runner, Sources
+from watchdog.checks import REGISTRY, Context, Runner
 from watchdog.config import parse
 from watchdog.results import Outcome
-from watchdog.sources import SourceError
+from watchdog.sources import SourceError, Sources
 from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root
@@ -125,7 +125,7 @@ def _run(
     outcome = REGISTRY["dns"].fn(Context(cfg, sources))
     assert isinstance(outcome, Outcome)
     if not outcome.ok:
-        assert outcome.reason in REGISTRY["dns"].reasons
+        assert outcome.reason in REGISTRY["dns"].reason_names
     return outcome, res
 
 
@@ -273,8 +273,10 @@ def test_with_the_real_route_lookup(net):
     assert o.reason == "leak" and TUNNEL in o.detail
 
 
-def test_latency_keys_are_the_ones_the_collector_renders():
-    from watchdog.checks.dns import LATENCY_PREFIX
-    from watchdog.metrics import DNS_LATENCY_PREFIX
+def test_a_real_answer_becomes_the_check_s_own_series(net, tmp_path):
+    from watchdog.results import CheckResult
 
-    assert LATENCY_PREFIX == DNS_LATENCY_PREFIX
+    o, _ = _run(tmp_path, names=("airvpn.test", "other.test"))
+    latency, info = REGISTRY["dns"].render(CheckResult.from_outcome("dns", o, 0.0, 0.1))
+    assert {s.labels["name"] for s in latency.samples} == {"airvpn.test", "other.test"}
+    assert [s.labels for s in info.samples] == [{"resolver": GOOD, "interface": TUNNEL}]

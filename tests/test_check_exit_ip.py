@@ -11,10 +11,11 @@ import pytest
 import watchdog.checks.exit_ip  # noqa: F401 - registers the check
 from tests.netns_helpers import dnsmasq, http_server, netns
 from tests.session_names import unique
-from watchdog.checks import REGISTRY, Context, Runner, Sources
+from watchdog.checks import REGISTRY, Context, Runner
 from watchdog.checks.exit_ip import parse_whatismyip
 from watchdog.config import parse
 from watchdog.results import Outcome
+from watchdog.sources import Sources
 from watchdog.sources.dns import Resolver
 from watchdog.sources.http import Http
 
@@ -98,7 +99,7 @@ def _run(ns, path: str, extra: str = "", host: str = "127.0.0.1", timeout: float
     o = REGISTRY["exit_ip"].fn(Context(cfg, sources))
     assert isinstance(o, Outcome)
     if not o.ok:
-        assert o.reason in REGISTRY["exit_ip"].reasons
+        assert o.reason in REGISTRY["exit_ip"].reason_names
     return o
 
 

@@ -201,7 +201,7 @@ def test_looks_like_qbittorrent():
 
 
 def test_every_reason_is_covered():
-    assert set(webui.REASONS) <= TESTED
+    assert {r.name for r in webui.REASONS} <= TESTED
 
 
 # --- against a real qbittorrent-nox --------------------------------------------------------
@@ -220,8 +220,9 @@ def test_against_real_qbittorrent_nox():
     import subprocess
 
     from tests.qbt_nox import PASSWORD, USERNAME, QbtNox
-    from watchdog.checks import Context, Sources
+    from watchdog.checks import Context
     from watchdog.config import NamespaceSection, WireguardSection
+    from watchdog.sources import Sources
     from watchdog.sources.http import Http
     from watchdog.sources.links import Links
     from watchdog.sources.qbittorrent import Qbittorrent

@@ -27,11 +27,20 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.checks import CheckSpec, Sources
-from watchdog.daemon import Daemon, _JournalFormatter, setup_logging
+from watchdog.checks import CheckSpec, load_all
+from watchdog.daemon import Daemon
+from watchdog.logs import _JournalFormatter, setup_logging
 from watchdog.metrics import exposed_names
 from watchdog.results import Outcome, RemediationView
-from watchdog.sources import LinkState, QbtState, SourceError, TorrentBrief, WgDevice, WgPeer
+from watchdog.sources import (
+    LinkState,
+    QbtState,
+    SourceError,
+    Sources,
+    TorrentBrief,
+    WgDevice,
+    WgPeer,
+)
 from watchdog.systemd import Notifier
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,15 +154,17 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
         q = ctx.qbittorrent()
         return Outcome.passed(f"bound to {q.interface_name}")
 
-    def spec(name, fn, reasons):
-        return CheckSpec(name, fn, reasons, name)
-
+    # The real checks' specs (reasons, series, order) with these functions.
     return {
-        "handshake": spec("handshake", handshake, ("stale", "never")),
-        "dns": spec("dns", dns, ("no_answer", "leak")),
-        "exit_ip": spec("exit_ip", exit_ip, ("not_airvpn",)),
-        "bind": spec("bind", bind, ("unreachable",)),
+        "handshake": real_spec("handshake", handshake),
+        "dns": real_spec("dns", dns),
+        "exit_ip": real_spec("exit_ip", exit_ip),
+        "bind": real_spec("bind", bind),
     }
+
+
+def real_spec(name, fn) -> CheckSpec:
+    return dataclasses.replace(load_all()[name], fn=fn)
 
 
 class FakeRemediator:
@@ -165,8 +176,9 @@ class FakeRemediator:
         self.stall_at = stall_at
         self.reconfigured = 0
 
-    def step(self, results, histories, now) -> RemediationView:
-        self.steps.append((dict(results), {k: tuple(v) for k, v in histories.items()}, now))
+    def step(self, histories, now) -> RemediationView:
+        results = {k: v[-1] for k, v in histories.items() if v}
+        self.steps.append((results, {k: tuple(v) for k, v in histories.items()}, now))
         self.calls += 1
         if self.stall_at is not None and self.calls >= self.stall_at:
             threading.Event().wait()  # never returns: the loop itself is stalled
@@ -493,25 +505,25 @@ def running(tmp_path):
 
 def test_a_link_event_runs_the_link_checks_at_once_at_most_once_a_second(running):
     d, world, port = running(interval=30.0)  # asleep between cycles
-    assert d.cycles == 1 and world.exit_calls == 1
+    assert d.store.cycles == 1 and world.exit_calls == 1
     first = {n: r.started for n, r in d.snapshot.results.items()}
     t0 = time.monotonic()
     for _ in range(5):  # a burst: deleting a link sends several messages
         world.events.fire()
-    while d.cycles < 2 and time.monotonic() - t0 < 5:
+    while d.store.cycles < 2 and time.monotonic() - t0 < 5:
         time.sleep(0.01)
-    assert d.cycles == 2, "the event did not wake the loop"
+    assert d.store.cycles == 2, "the event did not wake the loop"
     took = time.monotonic() - t0
     later = {n: r.started for n, r in d.snapshot.results.items()}
     # The link checks ran again, exit_ip (not a link check) did not.
     assert {n for n in later if later[n] != first[n]} == {"handshake", "dns", "bind"}
     assert world.exit_calls == 1
     time.sleep(0.5)
-    assert d.cycles == 2, "a burst of events is one cycle"
+    assert d.store.cycles == 2, "a burst of events is one cycle"
     world.events.fire()  # within a second of the last event cycle: waits for the gap
-    while d.cycles < 3 and time.monotonic() - t0 < 5:
+    while d.store.cycles < 3 and time.monotonic() - t0 < 5:
         time.sleep(0.01)
-    assert d.cycles == 3 and time.monotonic() - t0 >= 1.0
+    assert d.store.cycles == 3 and time.monotonic() - t0 >= 1.0
     print(f"event -> cycle {took * 1000:.0f} ms")
 
 
@@ -574,12 +586,12 @@ def test_ipv6_listen_address(running):
 
 def test_a_scrape_while_a_source_is_slow_returns_at_once(running):
     d, world, port = running()
-    before = d.cycles
+    before = d.store.cycles
     world.wg_slow.set()  # the next handshake check blocks in the WireGuard read
     time.sleep(0.5)
     durations = [http_get(port, "/metrics")[2] for _ in range(20)]
     assert max(durations) < 0.5, durations
-    assert d.cycles <= before + 1  # the loop really was waiting on the source
+    assert d.store.cycles <= before + 1  # the loop really was waiting on the source
     world.release.set()
 
 
@@ -594,7 +606,7 @@ def test_due_checks_honour_their_own_interval(tmp_path):
         if (clock.t - start) % 60 != 0:
             assert "exit_ip" not in d.due_checks(clock.t)
     assert world.exit_calls == 3  # t=0, 60, 120: never faster than its interval
-    assert d.cycles == 13 and len(d.snapshot.results) == 4
+    assert d.store.cycles == 13 and len(d.snapshot.results) == 4
     # The exit_ip result stays in the snapshot between its runs.
     assert d.snapshot.results["exit_ip"].started == clock.t - 10
 
@@ -630,12 +642,12 @@ def test_state_changes_are_logged_once(tmp_path, caplog):
 
 def test_status_lines(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
-    assert d.summarize(d.run_cycle()) == "ok: 4/4 checks passed"
+    assert d.store.summarize(d.run_cycle(), d.config) == "ok: 4/4 checks passed"
     world.qbt_up = False
     d.run_cycle()
     snap = d.run_cycle()
     assert d.status_line == "UNSAFE bind (error) for 2 cycles; holding 3 torrents"
-    assert d.summarize(snap) == d.status_line
+    assert d.store.summarize(snap, d.config) == d.status_line
     d2, world2, _ = make_daemon(tmp_path, clock=Clock(), remediator=False, mode="observe")
     world2.qbt_up = False
     d2.run_cycle()
@@ -645,10 +657,10 @@ def test_status_lines(tmp_path):
 def test_a_source_that_fails_reads_as_down_in_metrics(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
     d.run_cycle()
-    assert metric(d.render_metrics().decode(), "qbtvpn_qbittorrent_up") == 1
+    assert metric(d.exposition.render()[0].decode(), "qbtvpn_qbittorrent_up") == 1
     world.qbt_up = False
     d.run_cycle()
-    text = d.render_metrics().decode()
+    text = d.exposition.render()[0].decode()
     assert metric(text, "qbtvpn_qbittorrent_up") == 0
     assert metric(text, "qbtvpn_qbittorrent_dht_nodes") is None  # no stale values
 
@@ -662,7 +674,7 @@ def test_a_remediator_bug_is_logged_once_and_the_loop_goes_on(tmp_path, caplog):
     d.remediator.step = boom
     for _ in range(3):
         d.run_cycle()
-    assert d.cycles == 3
+    assert d.store.cycles == 3
     assert sum("policy bug" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -686,10 +698,10 @@ def test_reload_in_process_keeps_state_and_reconfigures_the_remediator(tmp_path)
     assert d.reload()
     assert d.check_names == ["handshake", "dns", "bind"]
     assert d.remediator.reconfigured == 1
-    assert len(d._histories["handshake"]) == 3  # histories survive a reload
+    assert len(d.store.history("handshake")) == 3  # histories survive a reload
     Path(d.config_path).write_text("[watchdog]\ninterval = -1\n")
     assert not d.reload()
-    assert d.reload_failures == 1 and d.config.watchdog.interval == 0.2
+    assert d.store.reload_failures == 1 and d.config.watchdog.interval == 0.2
 
 
 def test_invalid_config_at_start_raises_config_error(tmp_path):
@@ -699,6 +711,31 @@ def test_invalid_config_at_start_raises_config_error(tmp_path):
     p.write_text("[watchdog]\ninterval = 0\n")
     with pytest.raises(ConfigError):
         Daemon(p, fake_sources(World()), specs=fake_specs(World()), notifier=Notifier(None))
+
+
+def test_a_broken_install_fails_at_start_instead_of_observing_only(tmp_path):
+    # The remediation module cannot be imported (a broken install): the service
+    # must not run on, silently protecting nothing; it exits 1 and says why.
+    # Every check off: whatever happens, nothing is sent anywhere.
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f"[watchdog]\ninterval = 0.5\nlisten_port = {free_port()}\n"
+        + "".join(f"[checks.{n}]\nenabled = false\n" for n in load_all())
+    )
+    code = (
+        "import sys; sys.modules['watchdog.actions'] = None\n"
+        "from watchdog.daemon import main; sys.exit(main(sys.argv[1]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    try:
+        p = subprocess.run(
+            [sys.executable, "-c", code, str(cfg)], cwd=REPO, env=env,
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"still running after 20 s without remediation: {e.stderr}")
+    assert p.returncode == 1, p.stderr
+    assert "cannot start" in p.stderr and "watchdog.actions" in p.stderr
 
 
 def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch):
@@ -723,12 +760,13 @@ def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch)
 def test_metrics_render_once_per_snapshot(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
     d.run_cycle()
-    rendered = d._rendered
-    assert rendered is not None and rendered[0] is d.snapshot  # by the loop, not a scrape
-    a = d.render_metrics()
-    assert a is rendered[1] and d.render_metrics() is a  # scrapes get those bytes
+    snap, variants = d.exposition._cached
+    assert snap is d.snapshot and len(variants) == 1  # by the loop, not a scrape
+    (rendered, _accept), = variants.values()
+    a = d.exposition.render()[0]
+    assert a is rendered and d.exposition.render()[0] is a  # scrapes get those bytes
     d.run_cycle()
-    b = d.render_metrics()
+    b = d.exposition.render()[0]
     assert b is not a and metric(b.decode(), "qbtvpn_cycles_total") == 2
 
 
@@ -782,7 +820,7 @@ def bench(cycles: int = 10_000) -> None:
     world = World()
     specs = fake_specs(world)
     for extra in ("return_path", "webui"):  # all six checks, each in its own thread
-        specs[extra] = CheckSpec(extra, lambda ctx: Outcome.passed(), (), extra)
+        specs[extra] = real_spec(extra, lambda ctx: Outcome.passed())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.toml"
         text = config_text(free_port(), exit_interval=0.0)
@@ -792,12 +830,12 @@ def bench(cycles: int = 10_000) -> None:
         assert len(d.check_names) == 6, d.check_names
         for _ in range(100):  # warm up
             d.run_cycle()
-        rss = [(d.cycles, rss_kib())]
+        rss = [(d.store.cycles, rss_kib())]
         c0, w0 = cpu(), time.perf_counter()
         for i in range(cycles):
             d.run_cycle()
             if (i + 1) % (cycles // 5) == 0:
-                rss.append((d.cycles, rss_kib()))
+                rss.append((d.store.cycles, rss_kib()))
         c1, w1 = cpu(), time.perf_counter()
         print(f"cycles: {cycles}, 6 checks each (instant fake sources)")
         print(f"CPU per cycle (user+sys, all threads): {(c1 - c0) / cycles * 1e6:.0f} us")
@@ -805,9 +843,9 @@ def bench(cycles: int = 10_000) -> None:
         print("RSS (cycles -> KiB): " + ", ".join(f"{n}: {k}" for n, k in rss))
         times = []
         for _ in range(1000):
-            d._rendered = None  # the render itself, not the per-snapshot cache
+            d.exposition.forget()  # the render itself, not the per-snapshot cache
             t0 = time.perf_counter()
-            body = d.render_metrics()
+            body = d.exposition.render()[0]
             times.append(time.perf_counter() - t0)
         times.sort()
         lines = len(body.splitlines())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.procs import wait_for
 from watchdog.lab import faults
 from watchdog.lab import topology as t
 
@@ -21,17 +22,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
 DNS_NAME = "check.airvpn.lab"
 WHATISMYIP = f"http://{t.WHATISMYIP_IP}/api/whatismyip/"
-
-
-def wait_for(what: str, cond, timeout: float = 10.0, every: float = 0.1) -> float:
-    """Poll cond until true; returns the seconds it took."""
-    t0 = time.monotonic()
-    while True:
-        if cond():
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(every)
 
 
 def push_udp(lab, n: int = 30, size: int = 200) -> None:
@@ -68,10 +58,13 @@ def webui_listening(lab) -> bool:
 
 
 def raw_return_path(lab) -> float:
-    took = wait_for(
+    t0 = time.monotonic()
+    wait_for(
         "one handshake response and nothing else",
         lambda: (p := lab.peer()) is not None and p["handshake"] > 0 and p["rx"] == 92,
+        step=0.1,
     )
+    took = time.monotonic() - t0
     tx0 = lab.peer()["tx"]
     push_udp(lab)
     assert lab.dns_query(DNS_NAME, t.SERVER_TUN_IP, timeout=1.0) == "timeout"
@@ -117,7 +110,11 @@ def raw_bind(lab) -> float:
 
 
 def raw_tunnel_down(lab) -> float:
-    took = wait_for("the tunnel interface gone", lambda: not t.link_exists(t.WG_CLIENT, t.NS_VPN))
+    t0 = time.monotonic()
+    wait_for(
+        "the tunnel interface gone", lambda: not t.link_exists(t.WG_CLIENT, t.NS_VPN), step=0.1
+    )
+    took = time.monotonic() - t0
     assert lab.peer() is None  # the UAPI socket is stale: wg cannot read it
     assert route_dev(lab, t.SERVER_TUN_IP) == "", "no route at all: nothing leaves"
     return took
@@ -130,19 +127,24 @@ def raw_webui_exposed(lab) -> float:
 
 
 def raw_qbt_down(lab) -> float:
-    took = wait_for("the WebUI gone", lambda: not webui_listening(lab))
-    return took
+    t0 = time.monotonic()
+    wait_for("the WebUI gone", lambda: not webui_listening(lab), step=0.1)
+    return time.monotonic() - t0
 
 
 def healthy_raw(lab) -> None:
     """What every heal must give back."""
-    wait_for("a tunnel with a handshake", lambda: (p := lab.peer()) is not None and p["handshake"])
-    wait_for("DNS through the tunnel", lambda: dns_ok(lab), timeout=15, every=0.2)
+    wait_for(
+        "a tunnel with a handshake",
+        lambda: (p := lab.peer()) is not None and p["handshake"],
+        step=0.1,
+    )
+    wait_for("DNS through the tunnel", lambda: dns_ok(lab), timeout=15, step=0.2)
     ans = whatismyip(lab)
     assert ans and ans["ip"] == t.EXIT_IP and ans["airvpn"] is True
     assert route_dev(lab, t.SERVER_TUN_IP) == t.WG_CLIENT
     assert lab.tcp_connect(t.NS_VPN, t.EXIT_IP, t.WEBUI_PORT) == "refused"
-    wait_for("the WebUI", lambda: webui_listening(lab))
+    wait_for("the WebUI", lambda: webui_listening(lab), step=0.1)
     assert lab.qbt().app_preferences()["current_network_interface"] == t.WG_CLIENT
     assert lab.peer()["rx"] > 92
 

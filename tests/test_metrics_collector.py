@@ -263,9 +263,3 @@ def test_secrets_never_reach_the_exposition():
     text = render(full_snapshot())
     assert "private" not in text.lower() and "password" not in text.lower()
 
-
-def test_the_dns_check_names_its_latencies_the_way_the_collector_reads_them():
-    from watchdog.checks.dns import LATENCY_PREFIX
-    from watchdog.metrics import DNS_LATENCY_PREFIX
-
-    assert LATENCY_PREFIX == DNS_LATENCY_PREFIX

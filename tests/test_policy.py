@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from watchdog import config as config_mod
 from watchdog.actions import Remediator
+from watchdog.checks import load_all, names
 from watchdog.policy import (
     DEGRADED,
     SAFE,
@@ -34,7 +35,7 @@ from watchdog.policy import (
 from watchdog.results import CheckResult
 from watchdog.sources import LinkState, Listener, QbtState, TorrentBrief, WgDevice, WgPeer
 
-CHECKS = ("handshake", "return_path", "dns", "exit_ip", "bind", "webui")
+CHECKS = names()
 
 
 def res(check: str, reason: str = "ok", t: float = 0.0) -> CheckResult:
@@ -116,6 +117,22 @@ def kinds(d: Decision) -> list[str]:
 )
 def test_classify(check, reason, expected):
     assert classify(check, reason) == expected
+
+
+@pytest.mark.parametrize("check", names())
+def test_a_reason_the_check_did_not_declare_fails_closed(check):
+    assert classify(check, "some_future_reason") == UNSAFE
+
+
+def test_a_check_that_is_not_registered_fails_closed():
+    assert classify("no_such_check", "anything") == UNSAFE
+    assert classify("no_such_check", "ok") == SAFE
+
+
+def test_only_unsafe_failures_are_remedied_by_a_restart():
+    for spec in load_all().values():
+        for r in spec.reasons:
+            assert not r.restart or r.severity == UNSAFE, (spec.name, r)
 
 
 # --- examples of each transition ----------------------------------------------------
@@ -379,13 +396,9 @@ def test_backoff_grows():
 
 # --- properties ----------------------------------------------------------------------
 
+# Every reason each check declares, ok weighted so that good stretches happen.
 REASONS = {
-    "handshake": ["ok", "ok", "ok", "stale", "missing", "timeout"],
-    "return_path": ["ok", "ok", "ok", "no_return_traffic", "handshake_only", "no_tunnel", "error"],
-    "dns": ["ok", "ok", "leak", "no_answer", "slow", "error"],
-    "exit_ip": ["ok", "ok", "not_airvpn", "unreachable", "timeout"],
-    "bind": ["ok", "ok", "wrong_interface", "wrong_port", "no_address", "unreachable", "login"],
-    "webui": ["ok", "exposed", "unreachable"],
+    c: ["ok"] * max(3, len(s.all_reasons) // 2) + list(s.all_reasons) for c, s in load_all().items()
 }
 
 
@@ -633,7 +646,7 @@ def test_never_resumes_a_torrent_it_did_not_stop(seq, events, qbt_down, seed):
         for c, r in results.items():
             hist[c].append(r)
         before = len(qbt.started_by_watchdog)
-        view = rem.step(results, hist, t + 0.1)
+        view = rem.step(hist, t + 0.1)
         newly = qbt.started_by_watchdog[before:]
         assert not set(newly) & user_paused, "resumed a torrent the user had stopped"
         tagged = [h for h in qbt.tags if "watchdog-stopped" in qbt.tags[h]]
@@ -662,7 +675,7 @@ def test_observe_mode_never_has_side_effects(seq, seed):
         results = {c: res(c, r, t) for c, r in reasons.items()}
         for c, r in results.items():
             hist[c].append(r)
-        view = rem.step(results, hist, t)
+        view = rem.step(hist, t)
         assert view.observe_only
         assert view.held_stopped == 0
         assert sum(view.actions_total.values()) == 0

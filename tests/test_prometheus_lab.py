@@ -16,16 +16,12 @@ own remediation does not change the fault under test. Everything else
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -46,6 +42,7 @@ from tests.monitoring import (
     recording_rules,
     selectors,
 )
+from tests.procs import Proc, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -60,24 +57,6 @@ EVENT_QUERIES = ("qbtvpn_remediations_total", "qbtvpn_remediation_failures_total
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
 
 
-def wait_for(
-    what: str,
-    cond: Callable[[], object],
-    timeout: float,
-    step: float = 0.25,
-    diag: Callable[[], str] | None = None,
-):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            more = f"\n{diag()}" if diag else ""
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{more}")
-        time.sleep(step)
-
-
 def get_json(url: str, timeout: float = 5) -> object:
     with _OPENER.open(url, timeout=timeout) as r:
         return json.load(r)
@@ -89,35 +68,6 @@ def ready(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
-
-
-class Proc:
-    """A child process with its output in a file, stopped in teardown, never by name."""
-
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self.log = log
-        with open(log, "ab") as f:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            env.pop("NOTIFY_SOCKET", None)
-            self.p = subprocess.Popen(
-                argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.p.poll() is not None:
-            return
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.p.pid, signal.SIGKILL)
-            self.p.wait(5)
 
 
 # --- the daemon ---------------------------------------------------------------

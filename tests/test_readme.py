@@ -85,3 +85,14 @@ def test_the_qbittorrent_marker_is_declared():
 def test_the_qbittorrent_versions_doc_is_linked():
     assert "(docs/qbittorrent-versions.md)" in README
     assert (ROOT / "docs" / "qbittorrent-versions.md").exists()
+
+
+def test_the_check_table_is_the_registry():
+    from watchdog.checks import load_all
+
+    start = README.index("| check | passes when | failure reasons |")
+    block = README[start : README.index("\n\n", start)]
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \| [^|]+ \|$", block, re.M)
+    table = {name: set(re.findall(r"`(\w+)`", reasons)) for name, reasons in rows}
+    want = {name: set(spec.reason_names) for name, spec in load_all().items()}
+    assert table == want

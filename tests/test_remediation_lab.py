@@ -22,11 +22,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.procs import wait_for
 from watchdog.sources.qbittorrent import STOPPED_STATES
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
@@ -35,17 +35,6 @@ TAG = "watchdog-stopped"
 STOPPED = STOPPED_STATES  # the adapter's: paused* on 4.5, stopped* on 5.1
 SLOW = 48 * 1024  # bytes/s: the 4 MiB test torrent takes ~85 s, so it is mid-way at the fault
 _METRIC = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
-
-
-def wait_for(what: str, cond: Callable[[], object], timeout: float, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
 
 
 def free_port() -> int:

@@ -144,3 +144,46 @@ def test_other_peer_history_is_ignored():
     old = Sample(0.0, "other", 0, 0, 0, 0, True, False)
     now = Sample(30.0, KEY, 0, 5000, 0, 5000, True, False)
     assert assess([old], now, MIN_TX, WINDOW).ok  # no same-peer base yet
+
+
+# --- the check's own state: a typed home, not observations -----------------------------
+
+
+def test_a_verdict_without_a_window_is_pending_and_says_so_in_a_field():
+    s = Sample(0.0, KEY, 0, 148, 0, 0, True, False)
+    v = assess([], s, MIN_TX, WINDOW)
+    assert v.ok and v.pending
+    assert not assess([], Sample(0.0, KEY, 0, 148, 0, 0, True, True), MIN_TX, WINDOW).pending
+    later = Sample(20.0, KEY, 0, 300, 0, 0, True, False)
+    assert not assess([s], later, MIN_TX, WINDOW).pending  # a window: a real verdict
+
+
+def _check_run(history=(), now=1000.0, rx=92, tx=148, inner_tx=0):
+    from tests.fakes import FakeLinks, FakeWireguard, context
+    from watchdog.checks import load_all
+    from watchdog.results import CheckResult
+    from watchdog.sources import LinkState, WgDevice, WgPeer
+
+    dev = WgDevice(
+        "wg0", "uapi", None, (WgPeer(KEY, "192.0.2.1:1637", now - 5, rx, tx, ("0.0.0.0/0",)),)
+    )
+    wg0 = LinkState("wg0", 7, True, 1420, ("10.64.0.2/32",), 0, inner_tx, 0, 0)
+    ctx = context(
+        now=now, history=history, wireguard=FakeWireguard(dev), links=FakeLinks({"wg0": wg0})
+    )
+    o = load_all()["return_path"].fn(ctx)
+    return CheckResult.from_outcome("return_path", o, now, 0.01)
+
+
+def test_the_check_keeps_its_sample_in_its_state_and_reads_its_history_from_there():
+    from watchdog.checks.return_path import State, pending
+
+    first = _check_run()
+    assert isinstance(first.state, State) and first.state.sample.peer_tx == 148
+    assert pending(first)  # no resolver to probe, no window yet
+    assert "pending" not in first.observations and "at" not in first.observations
+    # The next run finds its base in the first result's state: over 20 s the
+    # peer's rx grew by nothing but handshake responses while data went out.
+    second = _check_run(history=(first,), now=1020.0, rx=184, tx=3_000_000, inner_tx=2_900_000)
+    assert not second.ok and second.reason == "handshake_only", second.detail
+    assert not pending(second)

@@ -2,12 +2,12 @@ import threading
 import time
 
 from tests.fakes import FakeWireguard, context
-from watchdog.checks import CheckSpec, Runner
+from watchdog.checks import CheckSpec, Runner, degraded
 from watchdog.results import Outcome
 
 
 def spec(name, fn, reasons=("broken",)):
-    return CheckSpec(name, fn, tuple(reasons), name)
+    return CheckSpec(name, fn, tuple(degraded(r) for r in reasons), name)
 
 
 def test_hung_check_times_out_others_still_report_and_it_is_not_restarted_while_hung():

@@ -46,15 +46,15 @@ from typing import Any
 from watchdog import policy
 from watchdog.config import Config
 from watchdog.results import CheckResult, RemediationView
-from watchdog.sources import SourceError
+from watchdog.sources import LinkReader, QbittorrentClient, SourceError, Sources
+from watchdog.sources.qbittorrent import is_active
+from watchdog.sources.tunnel import on_tunnel, tunnel_peer
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("stop_torrents", "resume_torrents", "restart_tunnel", "rebind")
 LOGIN_PAUSE = 600.0  # seconds without qBittorrent actions after a login failure
 _QBT_ACTIONS = frozenset({"stop_torrents", "resume_torrents", "rebind"})
-# The states stop_active() leaves alone (for "would stop N torrents" in observe mode).
-_NOT_ACTIVE = frozenset({"pausedDL", "pausedUP", "stoppedDL", "stoppedUP", "missingFiles"})
 
 
 class ActionError(Exception):
@@ -135,7 +135,12 @@ def resolve_endpoint(endpoint: str, resolver: Callable[..., list] = socket.getad
 
 
 def rebind(
-    qbt: Any, links: Any, interface: str, port: int, timeout: float, poll: float = 0.1
+    qbt: QbittorrentClient,
+    links: LinkReader,
+    interface: str,
+    port: int,
+    timeout: float,
+    poll: float = 0.1,
 ) -> str:
     """Bind qBittorrent to ``interface`` on ``port`` with new sockets, and re-announce.
 
@@ -148,8 +153,6 @@ def rebind(
     two quick changes would merge into none). Then every torrent is
     re-announced, so peers that failed meanwhile are tried again at once.
     """
-    from watchdog.checks.bind import on_tunnel
-
     link = links.link(interface)
     if link is None:
         raise ActionError(f"{interface} does not exist in the namespace: nothing to bind to")
@@ -203,15 +206,15 @@ class _Bounded:
 class Remediator:
     """Policy + actions, one ``step`` per cycle (called by the daemon after the checks).
 
-    ``sources`` needs ``.qbittorrent`` (``stop_active``, ``start_tagged``,
-    ``held``, ``set_binding``, ``reannounce``, ``state``), ``.links``
-    (``link``, ``tcp_listeners``) and ``.wireguard`` (``read``, ``set_endpoint``). ``run_command`` and ``resolve`` are injectable for tests.
+    It uses ``sources.qbittorrent``, ``sources.links`` and ``sources.wireguard``
+    (the seams in ``watchdog.sources``). ``run_command`` and ``resolve`` are
+    injectable for tests.
     """
 
     def __init__(
         self,
         config: Config,
-        sources: Any,
+        sources: Sources,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         *,
@@ -234,7 +237,7 @@ class Remediator:
         self._view = RemediationView()
         self.reconfigure(config, sources)
 
-    def reconfigure(self, config: Config, sources: Any) -> None:
+    def reconfigure(self, config: Config, sources: Sources) -> None:
         """New config (SIGHUP): keep the memory and counters, take the new settings."""
         self.config = config
         self.sources = sources
@@ -245,13 +248,9 @@ class Remediator:
 
     # --- the cycle -------------------------------------------------------------
 
-    def step(
-        self,
-        results: Mapping[str, CheckResult],
-        histories: Mapping[str, Sequence[CheckResult]],
-        now: float,
-    ) -> RemediationView:
-        hist = _merge(results, histories)
+    def step(self, histories: Mapping[str, Sequence[CheckResult]], now: float) -> RemediationView:
+        """One cycle: decide from the checks' histories (newest last), act, report."""
+        hist = histories
         self._load_held(now)
         settings = self.settings
         if hist:
@@ -275,9 +274,17 @@ class Remediator:
             if action.kind == "stop_torrents":
                 mem = replace(mem, stopped=False)
             elif action.kind == "resume_torrents":
-                # The tagged torrents are still stopped: keep holding, and
-                # try again next cycle if the checks are still good.
-                mem = replace(prev, good_cycles=prev.good_cycles + 1)
+                # The tagged torrents are still stopped: the incident goes on
+                # (prev's), tried again next cycle if the checks are still good.
+                # What outlives an incident is this cycle's: the restarts in the
+                # last hour, the back-off, and a rebind done this very cycle.
+                mem = replace(
+                    prev,
+                    good_cycles=prev.good_cycles + 1,
+                    restarts=mem.restarts,
+                    next_restart=mem.next_restart,
+                    last_rebind=mem.last_rebind,
+                )
         if not mem.holding:
             self._observed.clear()
         self.memory = mem
@@ -290,7 +297,9 @@ class Remediator:
             held_stopped=len(self.held),
             actions_total=dict(self.actions_total),
             failures_total=dict(self.failures_total),
-            summary=self._summary(state, d, would),
+            summary=_summary(
+                state, d, mem, would, self.observe, len(self.held), self.settings.stop_torrents
+            ),
         )
         return self._view
 
@@ -382,7 +391,7 @@ class Remediator:
             self.run_command(argv, max(1.0, self.timeout - 1.0))
             return "ran " + " ".join(argv)
         wg = self.sources.wireguard
-        peer = _tunnel_peer(wg.read())
+        peer = tunnel_peer(wg.read())
         if peer is None:
             raise ActionError(f"{self.config.wireguard.interface} has no peer to re-set")
         if action.tier == 3:
@@ -415,15 +424,7 @@ class Remediator:
         if action.sweep:
             return ""
         if action.kind == "stop_torrents":
-            names = self._active_names()
-            what = (
-                f"would stop {len(names)} torrent(s): {', '.join(names[:5])}"
-                + (" ..." if len(names) > 5 else "")
-                if names is not None
-                else "would stop every active torrent (qBittorrent unreachable)"
-            )
-        elif action.kind == "restart_tunnel":
-            what = f"would {_title(action)}"
+            what = _would_stop(self._active_names())
         elif action.kind == "resume_torrents":
             what = "would resume the torrents it stopped"
         else:
@@ -439,33 +440,36 @@ class Remediator:
             st = self._bounded("state", self.sources.qbittorrent.state, self.timeout)
         except (SourceError, ActionError):
             return None
-        return [t.name for t in st.torrents if t.state not in _NOT_ACTIVE]
+        return [t.name for t in st.torrents if is_active(t)]
 
-    # --- words -------------------------------------------------------------------
 
-    def _summary(self, state: str, d: policy.Decision, would: list[str]) -> str:
-        m = self.memory
-        if self.observe:
-            head = "observe mode" if state == "ok" else f"observe mode, would be {state}"
-            tail = f": {d.reason}"
-            if would:
-                tail += "; " + "; ".join(would)
-            return head + tail
-        if state == "ok":
-            return d.reason
-        held = (
-            f"holding {len(self.held)} torrent(s)"
-            if self.settings.stop_torrents
-            else "not stopping torrents"
-        )
-        parts = [held, d.reason]
-        if state == "restarting" and m.attempts:
-            parts.append(
-                f"{m.attempts} restart(s) this incident, {len(m.restarts)} in the last hour"
-            )
-        if d.needed:
-            parts.append(f"resume after {d.needed} good cycles ({m.good_cycles}/{d.needed})")
-        return "; ".join(parts)
+
+# --- words ---------------------------------------------------------------------------
+
+
+def _would_stop(names: list[str] | None) -> str:
+    if names is None:
+        return "would stop every active torrent (qBittorrent unreachable)"
+    more = " ..." if len(names) > 5 else ""
+    return f"would stop {len(names)} torrent(s): {', '.join(names[:5])}{more}"
+
+
+def _summary(
+    state: str, d: policy.Decision, m: policy.Memory, would: list[str], observe: bool,
+    held: int, stop: bool,
+) -> str:  # fmt: skip
+    """The one line for STATUS= and /healthz: the state, why, and what is (or would be) done."""
+    if observe:
+        head = "observe mode" if state == "ok" else f"observe mode, would be {state}"
+        return head + f": {d.reason}" + "".join(f"; {w}" for w in would)
+    if state == "ok":
+        return d.reason
+    parts = [f"holding {held} torrent(s)" if stop else "not stopping torrents", d.reason]
+    if state == "restarting" and m.attempts:
+        parts.append(f"{m.attempts} restart(s) this incident, {len(m.restarts)} in the last hour")
+    if d.needed:
+        parts.append(f"resume after {d.needed} good cycles ({m.good_cycles}/{d.needed})")
+    return "; ".join(parts)
 
 
 def _title(action: policy.Action) -> str:
@@ -474,20 +478,3 @@ def _title(action: policy.Action) -> str:
         return f"restart_tunnel tier {action.tier} ({what.get(action.tier, '?')})"
     return action.kind
 
-
-def _tunnel_peer(device: Any) -> Any:
-    from watchdog.checks.handshake import tunnel_peer
-
-    return tunnel_peer(device)
-
-
-def _merge(
-    results: Mapping[str, CheckResult], histories: Mapping[str, Sequence[CheckResult]]
-) -> dict[str, Sequence[CheckResult]]:
-    """Histories with this cycle's results at the end (the daemon usually did that already)."""
-    out: dict[str, Sequence[CheckResult]] = {k: tuple(v) for k, v in histories.items()}
-    for name, r in results.items():
-        h = out.get(name, ())
-        if not h or (h[-1] is not r and h[-1].started < r.started):
-            out[name] = (*h, r)
-    return out

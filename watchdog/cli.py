@@ -89,23 +89,23 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     (its probe went unanswered and the counters need a window), it is run a
     second time after that window instead of passing on no evidence.
     """
-    from watchdog.checks import ORDER, Context, Runner, load_all
-    from watchdog.checks.return_path import MIN_WINDOW_SECONDS
+    from watchdog.checks import Context, Runner, load_all
+    from watchdog.checks.return_path import MIN_WINDOW_SECONDS, pending
     from watchdog.sources.build import build_sources
 
     specs = load_all()
-    names = [n for n in ORDER if n in cfg.enabled_checks() and (not only or n in only)]
+    names = [n for n in specs if n in cfg.enabled_checks() and (not only or n in only)]
     unknown = [n for n in (only or []) if n not in specs]
     if unknown:
         raise ConfigError(
-            "--only", [f"--only {n}: no such check (known: {', '.join(ORDER)})" for n in unknown]
+            "--only", [f"--only {n}: no such check (known: {', '.join(specs)})" for n in unknown]
         )
     sources = build_sources(cfg)
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
     results = runner.run_cycle(Context(cfg, sources), timeouts, {})
     rp = results.get("return_path")
-    if rp is not None and rp.ok and rp.observations.get("pending"):
+    if pending(rp):
         if sys.stderr.isatty():
             print(
                 f"return_path: probe unanswered, watching the counters for {MIN_WINDOW_SECONDS:g} s ...",

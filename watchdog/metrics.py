@@ -1,8 +1,10 @@
 """The metric catalogue and the collector that renders the last snapshot.
 
-Every series the watchdog exports is declared once in ``CATALOGUE``; the
-collector, the dashboard tests and the alert tests all read it, so a panel or
-an alert that names a metric not listed here fails a test.
+Every series the watchdog exports is declared once: the watchdog's own and
+the sources' below (``OWN``), each check's own in the check's file
+(``register(..., series=...)``). ``CATALOGUE`` is both; the collector, the
+dashboard tests, the alert tests and the README's table all read it, so a
+panel or an alert that names a metric not declared fails a test.
 
 The collector only formats the last immutable ``Snapshot`` the loop swapped
 in: no netlink, DNS or HTTP call ever runs on the scrape path.
@@ -10,35 +12,26 @@ in: no netlink, DNS or HTTP call ever runs on the scrape path.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from watchdog import __version__
+from watchdog.checks import CheckSpec, load_all
 from watchdog.results import REMEDIATION_STATES, CheckResult, RemediationView
+from watchdog.series import PREFIX, Metric
+from watchdog.series import flag as _b
+from watchdog.series import metric as _m
 
 log = logging.getLogger(__name__)
 
-PREFIX = "qbtvpn_"
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str  # full name, including PREFIX (and _total for counters)
-    type: str  # "gauge" | "counter" | "info"
-    help: str
-    labels: tuple[str, ...] = ()
-
-
-def _m(name: str, type_: str, help_: str, *labels: str) -> Metric:
-    return Metric(PREFIX + name, type_, help_, tuple(labels))
-
-
-CATALOGUE: tuple[Metric, ...] = (
+OWN: tuple[Metric, ...] = (
     # --- the watchdog itself
     _m("build_info", "info", "Version of the watchdog and of Python.", "version", "python"),
     _m("last_cycle_timestamp_seconds", "gauge", "When the last poll cycle finished (unix time)."),
@@ -59,12 +52,6 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("interface_up", "gauge", "1 when the tunnel interface exists and is up in the namespace.", "interface"),
     _m("interface_receive_bytes_total", "counter", "Decrypted bytes received on the tunnel interface.", "interface"),
     _m("interface_transmit_bytes_total", "counter", "Bytes sent into the tunnel interface before encryption.", "interface"),
-    # --- DNS through the VPN's resolver
-    _m("dns_lookup_duration_seconds", "gauge", "Latency of the last DNS lookup through the VPN's resolver.", "name"),
-    _m("dns_resolver_info", "info", "The resolver the namespace uses and the interface the route to it leaves by.", "resolver", "interface"),
-    # --- exit IP
-    _m("exit_ip_info", "info", "The exit address the exit-IP endpoint saw.", "ip", "country"),
-    _m("exit_ip_airvpn", "gauge", "1 when the exit-IP endpoint says the request came through AirVPN, else 0."),
     # --- qBittorrent
     _m("qbittorrent_up", "gauge", "1 when the qBittorrent Web API answered the last cycle, else 0."),
     _m("qbittorrent_info", "info", "qBittorrent and Web API versions.", "version", "api_version"),
@@ -84,7 +71,11 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("torrents_held_stopped", "gauge", "Torrents the watchdog stopped and holds stopped (tagged watchdog-stopped)."),
 )
 
+CATALOGUE: tuple[Metric, ...] = (*OWN, *(m for spec in load_all().values() for m in spec.series))
+
 BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOGUE}
+if len(BY_NAME) != len(CATALOGUE):
+    raise RuntimeError("two series share a name in the catalogue")
 
 
 def exposed_names() -> set[str]:
@@ -108,9 +99,6 @@ QBT_TORRENT_STATES = (
     "stoppedDL", "queuedDL", "stalledDL", "checkingDL", "forcedDL", "checkingResumeData",
     "moving", "unknown",
 )  # fmt: skip
-
-# How the dns check names its per-name latency observations.
-DNS_LATENCY_PREFIX = "latency_seconds:"
 
 
 @dataclass(frozen=True)
@@ -139,20 +127,8 @@ class Snapshot:
         return all(c in self.results and self.results[c].ok for c in self.checks)
 
 
-def _family(short: str, labels: tuple[str, ...] | None = None):
-    m = BY_NAME[PREFIX + short]
-    if labels is None:
-        labels = m.labels
-    if m.type == "gauge":
-        return GaugeMetricFamily(m.name, m.help, labels=labels)
-    if m.type == "counter":
-        return CounterMetricFamily(m.name, m.help, labels=labels)
-    # Info families are named without "_info"; the exposition adds it back.
-    return InfoMetricFamily(m.name.removesuffix("_info"), m.help)
-
-
-def _b(v: bool) -> float:
-    return 1.0 if v else 0.0
+def _family(short: str):
+    return BY_NAME[PREFIX + short].family()
 
 
 class SnapshotCollector:
@@ -163,14 +139,20 @@ class SnapshotCollector:
     that fails is left out and logged once.
     """
 
-    def __init__(self, get_snapshot: Callable[[], Snapshot | None]) -> None:
+    def __init__(
+        self,
+        get_snapshot: Callable[[], Snapshot | None],
+        specs: Mapping[str, CheckSpec] | None = None,
+    ) -> None:
         self._get = get_snapshot
         self._logged: set[str] = set()
+        # The checks whose own series are rendered (every registered one by default).
+        self._rendered = [s for s in (specs or load_all()).values() if s.render is not None]
 
     def describe(self):
         # The families this collector owns, for the registry's duplicate check.
         for m in CATALOGUE:
-            yield _family(m.name.removeprefix(PREFIX))
+            yield m.family()
 
     def collect(self):
         try:
@@ -182,10 +164,9 @@ class SnapshotCollector:
         if snap is not None:
             sections += [
                 ("checks", self._checks),
+                *((spec.name, self._check_series(spec)) for spec in self._rendered),
                 ("wireguard", self._wireguard),
                 ("interface", self._interface),
-                ("dns", self._dns),
-                ("exit_ip", self._exit_ip),
                 ("qbittorrent", self._qbittorrent),
                 ("remediation", self._remediation),
             ]
@@ -273,32 +254,13 @@ class SnapshotCollector:
             up.add_metric([ifname], 0.0)
         yield from (up, rx, tx)
 
-    def _dns(self, s: Snapshot):
-        latency = _family("dns_lookup_duration_seconds")
-        info = _family("dns_resolver_info")
-        r = s.results.get("dns")
-        if r is not None:
-            for key, value in sorted(r.observations.items()):
-                if key.startswith(DNS_LATENCY_PREFIX):
-                    latency.add_metric([key[len(DNS_LATENCY_PREFIX) :]], value)
-            resolver = r.facts.get("resolver", "")
-            if resolver:
-                info.add_metric(
-                    [], {"resolver": resolver, "interface": r.facts.get("resolver_interface", "")}
-                )
-        yield from (latency, info)
+    @staticmethod
+    def _check_series(spec: CheckSpec):
+        def section(s: Snapshot):
+            assert spec.render is not None
+            return spec.render(s.results.get(spec.name))
 
-    def _exit_ip(self, s: Snapshot):
-        info = _family("exit_ip_info")
-        airvpn = _family("exit_ip_airvpn")
-        r = s.results.get("exit_ip")
-        if r is not None:
-            ip = r.facts.get("ip", "")
-            if ip:
-                info.add_metric([], {"ip": ip, "country": r.facts.get("country", "")})
-            if "airvpn" in r.observations:
-                airvpn.add_metric([], r.observations["airvpn"])
-        yield from (info, airvpn)
+        return section
 
     def _qbittorrent(self, s: Snapshot):
         q = s.readings.get("qbittorrent")
@@ -362,3 +324,62 @@ class SnapshotCollector:
         f = _family("torrents_held_stopped")
         f.add_metric([], v.held_stopped)
         yield f
+
+
+_MAX_VARIANTS = 8  # formats x gzip kept per snapshot
+
+
+class Exposition:
+    """The exposition of the current snapshot, rendered once per snapshot and format.
+
+    The format is negotiated from the scrape's Accept header by prometheus_client
+    (``choose_encoder``: OpenMetrics when asked for, else the text format) and
+    gzipped when Accept-Encoding allows. Each variant is rendered at most once per
+    snapshot, and the loop renders again, at the end of each cycle, every variant
+    asked for since the last one (``prerender``): scrapes between two cycles get
+    ready bytes, so their latency does not depend on the number of torrents (or
+    anything else in the snapshot). A snapshot replaced outside a cycle (a
+    rejected reload) is rendered by the first scrape that sees it.
+    """
+
+    def __init__(
+        self,
+        get_snapshot: Callable[[], Snapshot | None],
+        specs: Mapping[str, CheckSpec] | None = None,
+    ) -> None:
+        self._get = get_snapshot
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(SnapshotCollector(get_snapshot, specs))
+        # (snapshot, {(content type, gzip): (body, an Accept header that chose it)}),
+        # swapped whole when the snapshot changes.
+        self._cached: tuple[Snapshot | None, dict[tuple[str, bool], tuple[bytes, str]]] = (
+            None,
+            {},
+        )
+
+    def render(self, accept: str = "", gzipped: bool = False) -> tuple[bytes, str]:
+        """(body, Content-Type) for a scrape with this Accept header; gzipped when asked."""
+        encoder, content_type = choose_encoder(accept)
+        snap = self._get()
+        cached_snap, variants = self._cached
+        if cached_snap is not snap or snap is None:
+            variants = {}
+            self._cached = (snap, variants)
+        key = (content_type, gzipped)
+        got = variants.get(key)
+        if got is None:
+            body = encoder(self.registry)
+            got = (gzip.compress(body, 6) if gzipped else body, accept)
+            if len(variants) < _MAX_VARIANTS:  # odd Accept headers cannot grow it
+                variants[key] = got
+        return got[0], content_type
+
+    def prerender(self) -> None:
+        """Render for the current snapshot every variant scraped for the last one."""
+        asked = [(accept, gz) for (_, gz), (_, accept) in self._cached[1].items()]
+        for accept, gzipped in asked or [("", False)]:
+            self.render(accept, gzipped)
+
+    def forget(self) -> None:
+        """Drop the cached bytes (the benchmark measures the render itself)."""
+        self._cached = (None, {})

@@ -6,26 +6,21 @@ report, and the next ``Memory``. ``watchdog.actions.Remediator`` performs the
 actions and feeds failures back into the memory. Nothing here does I/O, so the
 rules below are tested exhaustively (tests/test_policy.py).
 
-How a check result counts (``classify``):
+How a check result counts (``classify``) is declared by each check, next to
+the reasons themselves (``register(..., reasons=...)`` in checks/*.py; the
+README's check table shows them all):
 
-* **unsafe**: torrent traffic may leak or go nowhere. Every failure of
-  ``return_path`` and ``handshake`` (including the tunnel being gone); ``bind``
-  bound to the wrong interface, to any interface, or to one with no address;
-  ``dns`` ``leak``; ``exit_ip`` ``leak`` / ``not_airvpn`` / ``not_allowed``.
-  An ``error`` or ``timeout`` of ``return_path``, ``handshake`` or ``bind`` is
-  unsafe too (fail closed: the checks that guard the tunnel could not tell).
-* **unknown**: the watchdog cannot tell: qBittorrent unreachable (``bind``
-  ``unreachable`` / ``login``), an ``error`` / ``timeout`` of ``dns`` or
-  ``exit_ip``. Unknown never *starts* a hold (qBittorrent being down moves no
-  traffic; a broken probe is not evidence), but it blocks resuming one.
-* **degraded**: reported only. ``dns`` failing or slow through a working
-  tunnel, ``exit_ip`` unreachable or answering junk (AirVPN's API has rate
-  limits and outages; a dead tunnel is caught by return_path/handshake
-  anyway), ``bind`` ``wrong_port`` (not a leak: the port is just not
-  forwarded; it does trigger a rebind), and every ``webui`` failure.
-  ``webui`` ``exposed`` is a security problem, but stopping torrents does not
-  close the WebUI and it does not leak torrent traffic, so it is reported and
-  alerted on, not acted on.
+* **unsafe**: torrent traffic may leak or go nowhere (e.g. every failure of
+  ``return_path`` and ``handshake``, a DNS or exit-IP leak). The checks that
+  guard the tunnel count their own ``error``/``timeout`` as unsafe too (fail
+  closed), and so does a reason no check declared.
+* **unknown**: the watchdog cannot tell (qBittorrent unreachable, a broken
+  probe). Unknown never *starts* a hold, but it blocks resuming one.
+* **degraded**: reported only (DNS slow through a working tunnel, the
+  exit-IP endpoint down, every ``webui`` failure).
+
+A reason also says whether a tunnel restart (``restart``) or a rebind
+(``rebind``) is its remedy.
 
 Hysteresis: a check *trips* when its last ``fail_after`` results are all
 unsafe; a hold is released after ``recover_after`` consecutive cycles in which
@@ -53,68 +48,25 @@ from typing import TYPE_CHECKING
 
 from tenacity import wait_exponential
 
-from watchdog.results import ERROR, OK, TIMEOUT, CheckResult
+from watchdog.checks.registry import classify, reason_of
+from watchdog.results import DEGRADED, SAFE, UNKNOWN, UNSAFE, CheckResult
 
 if TYPE_CHECKING:
     from watchdog.config import Config
 
-# --- how a result counts -------------------------------------------------------
-
-SAFE = "ok"
-DEGRADED = "degraded"
-UNKNOWN = "unknown"
-UNSAFE = "unsafe"
-
-# Checks whose own error/timeout counts as unsafe: they guard the tunnel itself.
-CRITICAL = frozenset({"return_path", "handshake", "bind"})
-# Checks that fail unsafe on every failure reason.
-_ALL_UNSAFE = frozenset({"return_path", "handshake"})
-# For the other checks: which reasons are unsafe / unknown; the rest is degraded.
-# bind lists its non-unsafe reasons instead, so a reason added later fails closed.
-# The socket problems (not_listening, stale_listener) cannot leak: nothing is
-# listening, or the socket is bound to a device that no longer exists. They
-# stall everything, and the remedy is the rebind, not a hold.
-_BIND_DEGRADED = frozenset({"wrong_port", "not_listening", "stale_listener"})
-_BIND_UNKNOWN = frozenset({"unreachable", "login", "bad_response"})
-_UNSAFE_REASONS = {
-    "dns": frozenset({"leak"}),
-    "exit_ip": frozenset({"leak", "not_airvpn", "not_allowed"}),
-}
-# Failures a tunnel restart can fix: the tunnel checks, and bind seeing the
-# interface without an address (it is gone).
-_TUNNEL_BIND_REASONS = frozenset({"no_address", "missing"})
-# bind failures a rebind (interface and port set through the API, new sockets) can fix.
-REBIND_REASONS = frozenset(
-    {"wrong_interface", "unbound", "wrong_port", "not_listening", "stale_listener"}
-)
+__all__ = ["DEGRADED", "SAFE", "UNKNOWN", "UNSAFE", "classify", "decide"]
 
 HOUR = 3600.0
 
 
-def classify(check: str, reason: str) -> str:
-    """SAFE, DEGRADED, UNKNOWN or UNSAFE for one result (see the module doc)."""
-    if reason == OK:
-        return SAFE
-    if reason in (ERROR, TIMEOUT):
-        if check in CRITICAL:
-            return UNSAFE
-        return DEGRADED if check == "webui" else UNKNOWN
-    if check in _ALL_UNSAFE:
-        return UNSAFE
-    if check == "bind":
-        if reason in _BIND_DEGRADED:
-            return DEGRADED
-        return UNKNOWN if reason in _BIND_UNKNOWN else UNSAFE
-    if reason in _UNSAFE_REASONS.get(check, ()):
-        return UNSAFE
-    return DEGRADED
-
-
 def restart_helps(check: str, reason: str) -> bool:
-    """Whether a tunnel restart is the remedy for this unsafe result."""
-    if check in _ALL_UNSAFE:
-        return True
-    return check == "bind" and reason in _TUNNEL_BIND_REASONS
+    """Whether a tunnel restart is the remedy for this result (the check declares it)."""
+    return reason_of(check, reason).restart
+
+
+def rebind_helps(check: str, reason: str) -> bool:
+    """Whether setting qBittorrent's interface and port again is the remedy (declared too)."""
+    return reason_of(check, reason).rebind
 
 
 # --- inputs and outputs --------------------------------------------------------
@@ -377,24 +329,28 @@ def decide(
 def _rebind(
     hist: Mapping[str, Sequence[CheckResult]], mem: Memory, settings: Settings, now: float
 ) -> list[Action]:
-    """Set qBittorrent's interface and port back when ``bind`` says they are wrong.
+    """Set qBittorrent's interface and port back when a check says they are wrong
+    (``bind``: the reasons it declares ``rebind=True``).
 
     At most once per ``backoff_max`` seconds, and again after every tunnel
     restart (an interface flap is what loses the binding); each time only when
-    ``bind`` failed ``fail_after`` times since the last restart or rebind.
+    the check failed so ``fail_after`` times since the last restart or rebind.
     """
-    h = hist.get("bind", ())
-    if not settings.rebind or not h or h[-1].reason not in REBIND_REASONS:
+    if not settings.rebind:
         return []
     last = mem.last_rebind
     restarted_since = mem.last_restart is not None and (last is None or mem.last_restart > last)
     if last is not None and not restarted_since and now - last < settings.backoff_max:
         return []
     after = max((t for t in (last, mem.last_restart) if t is not None), default=None)
-    n = _trailing(h, lambda r: r.reason in REBIND_REASONS, after)
-    if n < settings.fail_n("bind"):
-        return []
-    return [Action("rebind", f"bind {h[-1].reason} x{n}")]
+    for check in sorted(hist):
+        h = hist[check]
+        if not h or not rebind_helps(check, h[-1].reason):
+            continue
+        n = _trailing(h, lambda r: rebind_helps(r.check, r.reason), after)
+        if n >= settings.fail_n(check):
+            return [Action("rebind", f"{check} {h[-1].reason} x{n}")]
+    return []
 
 
 def _rebound(actions: Sequence[Action], mem: Memory, now: float) -> float | None:

@@ -2,9 +2,11 @@
 
 A check answers "is this part safe and working" with ``ok``, a ``reason`` from
 the check's fixed set (so metrics and alerts can match on it), a one-line
-``detail`` for humans (never a secret), numeric ``observations`` that become
-metrics, and string ``facts`` that become ``_info`` labels (exit IP, resolver,
-bound interface).
+``detail`` for humans (never a secret), numeric ``observations`` and string
+``facts`` for what is shown (metrics, ``_info`` labels, ``check --json``), and
+optionally its own typed ``state`` for its next run (read back from its
+history; never shown, e.g. return_path's counter sample and whether its
+verdict is still pending).
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 OK = "ok"
 # Reasons every check can have, filled in by the runner, never by a check.
 ERROR = "error"  # the check raised: a bug or an unexpected answer
 TIMEOUT = "timeout"  # the check did not finish within its timeout
 COMMON_REASONS = (ERROR, TIMEOUT)
+
+# How remediation counts a result (each check declares it per reason; see
+# watchdog.checks.registry.Reason and watchdog.policy).
+SAFE = "ok"
+DEGRADED = "degraded"  # reported only
+UNKNOWN = "unknown"  # the watchdog cannot tell: never starts a hold, blocks resuming one
+UNSAFE = "unsafe"  # torrent traffic may leak or go nowhere: acted on
+SEVERITIES = (SAFE, DEGRADED, UNKNOWN, UNSAFE)
 
 
 def _frozen(m: Mapping | None) -> Mapping:
@@ -33,6 +44,7 @@ class Outcome:
     detail: str = ""
     observations: Mapping[str, float] = field(default_factory=dict)
     facts: Mapping[str, str] = field(default_factory=dict)
+    state: Any = None  # the check's own (frozen) state for its next run; not shown
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "observations", _frozen(self.observations))
@@ -59,10 +71,13 @@ class CheckResult:
     facts: Mapping[str, str]
     started: float  # unix time the check started
     duration: float  # seconds
+    state: Any = None  # Outcome.state
 
     @classmethod
     def from_outcome(cls, check: str, o: Outcome, started: float, duration: float) -> CheckResult:
-        return cls(check, o.ok, o.reason, o.detail, o.observations, o.facts, started, duration)
+        return cls(
+            check, o.ok, o.reason, o.detail, o.observations, o.facts, started, duration, o.state
+        )
 
 
 # The remediation states, in the order a bad night goes through them.

@@ -95,6 +95,18 @@ class Notifier:
 
     # --- the messages ---------------------------------------------------------
 
+    def warn_if_too_short(self, interval: float, longest_timeout: float) -> None:
+        """Log when WatchdogSec= is less than twice the worst cycle (interval + longest timeout)."""
+        wd = self.watchdog_interval
+        worst = interval + longest_timeout
+        if wd is not None and wd < 2 * worst:
+            log.warning(
+                "WatchdogSec=%g s is less than twice the worst cycle (interval %g s + longest "
+                "check timeout %g s): a slow but healthy cycle may get the service killed; "
+                "use WatchdogSec=%d or more",
+                wd, interval, longest_timeout, int(2 * worst + 0.999),
+            )  # fmt: skip
+
     def ready(self, status: str | None = None) -> bool:
         return self._send_lines(["READY=1"], status)
 

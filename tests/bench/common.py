@@ -14,9 +14,7 @@ import http.client
 import multiprocessing as mp
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,11 +23,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.test_remediation_lab import wait_for  # (what, cond, timeout, step)
+from tests.procs import Proc, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -74,40 +71,6 @@ def config_for(
     return out
 
 
-class Proc:
-    """A child process (own session), its CPU and RSS from /proc, stopped by PID."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict | None = None) -> None:
-        self.log = log
-        with open(log, "ab") as f:
-            e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-            e.pop("NOTIFY_SOCKET", None)
-            self.p = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=e,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def cpu(self) -> float:
-        """user + system seconds of the process (all threads)."""
-        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
-
-
 class Daemon(Proc):
     def __init__(self, config: Path, port: int, log: Path) -> None:
         super().__init__([sys.executable, "-m", "watchdog", "run", "--config", str(config)], log)
@@ -131,12 +94,20 @@ class Daemon(Proc):
 # --- scraping -------------------------------------------------------------------
 
 
-def _scraper(port: int, n: int, out: mp.Queue) -> None:
+# What Prometheus 2.x sends (scrape.go's acceptHeader, and gzip): OpenMetrics preferred.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
+
+def _scraper(port: int, n: int, out: mp.Queue, headers: dict[str, str]) -> None:
     times = []
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for _ in range(n):
         t0 = time.perf_counter()
-        c.request("GET", "/metrics")
+        c.request("GET", "/metrics", headers=headers)
         r = c.getresponse()
         r.read()
         if r.getheader("Connection", "").lower() == "close" or r.version == 10:
@@ -146,10 +117,13 @@ def _scraper(port: int, n: int, out: mp.Queue) -> None:
     out.put(times)
 
 
-def scrape_latencies(port: int, scrapers: int = 4, each: int = 250) -> list[float]:
-    """Seconds per GET /metrics, ``scrapers`` processes at once, each one after another."""
+def scrape_latencies(
+    port: int, scrapers: int = 4, each: int = 250, headers: dict[str, str] | None = None
+) -> list[float]:
+    """Seconds per GET /metrics, ``scrapers`` processes at once, each one after another
+    (with ``headers``, e.g. PROMETHEUS_HEADERS; none: a plain GET)."""
     q: mp.Queue = mp.Queue()
-    ps = [mp.Process(target=_scraper, args=(port, each, q)) for _ in range(scrapers)]
+    ps = [mp.Process(target=_scraper, args=(port, each, q, headers or {})) for _ in range(scrapers)]
     for p in ps:
         p.start()
     times = [t for _ in ps for t in q.get(timeout=600)]

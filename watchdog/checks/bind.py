@@ -32,23 +32,28 @@ watchdog's rebind moves the listen port away and back, which opens new sockets.
 
 from __future__ import annotations
 
-import ipaddress
-
-from watchdog.checks import Context, register
-from watchdog.results import Outcome
+from watchdog.checks import Context, degraded, register, unknown, unsafe
+from watchdog.results import UNSAFE, Outcome
 from watchdog.sources import LinkState, Listener, QbtState, SourceError
+from watchdog.sources.tunnel import ip_of, on_tunnel, routable
 
+# qBittorrent unreachable moves no traffic: unknown (blocks resuming, never starts a hold).
+# The socket problems (not_listening, stale_listener) cannot leak: nothing is
+# listening, or the socket is bound to a device that no longer exists. They
+# stall everything, and the remedy is the rebind, not a hold; so is a port
+# that is not the forwarded one. The interface without an address is the
+# tunnel gone: a restart brings it back.
 REASONS = (
-    "login",
-    "unreachable",
-    "bad_response",
-    "unbound",
-    "wrong_interface",
-    "no_address",
-    "wrong_address",
-    "wrong_port",
-    "not_listening",
-    "stale_listener",
+    unknown("login"),
+    unknown("unreachable"),
+    unknown("bad_response"),
+    unsafe("unbound", rebind=True),
+    unsafe("wrong_interface", rebind=True),
+    unsafe("no_address", restart=True),
+    unsafe("wrong_address"),
+    degraded("wrong_port", rebind=True),
+    degraded("not_listening", rebind=True),
+    degraded("stale_listener", rebind=True),
 )
 
 
@@ -61,23 +66,6 @@ def source_reason(e: SourceError) -> str:
     return "unreachable"
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.split("/", 1)[0].split("%", 1)[0])
-    except ValueError:
-        return None
-
-
-def routable(addresses) -> set:
-    """The addresses that can carry traffic: IPv6 link-local ones (veths have them) left out."""
-    out = set()
-    for a in addresses:
-        ip = _ip(a)
-        if ip is not None and not ip.is_link_local:
-            out.add(ip)
-    return out
-
-
 def observations(s: QbtState) -> dict[str, float]:
     return {
         "listen_port": float(s.listen_port),
@@ -86,7 +74,14 @@ def observations(s: QbtState) -> dict[str, float]:
     }
 
 
-@register("bind", reasons=REASONS, summary="qBittorrent is bound to the tunnel interface and port")
+@register(
+    "bind",
+    order=50,
+    summary="qBittorrent is bound to the tunnel interface and port",
+    reasons=REASONS,
+    errors=UNSAFE,  # fail closed: it guards where torrent traffic goes
+    on_link_event=True,
+)
 def check(ctx: Context) -> Outcome:
     want = ctx.config.wireguard.interface
     forwarded = ctx.config.qbittorrent.forwarded_port
@@ -136,7 +131,7 @@ def check(ctx: Context) -> Outcome:
             **kw,
         )
     if s.interface_address:
-        ip = _ip(s.interface_address)
+        ip = ip_of(s.interface_address)
         if ip is None or ip not in link_addrs:
             return Outcome.failed(
                 "wrong_address",
@@ -163,27 +158,13 @@ def check(ctx: Context) -> Outcome:
     return Outcome.passed(passed, **kw)
 
 
-def on_tunnel(listeners, link: LinkState) -> bool:
-    """Some socket in ``listeners`` is on ``link`` as it is now: bound to its index,
-    or to none but on one of its addresses. Link-local sockets do not count: a TUN
-    device gets an fe80:: address of its own, and a socket there carries no torrent."""
-    addrs = routable(link.addresses)
-    for x in listeners:
-        ip = _ip(x.address)
-        if ip is not None and ip.is_link_local:
-            continue
-        if x.ifindex == link.index or (x.ifindex == 0 and ip in addrs):
-            return True
-    return False
-
-
 def _listener_problem(
     listeners: tuple[Listener, ...], port: int, link: LinkState
 ) -> tuple[str, str] | None:
     """(reason, detail) when no socket on ``port`` is bound to the tunnel as it is now."""
     if on_tunnel(listeners, link):
         return None
-    useful = [x for x in listeners if (ip := _ip(x.address)) is None or not ip.is_link_local]
+    useful = [x for x in listeners if (ip := ip_of(x.address)) is None or not ip.is_link_local]
     if not useful:
         return (
             "not_listening",

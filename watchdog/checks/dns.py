@@ -22,15 +22,54 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from watchdog.checks import Context, register
-from watchdog.results import Outcome
+from watchdog.checks import Context, degraded, register, unsafe
+from watchdog.results import UNKNOWN, CheckResult, Outcome
+from watchdog.series import metric
 from watchdog.sources import SourceError
 
 LATENCY_PREFIX = "latency_seconds:"
 
 # Most severe first: the reported reason is the worst one seen across names.
 _SEVERITY = ("no_answer", "bad_response", "servfail", "refused", "nxdomain", "empty", "slow")
-REASONS = ("no_resolver", "no_route", "leak", *_SEVERITY)
+# A query sent outside the tunnel is the leak: unsafe. DNS failing or slow
+# through a working tunnel is reported only (a dead tunnel is caught by
+# return_path and handshake anyway).
+REASONS = (
+    degraded("no_resolver"),
+    degraded("no_route"),
+    unsafe("leak"),
+    *(degraded(r) for r in _SEVERITY),
+)
+
+LOOKUP_DURATION = metric(
+    "dns_lookup_duration_seconds",
+    "gauge",
+    "Latency of the last DNS lookup through the VPN's resolver.",
+    "name",
+)
+RESOLVER_INFO = metric(
+    "dns_resolver_info",
+    "info",
+    "The resolver the namespace uses and the interface the route to it leaves by.",
+    "resolver",
+    "interface",
+)
+
+
+def render(r: CheckResult | None):
+    latency = LOOKUP_DURATION.family()
+    info = RESOLVER_INFO.family()
+    if r is not None:
+        for key, value in sorted(r.observations.items()):
+            if key.startswith(LATENCY_PREFIX):
+                latency.add_metric([key[len(LATENCY_PREFIX) :]], value)
+        resolver = r.facts.get("resolver", "")
+        if resolver:
+            info.add_metric(
+                [], {"resolver": resolver, "interface": r.facts.get("resolver_interface", "")}
+            )
+    return latency, info
+
 
 # The check's own budget is a little under the runner's timeout, so that a
 # resolver that never answers is reported as `no_answer`, not as the runner's
@@ -39,12 +78,19 @@ _BUDGET = 0.8
 
 
 @register(
-    "dns", reasons=REASONS, summary="names resolve through the VPN's resolver, inside the tunnel"
+    "dns",
+    order=30,
+    summary="names resolve through the VPN's resolver, inside the tunnel",
+    reasons=REASONS,
+    errors=UNKNOWN,  # a broken probe is not evidence
+    on_link_event=True,
+    series=(LOOKUP_DURATION, RESOLVER_INFO),
+    render=render,
 )
 def check_dns(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.dns
     tunnel = ctx.config.wireguard.interface
-    server = cfg.resolver or ctx.sources.dns.nameserver()
+    server = ctx.resolver()
     if not server:
         where = (
             f"/etc/netns/{ctx.config.netns}/resolv.conf" if ctx.config.netns else "/etc/resolv.conf"
@@ -59,7 +105,7 @@ def check_dns(ctx: Context) -> Outcome:
         )
 
     try:
-        iface = ctx.sources.links.route_interface(server)
+        iface = ctx.route_interface(server)
     except SourceError as e:
         return Outcome.failed(
             "no_route", f"cannot look up the route to resolver {server}: {e}", facts=facts

@@ -24,12 +24,46 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from watchdog.checks import Context, register
-from watchdog.results import Outcome
+from watchdog.checks import Context, degraded, register, unsafe
+from watchdog.results import UNKNOWN, CheckResult, Outcome
+from watchdog.series import metric
 from watchdog.sources import SourceError
 
 MAX_BYTES = 64 * 1024
-REASONS = ("leak", "not_airvpn", "not_allowed", "bad_response", "unreachable", "tls")
+# An exit that is the host's own, or not the VPN's, is a leak: unsafe. The
+# endpoint in trouble is reported only: AirVPN's API has rate limits and
+# outages, and a dead tunnel is caught by return_path and handshake anyway.
+REASONS = (
+    unsafe("leak"),
+    unsafe("not_airvpn"),
+    unsafe("not_allowed"),
+    degraded("bad_response"),
+    degraded("unreachable"),
+    degraded("tls"),
+)
+
+EXIT_IP_INFO = metric(
+    "exit_ip_info", "info", "The exit address the exit-IP endpoint saw.", "ip", "country"
+)
+EXIT_IP_AIRVPN = metric(
+    "exit_ip_airvpn",
+    "gauge",
+    "1 when the exit-IP endpoint says the request came through AirVPN, else 0.",
+)
+
+
+def render(r: CheckResult | None):
+    info = EXIT_IP_INFO.family()
+    airvpn = EXIT_IP_AIRVPN.family()
+    if r is not None:
+        ip = r.facts.get("ip", "")
+        if ip:
+            info.add_metric([], {"ip": ip, "country": r.facts.get("country", "")})
+        if "airvpn" in r.observations:
+            airvpn.add_metric([], r.observations["airvpn"])
+    return info, airvpn
+
+
 # The HTTP budget is a little under the runner's timeout so that a hung
 # endpoint is reported as `unreachable` with its detail, not as a bare `timeout`.
 _BUDGET = 0.9
@@ -37,8 +71,12 @@ _BUDGET = 0.9
 
 @register(
     "exit_ip",
-    reasons=REASONS,
+    order=40,
     summary="the exit address is the VPN's, asked from inside the namespace",
+    reasons=REASONS,
+    errors=UNKNOWN,  # a broken probe is not evidence
+    series=(EXIT_IP_INFO, EXIT_IP_AIRVPN),
+    render=render,
 )
 def check_exit_ip(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.exit_ip

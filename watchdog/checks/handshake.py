@@ -9,26 +9,24 @@ box had one): that is the ``return_path`` check's job.
 
 from __future__ import annotations
 
-from watchdog.checks import Context, register
-from watchdog.results import Outcome
-from watchdog.sources import SourceError, WgDevice, WgPeer
-
-# The tunnel's peer: the one routing everything (AirVPN's AllowedIPs = 0.0.0.0/0).
-_DEFAULT_ROUTES = {"0.0.0.0/0", "::/0"}
-
-
-def tunnel_peer(device: WgDevice) -> WgPeer | None:
-    """The peer that carries the default route, else the first peer, else None."""
-    for peer in device.peers:
-        if _DEFAULT_ROUTES & set(peer.allowed_ips):
-            return peer
-    return device.peers[0] if device.peers else None
+from watchdog.checks import Context, register, unsafe
+from watchdog.results import UNSAFE, Outcome
+from watchdog.sources import SourceError
+from watchdog.sources.tunnel import tunnel_peer
 
 
 @register(
     "handshake",
-    reasons=("missing", "unreadable", "no_peer", "never", "stale"),
+    order=10,
     summary="the WireGuard peer completed a handshake recently",
+    # Every failure is unsafe and a tunnel restart is its remedy: no session,
+    # no tunnel. Its own error or timeout too (fail closed: it guards the tunnel).
+    reasons=tuple(
+        unsafe(r, restart=True) for r in ("missing", "unreadable", "no_peer", "never", "stale")
+    ),
+    errors=UNSAFE,
+    restart_on_error=True,
+    on_link_event=True,
 )
 def check(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.handshake

@@ -28,12 +28,16 @@ import ipaddress
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from watchdog.checks import Context, register
-from watchdog.checks.bind import routable, source_reason
-from watchdog.results import Outcome
+from watchdog.checks import Context, degraded, register
+from watchdog.checks.bind import source_reason
+from watchdog.results import DEGRADED, Outcome
 from watchdog.sources import HttpResponse, SourceError
+from watchdog.sources.tunnel import routable, tunnel_peer
 
-REASONS = ("login", "unreachable", "bad_response", "exposed")
+# All reported, never acted on. ``exposed`` is a security problem, but stopping
+# torrents does not close the WebUI and it does not leak torrent traffic: it is
+# alerted on (critical), not remediated.
+REASONS = tuple(degraded(r) for r in ("login", "unreachable", "bad_response", "exposed"))
 VERSION_PATH = "/api/v2/app/version"
 ALL_ADDRESSES = ("", "*", "0.0.0.0", "::")
 _VERSION = re.compile(rb"v?\d+\.\d+(\.\d+)*[\w.+-]*")
@@ -80,8 +84,6 @@ def exposure_targets(ctx: Context, webui_port: int) -> list[tuple[str, int]]:
         dict.fromkeys([*cfg.checks.webui.probe_addresses, *cfg.checks.exit_ip.allowed_ips])
     )
     try:
-        from watchdog.checks.handshake import tunnel_peer
-
         peer = tunnel_peer(ctx.wireguard())
         ip = _endpoint_ip(peer.endpoint if peer else None)
         if ip and ip not in addrs:
@@ -94,7 +96,13 @@ def exposure_targets(ctx: Context, webui_port: int) -> list[tuple[str, int]]:
     return [(a, p) for a in addrs for p in ports]
 
 
-@register("webui", reasons=REASONS, summary="the WebUI answers on the LAN and not through the VPN")
+@register(
+    "webui",
+    order=60,
+    summary="the WebUI answers on the LAN and not through the VPN",
+    reasons=REASONS,
+    errors=DEGRADED,
+)
 def check(ctx: Context) -> Outcome:
     cfg = ctx.config
     wc = cfg.checks.webui
@@ -109,7 +117,7 @@ def check(ctx: Context) -> Outcome:
 
     if lan != url:
         try:
-            r = ctx.sources.qbittorrent.webui_probe(lan, 0.4 * wc.timeout)
+            r = ctx.webui_probe(lan, 0.4 * wc.timeout)
         except SourceError as e:
             return Outcome.failed(
                 "unreachable", f"WebUI on the LAN: {e}", observations=obs, facts=facts

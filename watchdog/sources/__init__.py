@@ -12,11 +12,22 @@ Where each lives:
   dns.py          one DNS query through a given resolver, inside the namespace
   http.py         one size-capped HTTP(S) GET, inside the namespace
   qbittorrent.py  qBittorrent Web API (qbittorrent-api), one fetch per cycle
+  tunnel.py       which peer, addresses and sockets are the tunnel's
+  build.py        the real adapters from a config (the one place that knows them all)
+
+Each seam is a ``Protocol`` at the end of this file; ``Sources`` holds one
+adapter per seam. Tests pass fakes that have the same methods, or the real
+adapters pointed at loopback servers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(Exception):
@@ -138,3 +149,87 @@ class QbtState:
     # or when interface_name is "")
     interface_addresses: tuple[str, ...] = ()
     torrents: tuple[TorrentBrief, ...] = field(default_factory=tuple)
+
+
+# --- the seams ---------------------------------------------------------------
+
+
+class WireguardReader(Protocol):
+    """The tunnel's WireGuard device (wireguard.py: kernel netlink, UAPI, or either)."""
+
+    def read(self) -> WgDevice: ...
+
+    def set_endpoint(self, public_key_b64: str, endpoint: str) -> None: ...
+
+
+class LinkReader(Protocol):
+    """The namespace's links, routes and listening sockets (links.py)."""
+
+    def link(self, name: str) -> LinkState | None: ...
+
+    def route_interface(self, dst: str) -> str | None: ...
+
+    def tcp_listeners(self, port: int) -> tuple[Listener, ...]: ...
+
+
+class DnsClient(Protocol):
+    """DNS inside the namespace (dns.py)."""
+
+    def nameserver(self) -> str | None: ...
+
+    def query(self, name: str, server: str, timeout: float) -> DnsAnswer: ...
+
+
+class HttpClient(Protocol):
+    """One capped HTTP(S) GET inside the namespace (http.py)."""
+
+    def get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse: ...
+
+
+class QbittorrentClient(Protocol):
+    """qBittorrent's Web API (qbittorrent.py): one read a cycle, and the remediation calls."""
+
+    def state(self) -> QbtState: ...
+
+    def webui_probe(self, url: str | None = None, timeout: float | None = None) -> HttpResponse: ...
+
+    def held(self, tag: str) -> list[str]: ...
+
+    def stop_active(self, tag: str) -> list[str]: ...
+
+    def start_tagged(self, tag: str) -> list[str]: ...
+
+    def set_binding(self, interface: str, listen_port: int | None = None) -> None: ...
+
+    def reannounce(self) -> None: ...
+
+
+class LinkEventSource(Protocol):
+    """Calls ``on_event()`` (from its own thread) when the tunnel may have just gone (links.py)."""
+
+    def start(self, on_event: Callable[[], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Sources:
+    """The adapters a run needs, built once from the config (``build.build_sources``)."""
+
+    wireguard: WireguardReader
+    links: LinkReader
+    dns: DnsClient
+    http: HttpClient
+    qbittorrent: QbittorrentClient
+    # None: only the poll loop notices the tunnel going away.
+    events: LinkEventSource | None = None
+
+    def close(self) -> None:
+        """Close every adapter that holds something open (sockets, threads); best effort."""
+        for f in fields(self):
+            close = getattr(getattr(self, f.name), "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    log.debug("closing the %s source failed", f.name, exc_info=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from watchdog.checks import Sources
 from watchdog.config import Config, read_password
+from watchdog.sources import Sources
 
 
 def build_sources(cfg: Config) -> Sources:
-    from watchdog.sources.dns import Resolver
+    from watchdog.sources.dns import Resolver, vpn_resolver
     from watchdog.sources.http import Http
     from watchdog.sources.links import LinkEvents, Links
     from watchdog.sources.qbittorrent import Qbittorrent
@@ -17,11 +17,7 @@ def build_sources(cfg: Config) -> Sources:
 
     netns = cfg.netns
     resolver = Resolver(netns)
-    nameserver = cfg.checks.dns.resolver or None
-    if nameserver is None:
-        from watchdog.sources.netns import resolv_conf_nameserver
-
-        nameserver = resolv_conf_nameserver(netns)
+    nameserver = vpn_resolver(cfg, resolver)
     q = cfg.qbittorrent
     return Sources(
         wireguard=make_reader(cfg),

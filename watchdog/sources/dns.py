@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.message
@@ -19,6 +20,20 @@ import dns.rdatatype
 
 from watchdog.sources import DnsAnswer, SourceError
 from watchdog.sources.netns import resolv_conf_nameserver, socket_in
+
+if TYPE_CHECKING:
+    from watchdog.config import Config
+    from watchdog.sources import DnsClient
+
+
+def vpn_resolver(config: Config, dns: DnsClient) -> str | None:
+    """The VPN's resolver: ``checks.dns.resolver``, else the namespace's resolv.conf.
+
+    The one rule for it (the checks and the HTTP adapter both ask here). Inside
+    a namespace Python would still read the host's /etc/resolv.conf (a DNS
+    leak), so the nameserver is always passed explicitly.
+    """
+    return config.checks.dns.resolver or dns.nameserver()
 
 
 class Resolver:

@@ -57,6 +57,12 @@ NOT_ACTIVE_STATES = STOPPED_STATES | frozenset({"missingFiles"})
 # Stop cannot be confirmed for these: qBittorrent shows the error, not the pause.
 UNCONFIRMABLE_STATES = frozenset({"error", "missingFiles"})
 
+
+def is_active(t: TorrentBrief) -> bool:
+    """Would ``stop_active`` stop this torrent? (also observe mode's "would stop N")"""
+    return t.state not in NOT_ACTIVE_STATES
+
+
 DEFAULT_TAG = "watchdog-stopped"
 # requests takes proxies from the environment unless told None per scheme.
 NO_PROXIES = {"http": None, "https": None, "all": None}
@@ -341,8 +347,73 @@ class _Client(qbittorrentapi.Client):
         return super().auth_log_in(*args, **kwargs)
 
 
-class Qbittorrent:
-    """qBittorrent Web API adapter; thread-safe (one request sequence at a time)."""
+def _sort(exc: BaseException, during: str, where: str) -> SourceError:
+    """A library exception as a SourceError whose text we wrote ourselves."""
+    where = f"qBittorrent at {where}"
+    if isinstance(exc, SourceError):
+        return exc
+    if isinstance(exc, qe.LoginFailed):
+        return SourceError(f"{where}: login refused (wrong username or password)", kind="login")
+    if isinstance(exc, qe.HTTP403Error):
+        return SourceError(f"{where}: {during} forbidden (403) after logging in", kind="login")
+    if isinstance(exc, qe.HTTPError):
+        status = getattr(exc, "http_status_code", None) or getattr(
+            getattr(exc, "response", None), "status_code", "?"
+        )
+        return SourceError(f"{where}: {during} answered HTTP {status}", kind="bad_response")
+    if isinstance(exc, qe.APIConnectionError):
+        return SourceError(
+            f"{where}: {during}: {_describe_connection_error(exc)}", kind="unreachable"
+        )
+    if isinstance(exc, qe.APIError):
+        # Raised by qbittorrent-api when a body does not parse as expected.
+        return SourceError(f"{where}: {during}: answer is not valid JSON", kind="bad_response")
+    if isinstance(exc, _Shape):
+        return SourceError(f"{where}: {during}: unexpected answer: {exc}", kind="bad_response")
+    if isinstance(exc, requests.RequestException):
+        return SourceError(
+            f"{where}: {during}: {_describe_connection_error(exc)}", kind="unreachable"
+        )
+    if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):
+        return SourceError(
+            f"{where}: {during}: unexpected answer ({type(exc).__name__})", kind="bad_response"
+        )
+    raise exc
+
+
+def webui_probe(url: str, timeout: float) -> HttpResponse:
+    """One unauthenticated GET of ``<url>/api/v2/app/version`` from where the watchdog runs.
+
+    Needs no login, so it never counts towards a ban: qBittorrent answers
+    403 "Forbidden" (or the version when the client is whitelisted).
+    """
+    base = url.rstrip("/")
+    t0 = time.monotonic()
+    where = safe_url(base)
+    try:
+        with (
+            requests.Session() as session,
+            session.get(
+                base + "/api/v2/app/version",
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+                headers={"User-Agent": "qbt-vpn-watchdog"},
+                proxies=NO_PROXIES,
+            ) as r,
+        ):
+            body = r.raw.read(4096, decode_content=True) or b""
+            headers = {k.lower(): v for k, v in r.headers.items()}
+            return HttpResponse(r.status_code, headers, body, time.monotonic() - t0)
+    except requests.RequestException as e:
+        raise SourceError(
+            f"WebUI at {where}: {_describe_connection_error(e)}", kind="unreachable"
+        ) from None
+
+
+class _WebSession:
+    """The logged-in session: the login, its back-off gate, and every call sorted into
+    SourceError (see the module doc: a login is never retried in a loop)."""
 
     def __init__(
         self,
@@ -350,30 +421,19 @@ class Qbittorrent:
         username: str,
         password_reader: Callable[[], str],
         timeout: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        verify_timeout: float = 5.0,
-        verify_settle: float = 0.5,
-        poll_interval: float = 0.2,
+        clock: Callable[[], float],
     ) -> None:
-        self.url = url.rstrip("/")
-        self.where = safe_url(self.url)
+        self.where = safe_url(url)
         self.username = username
         self._password_reader = password_reader
-        self.timeout = timeout
         # One gate per WebUI and user in this process: a config reload (SIGHUP)
         # builds a new adapter, and must not earn a fresh login attempt.
-        self.gate = login_gate(self.url, username, clock)
-        self.verify_timeout = verify_timeout
-        self.verify_settle = verify_settle
-        self.poll_interval = poll_interval
-        self._lock = threading.RLock()
-        self._main = MainData()
+        self.gate = login_gate(url, username, clock)
         self._logged_in = False
         self._session_fp = b""  # fingerprint of the password of the current session
         self.logins = 0  # login attempts sent (for tests and the curious)
-        self._client = _Client(
-            host=self.url,
+        self.client = _Client(
+            host=url,
             username=username,
             password="",
             # qbittorrent-api retries a failed request once: half the timeout
@@ -389,49 +449,14 @@ class Qbittorrent:
             VERBOSE_RESPONSE_LOGGING=False,  # would log request details
         )
 
-    # --- the boundary ------------------------------------------------------
-
-    def _sort(self, exc: BaseException, during: str) -> SourceError:
-        """A library exception as a SourceError whose text we wrote ourselves."""
-        where = f"qBittorrent at {self.where}"
-        if isinstance(exc, SourceError):
-            return exc
-        if isinstance(exc, qe.LoginFailed):
-            return SourceError(f"{where}: login refused (wrong username or password)", kind="login")
-        if isinstance(exc, qe.HTTP403Error):
-            return SourceError(f"{where}: {during} forbidden (403) after logging in", kind="login")
-        if isinstance(exc, qe.HTTPError):
-            status = getattr(exc, "http_status_code", None) or getattr(
-                getattr(exc, "response", None), "status_code", "?"
-            )
-            return SourceError(f"{where}: {during} answered HTTP {status}", kind="bad_response")
-        if isinstance(exc, qe.APIConnectionError):
-            return SourceError(
-                f"{where}: {during}: {_describe_connection_error(exc)}", kind="unreachable"
-            )
-        if isinstance(exc, qe.APIError):
-            # Raised by qbittorrent-api when a body does not parse as expected.
-            return SourceError(f"{where}: {during}: answer is not valid JSON", kind="bad_response")
-        if isinstance(exc, _Shape):
-            return SourceError(f"{where}: {during}: unexpected answer: {exc}", kind="bad_response")
-        if isinstance(exc, requests.RequestException):
-            return SourceError(
-                f"{where}: {during}: {_describe_connection_error(exc)}", kind="unreachable"
-            )
-        if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):
-            return SourceError(
-                f"{where}: {during}: unexpected answer ({type(exc).__name__})", kind="bad_response"
-            )
-        raise exc
-
-    def _call(self, during: str, fn: Callable[[], object]) -> object:
+    def call(self, during: str, fn: Callable[[], object]) -> object:
         try:
             return fn()
         except qe.LoginFailed:
             # qbittorrent-api re-logged in by itself after a 403 (expired
             # session) with the password of our last login, and failed.
             self._login_failed(self._session_fp, "login refused (wrong username or password)")
-            raise self._sort(qe.LoginFailed(), during) from None
+            raise _sort(qe.LoginFailed(), during, self.where) from None
         except qe.HTTP403Error as e:
             # The automatic re-login was answered 403 (banned), or the call
             # still got 403 after it: either way a login went wrong.
@@ -442,7 +467,7 @@ class Qbittorrent:
                 f"qBittorrent at {self.where}: {during}: {reason}", kind="login"
             ) from None
         except Exception as e:  # noqa: BLE001 - sorted into SourceError or re-raised
-            err = self._sort(e, during)
+            err = _sort(e, during, self.where)
             if err.kind == "login":
                 self._logged_in = False
             raise err from None
@@ -481,7 +506,7 @@ class Qbittorrent:
         self.logins += 1
         fp = self.gate.fingerprint(password)
         try:
-            self._client.auth_log_in(username=self.username, password=password)
+            self.client.auth_log_in(username=self.username, password=password)
         except qe.LoginFailed:
             reason = "login refused (wrong username or password)"
             self._login_failed(fp, reason)
@@ -492,14 +517,59 @@ class Qbittorrent:
             self._login_failed(fp, reason, banned=banned)
             raise SourceError(f"qBittorrent at {self.where}: {reason}", kind="login") from None
         except Exception as e:  # noqa: BLE001
-            raise self._sort(e, "login") from None
+            raise _sort(e, "login", self.where) from None
         self.gate.succeeded()
         self._session_fp = fp
         self._logged_in = True
 
-    def _session(self) -> qbittorrentapi.Client:
+    def logged_in(self) -> qbittorrentapi.Client:
+        """The client, logged in first when it is not (SourceError "login" otherwise)."""
         self._ensure_login()
-        return self._client
+        return self.client
+
+
+class Qbittorrent:
+    """qBittorrent Web API adapter; thread-safe (one request sequence at a time)."""
+
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password_reader: Callable[[], str],
+        timeout: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        verify_timeout: float = 5.0,
+        verify_settle: float = 0.5,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.where = safe_url(self.url)
+        self.timeout = timeout
+        self.verify_timeout = verify_timeout
+        self.verify_settle = verify_settle
+        self.poll_interval = poll_interval
+        self._lock = threading.RLock()
+        self._main = MainData()
+        self._web = _WebSession(self.url, username, password_reader, timeout, clock)
+        self._call = self._web.call
+        self._session = self._web.logged_in
+
+    @property
+    def gate(self) -> LoginGate:
+        return self._web.gate
+
+    @property
+    def logins(self) -> int:
+        """Login attempts sent (for tests and the curious)."""
+        return self._web.logins
+
+    @property
+    def _client(self) -> qbittorrentapi.Client:
+        return self._web.client
+
+    def _sort(self, exc: BaseException, during: str) -> SourceError:
+        return _sort(exc, during, self.where)
 
     # --- reading ---------------------------------------------------------------
 
@@ -566,33 +636,8 @@ class Qbittorrent:
             raise self._sort(e, "torrents/info") from None
 
     def webui_probe(self, url: str | None = None, timeout: float | None = None) -> HttpResponse:
-        """One unauthenticated GET of ``<url>/api/v2/app/version`` from where the watchdog runs.
-
-        Needs no login, so it never counts towards a ban: qBittorrent answers
-        403 "Forbidden" (or the version when the client is whitelisted).
-        """
-        base = (url or self.url).rstrip("/")
-        t0 = time.monotonic()
-        where = safe_url(base)
-        try:
-            with (
-                requests.Session() as session,
-                session.get(
-                    base + "/api/v2/app/version",
-                    timeout=timeout or self.timeout,
-                    allow_redirects=False,
-                    stream=True,
-                    headers={"User-Agent": "qbt-vpn-watchdog"},
-                    proxies=NO_PROXIES,
-                ) as r,
-            ):
-                body = r.raw.read(4096, decode_content=True) or b""
-                headers = {k.lower(): v for k, v in r.headers.items()}
-                return HttpResponse(r.status_code, headers, body, time.monotonic() - t0)
-        except requests.RequestException as e:
-            raise SourceError(
-                f"WebUI at {where}: {_describe_connection_error(e)}", kind="unreachable"
-            ) from None
+        """``webui_probe`` at ``url`` (default: this adapter's), no login."""
+        return webui_probe(url or self.url, timeout or self.timeout)
 
     # --- remediation -------------------------------------------------------------
 
@@ -613,7 +658,7 @@ class Qbittorrent:
         """
         with self._lock:
             c = self._session()
-            targets = [t.hash for t in self._torrents() if t.state not in NOT_ACTIVE_STATES]
+            targets = [t.hash for t in self._torrents() if is_active(t)]
             if not targets:
                 return []
             self._call(

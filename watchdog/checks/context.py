@@ -1,0 +1,125 @@
+"""What a check sees: the config, this cycle's memoized readers, its own history.
+
+Checks read the world only through their ``Context``. Readers are memoized per
+cycle, also across the checks' threads: two checks that need the WireGuard
+peer state cause one read. DNS queries and HTTP GETs are not memoized: each
+is its own probe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from watchdog.results import CheckResult
+from watchdog.sources import Sources
+
+if TYPE_CHECKING:
+    from watchdog.config import Config
+    from watchdog.sources import DnsAnswer, HttpResponse, LinkState, Listener, QbtState, WgDevice
+
+
+class _Memo:
+    """Call a reader at most once per cycle, also across threads; re-raise its error."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._done:
+                try:
+                    self._value = self._fn()
+                except BaseException as e:  # noqa: BLE001 - re-raised to every caller
+                    self._error = e
+                self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@dataclass
+class Context:
+    """What a check sees: the config, this cycle's memoized readers, its own history."""
+
+    config: Config
+    sources: Sources
+    history: Sequence[CheckResult] = ()  # this check's earlier results, oldest first
+    now: Callable[[], float] = time.time
+    _memo: dict[str, _Memo] = field(default_factory=dict)
+
+    def _once(self, key: str, fn: Callable[[], Any]) -> Any:
+        m = self._memo.get(key)
+        if m is None:
+            m = self._memo.setdefault(key, _Memo(fn))
+        return m()
+
+    def wireguard(self, fresh: bool = False) -> WgDevice:
+        """The tunnel's WireGuard device; ``fresh``: read again, past this cycle's memo."""
+        if fresh:
+            return self.sources.wireguard.read()
+        return self._once("wireguard", self.sources.wireguard.read)
+
+    def tunnel_link(self, fresh: bool = False) -> LinkState | None:
+        """The tunnel interface in the namespace (None: it does not exist)."""
+        ifname = self.config.wireguard.interface
+        if fresh:
+            return self.sources.links.link(ifname)
+        return self._once("tunnel_link", lambda: self.sources.links.link(ifname))
+
+    def qbittorrent(self) -> QbtState:
+        return self._once("qbittorrent", self.sources.qbittorrent.state)
+
+    def resolver(self) -> str | None:
+        """The VPN's resolver (``sources.dns.vpn_resolver``: the one rule for picking it)."""
+        from watchdog.sources.dns import vpn_resolver
+
+        return self._once("resolver", lambda: vpn_resolver(self.config, self.sources.dns))
+
+    def route_interface(self, dst: str) -> str | None:
+        """The interface the namespace's route to ``dst`` leaves by (None: no route)."""
+        return self._once(f"route:{dst}", lambda: self.sources.links.route_interface(dst))
+
+    def tcp_listeners(self, port: int) -> tuple[Listener, ...]:
+        """The TCP sockets listening on ``port`` in the namespace, with their bound device."""
+        return self._once(f"listen:{port}", lambda: self.sources.links.tcp_listeners(port))
+
+    def _source_memos(self) -> list[tuple[str, _Memo]]:
+        # Route and listener look-ups are per argument and not part of the snapshot.
+        return [
+            (k, m) for k, m in list(self._memo.items()) if not k.startswith(("route:", "listen:"))
+        ]
+
+    def readings(self) -> dict[str, Any]:
+        """The readers' values this cycle that succeeded (for the metrics snapshot)."""
+        return {k: m._value for k, m in self._source_memos() if m._done and m._error is None}
+
+    def reading_errors(self) -> dict[str, str]:
+        """The readers asked for this cycle that failed, or never answered, with why."""
+        return {
+            k: (str(m._error) if m._done else "no answer in time")
+            for k, m in self._source_memos()
+            if not m._done or m._error is not None
+        }
+
+    def for_check(self, history: Sequence[CheckResult]) -> Context:
+        """The same cycle (shared memo) with another check's history."""
+        return Context(self.config, self.sources, history, self.now, self._memo)
+
+    # DNS and HTTP are not memoized: each query is its own probe.
+    def dns_query(self, name: str, server: str, timeout: float) -> DnsAnswer:
+        return self.sources.dns.query(name, server, timeout)
+
+    def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
+        return self.sources.http.get(url, timeout, max_bytes)
+
+    def webui_probe(self, url: str, timeout: float) -> HttpResponse:
+        """An unauthenticated GET of qBittorrent's app/version at ``url`` (no login)."""
+        return self.sources.qbittorrent.webui_probe(url, timeout)

@@ -1,0 +1,96 @@
+"""The runner: the due checks of a cycle, concurrently, each within its own timeout."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+
+from watchdog.checks.context import Context
+from watchdog.checks.registry import CheckSpec
+from watchdog.results import COMMON_REASONS, ERROR, TIMEOUT, CheckResult, Outcome
+
+log = logging.getLogger("watchdog.checks")
+
+
+class Runner:
+    """Runs the due checks of a cycle concurrently, each within its own timeout.
+
+    A check that overruns its timeout gets a ``timeout`` result; its thread is
+    left to finish on its own (Python threads cannot be killed) and the check
+    is not started again until it has, so a hung probe never piles up threads.
+    """
+
+    def __init__(
+        self, specs: Mapping[str, CheckSpec], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.specs = dict(specs)
+        self.clock = clock
+        self._busy: dict[str, Future] = {}
+        self._lock = threading.Lock()
+
+    def run_cycle(
+        self,
+        ctx: Context,
+        timeouts: Mapping[str, float],
+        histories: Mapping[str, Sequence[CheckResult]],
+    ) -> dict[str, CheckResult]:
+        started = self.clock()
+        futures: dict[str, tuple[Future, float, float]] = {}
+        results: dict[str, CheckResult] = {}
+        for name, timeout in timeouts.items():
+            spec = self.specs[name]
+            with self._lock:
+                prev = self._busy.get(name)
+                if prev is not None and not prev.done():
+                    results[name] = CheckResult(
+                        name,
+                        False,
+                        TIMEOUT,
+                        "still running from an earlier cycle (hung?)",
+                        {},
+                        {},
+                        started,
+                        0.0,
+                    )
+                    continue
+            fut: Future = Future()
+            t0 = time.monotonic()
+            sub = ctx.for_check(histories.get(name, ()))
+            th = threading.Thread(
+                target=_run_one, args=(spec, sub, fut), name=f"check-{name}", daemon=True
+            )
+            with self._lock:
+                self._busy[name] = fut
+            th.start()
+            futures[name] = (fut, t0, timeout)
+        for name, (fut, t0, timeout) in futures.items():
+            remaining = max(0.0, t0 + timeout - time.monotonic())
+            try:
+                outcome: Outcome = fut.result(timeout=remaining)
+            except TimeoutError:
+                outcome = Outcome.failed(TIMEOUT, f"no answer within {timeout:g} s")
+                duration = timeout
+            else:
+                duration = time.monotonic() - t0
+            results[name] = CheckResult.from_outcome(name, outcome, started, duration)
+        return {n: results[n] for n in timeouts if n in results}
+
+
+def _run_one(spec: CheckSpec, ctx: Context, fut: Future) -> None:
+    try:
+        outcome = spec.fn(ctx)
+        if not isinstance(outcome, Outcome):
+            raise TypeError(f"check returned {type(outcome).__name__}, not Outcome")
+        if (
+            not outcome.ok
+            and outcome.reason not in spec.reason_names
+            and outcome.reason not in COMMON_REASONS
+        ):
+            raise ValueError(f"reason {outcome.reason!r} is not one of {spec.reason_names}")
+    except Exception as e:  # noqa: BLE001 - the runner's job is to keep going
+        log.debug("check %s raised", spec.name, exc_info=True)
+        outcome = Outcome.failed(ERROR, f"{type(e).__name__}: {e}")
+    fut.set_result(outcome)
