@@ -18,7 +18,7 @@ from tests.procs import wait_for
 from watchdog.lab import faults
 from watchdog.lab import topology as t
 
-pytestmark = [pytest.mark.lab, pytest.mark.root]
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
 DNS_NAME = "check.airvpn.lab"
 WHATISMYIP = f"http://{t.WHATISMYIP_IP}/api/whatismyip/"
@@ -262,13 +262,18 @@ def test_a_recreated_tunnel_leaves_qbittorrent_on_the_old_interface(healed_lab):
     # WireGuard link is re-created. qBittorrent 4.5 keeps its socket bound to
     # the old link's index (measured: every time), its preferences still look
     # right, and it can reach no peer. The bind check must see it; the rebind
-    # the watchdog does must fix it.
-    from watchdog.lab import control, services
+    # the watchdog does must fix it. qBittorrent 5.1 follows the new link by
+    # itself (measured: 10 of 10 restarts): there the check must stay ok.
+    from watchdog.lab import control, qbt_versions, services
 
     lab = healed_lab
     control.restart_tunnel()
     healthy_raw(lab)  # the tunnel itself is fine
     r = lab.run_checks(only=["bind"])["bind"]
+    if qbt_versions.selected() != "4.5":
+        assert r.ok, r.detail
+        assert f"port {t.FORWARDED_PORT}" in r.detail
+        return
     assert (r.ok, r.reason) == (False, "stale_listener"), r.detail
     assert f"port {t.FORWARDED_PORT}" in r.detail and "index" in r.detail
     services.rebind_client_qbt()

@@ -1,13 +1,17 @@
 """Two network namespaces joined by a veth, each with a real wireguard-go interface.
 
-    ns <prefix>-a                          ns <prefix>-b
-    <prefix>a0 10.99.0.1/24  ==tunnel==>   <prefix>b0 10.99.0.2/24
-    <prefix>va 172.31.99.1/30 --veth--    <prefix>vb 172.31.99.2/30
+    ns <p>-a                          ns <p>-b
+    <p>a0 10.99.0.1/24  ==tunnel==>   <p>b0 10.99.0.2/24
+    <p>va 172.31.99.1/30 --veth--    <p>vb 172.31.99.2/30
+
+where <p> is the caller's prefix and this test session's token
+(tests/session_names.py): "qvw" -> "qvw1a2b".
 
 Nothing is routed to the root namespace or the real network: the namespaces
 hold only lo, the veth and the WireGuard interface. wireguard-go's UAPI socket
 path (/var/run/wireguard/NAME.sock) is global, so interface names carry the
-caller's prefix too. Reuse it with your own prefix::
+prefix and the session token too, and ``down()`` removes only the namespaces
+and sockets this pair created. Reuse it with your own prefix::
 
     from tests.wg_pair import WgPair, wg_pair_fixture
 
@@ -33,6 +37,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns as pr_netns
 
+from tests.session_names import SESSION
+
 UAPI_DIR = Path("/var/run/wireguard")
 ECHO_PORT = 7777
 
@@ -46,6 +52,7 @@ def _run(*cmd: str, input: str | None = None) -> str:
 
 class WgPair:
     def __init__(self, prefix: str = "qvw") -> None:
+        prefix = f"{prefix}{SESSION}"
         self.prefix = prefix
         self.ns_a, self.ns_b = f"{prefix}-a", f"{prefix}-b"
         self.wg_a, self.wg_b = f"{prefix}a0", f"{prefix}b0"
@@ -61,6 +68,7 @@ class WgPair:
         self.private_a = self.private_b = self.public_a = self.public_b = ""
         self._echo_sock: socket.socket | None = None
         self._echo_thread: threading.Thread | None = None
+        self._made: list[str] = []  # namespaces this pair created
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -75,8 +83,9 @@ class WgPair:
     def _up(self) -> None:
         for ns in (self.ns_a, self.ns_b):
             if Path("/run/netns", ns).exists():
-                raise RuntimeError(f"namespace {ns} already exists (left over?)")
+                raise RuntimeError(f"namespace {ns} already exists (not ours: left alone)")
             _run("ip", "netns", "add", ns)
+            self._made.append(ns)
         _run("ip", "link", "add", self.veth_a, "netns", self.ns_a, "type", "veth",
              "peer", "name", self.veth_b, "netns", self.ns_b)  # fmt: skip
         for ns, veth, addr in (
@@ -144,11 +153,12 @@ class WgPair:
                 p.kill()
                 p.wait(timeout=3)
         self.procs.clear()
-        for ns in (self.ns_a, self.ns_b):
-            if Path("/run/netns", ns).exists():
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        for wg in (self.wg_a, self.wg_b):
-            self.uapi_path(wg).unlink(missing_ok=True)
+        for ns in self._made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        if self._made:  # the interfaces (and their sockets) are ours only if the namespaces are
+            for wg in (self.wg_a, self.wg_b):
+                self.uapi_path(wg).unlink(missing_ok=True)
+        self._made = []
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- helpers ---------------------------------------------------------------
