@@ -167,7 +167,10 @@ def test_alert_metadata(name):
 
 def test_every_alert_with_a_number_shows_it():
     # Alerts whose value is a quantity (an age, a count) print it.
-    for name in ("QbtVpnHandshakeStale", "QbtVpnWatchdogStale", "QbtVpnTorrentsHeldStopped"):
+    for name in (
+        "QbtVpnHandshakeStale", "QbtVpnWatchdogStale", "QbtVpnTorrentsHeldStopped",
+        "QbtVpnTunnelMtuBlackHole",
+    ):  # fmt: skip
         assert "$value" in ALERTS[name]["annotations"]["description"], name
 
 

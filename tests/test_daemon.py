@@ -60,6 +60,9 @@ class World:
         self.release = threading.Event()
         self.wg_slow = threading.Event()  # set: reading WireGuard takes until release
         self.exit_calls = 0
+        self.bind_says: list[str] = []  # reasons bind returns next, one per run (then ok)
+        self.bind_runs: list[float] = []  # monotonic time of each bind run
+        self.dns_provisional = 0  # runs of dns left that say "provisional"
 
 
 class FakeWg:
@@ -136,10 +139,13 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
     def dns(ctx):
         if world.dns_hang.is_set():
             world.release.wait(60)
+        provisional = world.dns_provisional > 0
+        world.dns_provisional -= provisional
         return Outcome.passed(
             "resolved",
             observations={"latency_seconds:airvpn.org": 0.012},
             facts={"resolver": "10.128.0.1", "resolver_interface": "wg0"},
+            provisional=provisional,
         )
 
     def exit_ip(ctx):
@@ -151,13 +157,23 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
         )
 
     def bind(ctx):
+        world.bind_runs.append(time.monotonic())
         q = ctx.qbittorrent()
+        if world.bind_says:
+            return Outcome.failed(world.bind_says.pop(0), "bound to qvll1")
         return Outcome.passed(f"bound to {q.interface_name}")
+
+    def path_mtu(ctx):
+        return Outcome.passed(
+            "1320-byte packets cross both ways",
+            observations={"path_mtu_bytes": 1320.0, "tunnel_mtu_bytes": 1320.0},
+        )
 
     # The real checks' specs (reasons, series, order) with these functions.
     return {
         "handshake": real_spec("handshake", handshake),
         "dns": real_spec("dns", dns),
+        "path_mtu": real_spec("path_mtu", path_mtu),
         "exit_ip": real_spec("exit_ip", exit_ip),
         "bind": real_spec("bind", bind),
     }
@@ -220,6 +236,8 @@ timeout = 1.0
 timeout = 1.0
 [checks.webui]
 enabled = false
+[checks.path_mtu]
+enabled = {"true" if over.get("path_mtu") else "false"}
 """
 
 
@@ -527,8 +545,37 @@ def test_a_link_event_runs_the_link_checks_at_once_at_most_once_a_second(running
     print(f"event -> cycle {took * 1000:.0f} ms")
 
 
+def test_an_unsafe_result_is_confirmed_within_seconds_not_an_interval_later(running):
+    d, world, port = running(interval=30.0)
+    world.bind_says = ["wrong_interface", "wrong_interface"]  # unsafe: fail_after is 2
+    t0 = time.monotonic()
+    d.link_event()  # bind is a link check: it runs now, says unsafe once
+    while len(world.bind_runs) < 3 and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    first, second = world.bind_runs[1:3]
+    # Confirmed CONFIRM_GAP after the first: the second result trips the check.
+    assert 0.9 <= second - first < 2.0, second - first
+    assert d.remediator.steps[-1][0]["bind"].reason == "wrong_interface"
+    # Tripped: remediation acts; the check goes back to the 30 s interval.
+    time.sleep(2.0)
+    assert len(world.bind_runs) == 3
+
+
+def test_a_provisional_result_is_run_again_within_seconds(running):
+    d, world, port = running(interval=30.0)
+    n0 = d.store.cycles
+    world.dns_provisional = 2
+    d.link_event()  # dns is a link check: provisional twice, then settled
+    t0 = time.monotonic()
+    while d.store.cycles < n0 + 3 and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    assert d.store.cycles == n0 + 3, "two confirm cycles after the event's"
+    time.sleep(1.5)
+    assert d.store.cycles == n0 + 3, "settled: nothing more until the interval"
+
+
 def test_metrics_over_http_has_every_catalogue_family(running):
-    d, world, port = running()
+    d, world, port = running(path_mtu=True)
     world.qbt_up = True
     status, text, _ = http_get(port, "/metrics")
     assert status == 200

@@ -145,6 +145,16 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
             Context(cfg, sources), {"return_path": timeouts["return_path"]}, {"return_path": [rp]}
         )
         results["return_path"] = again["return_path"]
+    # Any other provisional verdict (path_mtu's first failed measurement) is
+    # settled by running that check once more, at once, with its one result as history.
+    unsettled = [n for n, r in results.items() if r.provisional and n != "return_path"]
+    if unsettled:
+        again = runner.run_cycle(
+            Context(cfg, sources),
+            {n: timeouts[n] for n in unsettled},
+            {n: [results[n]] for n in unsettled},
+        )
+        results.update(again)
     return [results[n] for n in names]
 
 

@@ -371,8 +371,36 @@ class DnsCheck(CheckBase):
     )
     slow_after: float = _key(
         1.0,
-        help='Seconds; a slower answer is reported as degraded (reason "slow").',
+        help='Seconds; a slower answer is degraded (reason "slow"). Unanswered by then: asked again.',
         check=_positive,
+    )
+
+
+def _ipv4_or_empty(v: str) -> str | None:
+    if v == "":
+        return None
+    try:
+        ipaddress.IPv4Address(v)
+    except ValueError:
+        return 'an IPv4 address inside the tunnel, or "" for the VPN\'s resolver'
+    return None
+
+
+@dataclass(frozen=True)
+class PathMtuCheck(CheckBase):
+    """Packets as large as the tunnel's MTU cross it both ways: a DF-marked ICMP echo of that
+    size to the VPN's gateway each cycle. Reported only (a smaller MTU is a configuration
+    change: docs/runbook.md#qbtvpntunnelmtublackhole). Needs CAP_NET_RAW."""
+
+    # Healthy: two echoes, a millisecond. A black hole is confirmed in about 2 s
+    # plus 4 s (the size and the way); the check's own budget keeps it under this.
+    timeout: float = _key(
+        10.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
+    )
+    target: str = _key(
+        "",
+        help='Who answers the echoes (IPv4, in the tunnel); "" = the VPN\'s resolver (its gateway).',
+        check=_ipv4_or_empty,
     )
 
 
@@ -454,6 +482,7 @@ class ChecksSection:
     handshake: HandshakeCheck = _section(HandshakeCheck)
     return_path: ReturnPathCheck = _section(ReturnPathCheck)
     dns: DnsCheck = _section(DnsCheck)
+    path_mtu: PathMtuCheck = _section(PathMtuCheck)
     exit_ip: ExitIpCheck = _section(ExitIpCheck)
     bind: BindCheck = _section(BindCheck)
     webui: WebuiCheck = _section(WebuiCheck)

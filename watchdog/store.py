@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from watchdog.metrics import Snapshot
-from watchdog.results import CheckResult, RemediationView
+from watchdog.results import UNSAFE, CheckResult, RemediationView
 
 if TYPE_CHECKING:
     from watchdog.checks import CheckSpec, Context
@@ -111,6 +111,28 @@ class ResultStore:
 
     def last_run(self, name: str) -> float | None:
         return self._last_run.get(name)
+
+    def unsettled(
+        self, cfg: Config, names: Iterable[str], specs: Mapping[str, CheckSpec]
+    ) -> list[str]:
+        """Checks to confirm soon: their latest result is provisional, or unsafe but
+        not yet ``fail_after`` times in a row (remediation does not act on one)."""
+        out = []
+        for name in names:
+            h = self._histories.get(name)
+            if not h or name not in specs:
+                continue
+            if h[-1].provisional:
+                out.append(name)
+                continue
+            n = 0
+            for r in reversed(h):
+                if r.ok or specs[name].reason(r.reason).severity != UNSAFE:
+                    break
+                n += 1
+            if 0 < n < cfg.check(name).fail_after:
+                out.append(name)
+        return out
 
     def build_snapshot(
         self,

@@ -274,4 +274,5 @@ def check(ctx: Context) -> Outcome:
         observations=now.observations(),
         facts={"public_key": peer.public_key},
         state=State(now, v),
+        provisional=v.pending,
     )
