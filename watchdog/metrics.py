@@ -55,10 +55,10 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("wireguard_peer_last_handshake_timestamp_seconds", "gauge", "When the last handshake with the peer completed (unix time); 0 = never.", "interface", "public_key"),
     _m("wireguard_peer_receive_bytes_total", "counter", "Bytes received from the peer on the wire, handshake responses (92 bytes each) included.", "interface", "public_key"),
     _m("wireguard_peer_transmit_bytes_total", "counter", "Bytes sent to the peer on the wire, handshake initiations included.", "interface", "public_key"),
-    # --- the tunnel interface (inner, decrypted traffic)
+    # --- the tunnel interface (decrypted traffic on a TUN; wire bytes on the kernel's WireGuard)
     _m("interface_up", "gauge", "1 when the tunnel interface exists and is up in the namespace.", "interface"),
-    _m("interface_receive_bytes_total", "counter", "Decrypted bytes received on the tunnel interface.", "interface"),
-    _m("interface_transmit_bytes_total", "counter", "Bytes sent into the tunnel interface before encryption.", "interface"),
+    _m("interface_receive_bytes_total", "counter", "Bytes received on the tunnel interface: decrypted traffic under wireguard-go or boringtun; on the kernel's WireGuard the wire bytes of every message, handshakes included.", "interface"),
+    _m("interface_transmit_bytes_total", "counter", "Bytes sent on the tunnel interface: before encryption under wireguard-go or boringtun; on the kernel's WireGuard the wire bytes of every message, handshakes included.", "interface"),
     # --- DNS through the VPN's resolver
     _m("dns_lookup_duration_seconds", "gauge", "Latency of the last DNS lookup through the VPN's resolver.", "name"),
     _m("dns_resolver_info", "info", "The resolver the namespace uses and the interface the route to it leaves by.", "resolver", "interface"),

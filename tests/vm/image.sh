@@ -26,7 +26,14 @@ rm -f VERSION
 if [ ! -d kernel/lib/modules ] || [ "${1:-}" = "--force" ]; then
     # The kernel linux-image-amd64 points at today (Debian renames the package
     # with every ABI bump: linux-image-6.1.0-NN-amd64).
-    pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+    kernel_pkg() {
+        apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+    }
+    pkg="$(kernel_pkg)"
+    if [ -z "$pkg" ]; then
+        apt-get -o DPkg::Lock::Timeout=300 update -qq
+        pkg="$(kernel_pkg)"
+    fi
     if [ -z "$pkg" ]; then
         echo "image.sh: apt knows no linux-image-amd64 (run apt-get update)" >&2
         exit 1
