@@ -141,7 +141,10 @@ class WgPair:
         deadline = time.monotonic() + 5
         while not all(self.uapi_path(w).exists() for w in (self.wg_a, self.wg_b)):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"wireguard-go did not start; see logs in {self.tmp}")
+                logs = " | ".join(
+                    (self.tmp / f"{w}.log").read_text()[-300:] for w in (self.wg_a, self.wg_b)
+                )
+                raise RuntimeError(f"wireguard-go did not start: {logs}")
             time.sleep(0.01)
 
     def restart_tunnels(self) -> None:

@@ -2,6 +2,7 @@
 # The kernel VM's PID 1 after switch_root in qvw.mode=command (host's /bin/sh, on the
 # host's root with a tmpfs overlay). Runs the job's `command` with bash, prints
 # "QVW-EXIT <code>" on the serial console and powers off through sysrq.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm
@@ -9,8 +10,10 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 ip link set lo up
+# No udev here: load tun so that /dev/net/tun exists (wireguard-go opens it, nothing
+# triggers the module's autoload from a missing device node).
+modprobe tun
 hostname qvw-vm
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 export QVW_IN_VM=1
 cd /run/qvw-job
 /bin/bash /run/qvw-job/command < /dev/null > /dev/console 2>&1

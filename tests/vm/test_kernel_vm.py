@@ -53,6 +53,7 @@ def junit_cases(path: Path) -> dict[str, tuple[str, str]]:
     """test name -> (outcome, text): passed, failed, error or skipped."""
     out = {}
     for case in ET.parse(path).getroot().iter("testcase"):
+        print(f"  in the VM: {case.get('name')} {float(case.get('time', 0)):.1f} s")
         outcome, text = "passed", ""
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
@@ -78,5 +79,8 @@ def test_kernel_session_in_vm():
         assert guest_test_names() <= ran, f"never ran in the VM: {guest_test_names() - ran}"
         assert r.exit_code == 0, f"guest pytest exited {r.exit_code}:\n{tail}"
         print(f"kernel VM session: {len(cases)} passed in {r.seconds:.1f} s (boot included)")
+        rss = r.job / "rss.json"
+        if rss.exists():
+            print(f"daemon RSS in the VM (MiB): {rss.read_text()}")
     finally:
         shutil.rmtree(r.job, ignore_errors=True)

@@ -17,11 +17,10 @@ import socket
 import threading
 import time
 
-import dns.message
-import dns.rrset
 import pytest
 from pyroute2 import netns as pr_netns
 
+from tests.vm.guest.helpers import DnsResponder
 from tests.wg_pair import ECHO_PORT, WgPair, _run
 from watchdog.checks import Context, Runner, load_all
 from watchdog.checks.bind import on_tunnel
@@ -46,29 +45,6 @@ def pair():
     finally:
         dns_server.close()
         p.down()
-
-
-class DnsResponder:
-    """The VPN's resolver at the server's tunnel address: answers every A query with 10.99.1.1."""
-
-    def __init__(self, ns: str, address: str) -> None:
-        self.sock = pr_netns.create_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
-        self.sock.bind((address, 53))
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except OSError:
-                return
-            q = dns.message.from_wire(data)
-            r = dns.message.make_response(q)
-            r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "10.99.1.1"))
-            self.sock.sendto(r.to_wire(), peer)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def config(pair: WgPair):
@@ -225,7 +201,9 @@ def test_healthy_tunnel_passes_both_checks(pair):
 def test_the_92_byte_failure(pair):
     # The server lets exactly one handshake response (92 bytes, 120 at layer 3)
     # out and nothing after it: the failure as it was seen on a real box.
-    with server_drops(pair, "udp sport {port} quota until 120 bytes accept\n    udp sport {port} drop"):
+    with server_drops(
+        pair, "udp sport {port} quota until 120 bytes accept\n    udp sport {port} drop"
+    ):
         reader = KernelReader(pair.wg_a, netns=pair.ns_a)
         cycles = Cycles(pair)
         try:
