@@ -432,8 +432,9 @@ def _pyroute2() -> tuple[type, type]:
             def complete(name: str) -> Any:
                 if name.startswith("__"):
                     raise AttributeError(name)
+                # `from pyroute2 import netns` (pyroute2's own modules do this): a submodule.
                 if importlib.util.find_spec(f"pyroute2.{name}") is not None:
-                    return importlib.import_module(f"pyroute2.{name}")  # `from pyroute2 import netns`
+                    return importlib.import_module(f"pyroute2.{name}")
                 del package.__getattr__
                 spec.loader.exec_module(package)  # the package's __init__, as a plain import would
                 return getattr(package, name)
