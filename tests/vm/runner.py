@@ -24,9 +24,13 @@ Facts this is built on (measured on this machine, December 2026):
   line); its exit code comes back on the serial console as ``QVW-EXIT <n>``;
   the guest powers off through sysrq and QEMU exits (``-no-reboot``).
 
-``mode="systemd"`` boots with systemd as PID 1 instead; files given in
-``overlay`` (guest path -> text) are copied onto the guest's root first
-(units, a machine-id). The guest powers itself off (``systemctl poweroff``).
+``mode="systemd"`` boots with systemd as PID 1 instead (Debian's systemd 252,
+from this machine's root), into ``qvw.target``: basic.target and the job,
+none of the services this machine has enabled. The job is a unit
+(``qvw-job.service``) that runs the command, prints its exit code and
+powers off through systemd. Files given in ``overlay`` (guest path -> text;
+``symlinks``: guest path -> target) are put on the guest's root first:
+units, and ``qvw.target.wants/`` links to start them at boot.
 
 ``python -m tests.vm.runner [--systemd] COMMAND...`` runs one command in the VM.
 """
@@ -49,6 +53,41 @@ CACHE = Path(os.environ.get("QVW_VM_CACHE", "/var/cache/qbt-vpn-watchdog/vm"))
 HERE = Path(__file__).resolve().parent
 QEMU = "qemu-system-x86_64"
 EXIT_MARK = re.compile(rb"^QVW-EXIT (\d+)\s*$", re.M)
+
+
+# systemd mode: a target of our own (this machine has services enabled that must not
+# start in the guest) and the job as a unit. The exit line and the power-off come
+# from the unit, so systemd stops everything else cleanly first.
+SYSTEMD_JOB = {
+    "/etc/systemd/system/qvw.target": """[Unit]
+Description=qbt-vpn-watchdog VM test
+Requires=basic.target qvw-job.service
+After=basic.target
+AllowIsolate=yes
+""",
+    "/etc/systemd/system/qvw-job.service": """[Unit]
+Description=qbt-vpn-watchdog VM job
+After=basic.target
+
+[Service]
+Type=oneshot
+Environment=QVW_IN_VM=1 HOME=/root LANG=C.UTF-8
+WorkingDirectory=/run/qvw-job
+ExecStart=/bin/sh -c 'bash /run/qvw-job/command </dev/null >/dev/console 2>&1; \
+echo "QVW-EXIT $?" >/dev/console; systemctl poweroff --no-block'
+TimeoutStartSec=infinity
+""",
+}
+# Debian enables these at sysinit; in the guest they only wait for a network there is
+# none of. systemd-tmpfiles-setup walks the host's tree over 9p: 39 s of a 47 s boot.
+SYSTEMD_MASKED = {
+    f"/etc/systemd/system/{unit}": "/dev/null"
+    for unit in (
+        "systemd-timesyncd.service",
+        "systemd-pstore.service",
+        "systemd-tmpfiles-setup.service",
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -78,16 +117,16 @@ class Vm:
         return None
 
     def qemu_argv(self, job: Path, mode: str) -> list[str]:
-        append = " ".join(
-            [
-                "console=ttyS0",
-                "panic=-1",  # a panic reboots, and -no-reboot turns that into QEMU exiting
-                "quiet",
-                "loglevel=4",
-                f"qvw.mode={mode}",
-                f"qvw.cache={self.cache}",
-            ]
-        )
+        append = [
+            "console=ttyS0",
+            "panic=-1",  # a panic reboots, and -no-reboot turns that into QEMU exiting
+            "quiet",
+            "loglevel=4",
+            f"qvw.mode={mode}",
+            f"qvw.cache={self.cache}",
+        ]
+        if mode == "systemd":
+            append += ["systemd.unit=qvw.target", "systemd.show_status=error"]
         return [
             QEMU,
             "-accel", "tcg", "-cpu", "max",
@@ -95,7 +134,7 @@ class Vm:
             "-nodefaults", "-nic", "none", "-display", "none", "-no-reboot",
             "-kernel", str(self.cache / "vmlinuz"),
             "-initrd", str(self.cache / "initramfs.cpio.gz"),
-            "-append", append,
+            "-append", " ".join(append),
             "-chardev", f"file,id=con,path={job / 'console.log'}",
             "-serial", "chardev:con",
             "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -111,6 +150,7 @@ class Vm:
         timeout: float = 300.0,
         mode: str = "command",
         overlay: dict[str, str] | None = None,
+        symlinks: dict[str, str] | None = None,
         on_output=None,
     ) -> VmResult:
         """Boot, run ``command`` (bash) as root in the guest, power off; never raises on failure.
@@ -124,10 +164,19 @@ class Vm:
         job = Path(tempfile.mkdtemp(prefix="qvw-vm-job-"))
         (job / "command").write_text(command + "\n")
         shutil.copy(HERE / "stage2.sh", job / "stage2")
-        for path, text in (overlay or {}).items():
+        files = dict(overlay or {})
+        links = dict(symlinks or {})
+        if mode == "systemd":
+            files.update(SYSTEMD_JOB)
+            links.update(SYSTEMD_MASKED)
+        for path, text in files.items():
             dest = job / "overlay" / path.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text)
+        for path, target in links.items():
+            dest = job / "overlay" / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(target)
         console = job / "console.log"
         console.touch()
         started = time.monotonic()
