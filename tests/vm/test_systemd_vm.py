@@ -92,3 +92,13 @@ def test_systemd_session_in_vm():
                 print((r.job / name).read_text())
     finally:
         shutil.rmtree(r.job, ignore_errors=True)
+
+
+def test_readme_gives_the_tested_watchdog_unit():
+    # What the systemd VM runs is what the README tells a user to install.
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"A plain unit for a non-NixOS host.*?:\n\n```ini\n(.*?)```", readme, re.S)
+    assert m, "README.md: no plain unit block"
+    assert m.group(1) == (UNITS / "qbt-vpn-watchdog.service").read_text()
