@@ -10,6 +10,7 @@ tests/vm/systemd_guest runs in the VM as one pytest session.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -75,6 +76,8 @@ def test_systemd_session_in_vm():
     command = (
         f"cd {REPO} && exec {sys.executable} -m pytest -q -p no:cacheprovider -rA"
         f" --junitxml=/run/qvw-job/junit.xml tests/vm/systemd_guest"
+        f" {os.environ.get('QVW_GUEST_PYTEST_ARGS', '')} > /run/qvw-job/guest.log 2>&1;"
+        " code=$?; tail -c 20000 /run/qvw-job/guest.log; exit $code"
     )
     r = vm.run(command, mode="systemd", overlay=files, symlinks=links, timeout=SESSION_TIMEOUT)
     try:
@@ -87,6 +90,8 @@ def test_systemd_session_in_vm():
         assert not bad, "in the VM:\n" + "\n".join(f"{n}: {o}\n{t}" for n, (o, t) in bad.items())
         assert r.exit_code == 0, f"guest pytest exited {r.exit_code}:\n{tail}"
         print(f"systemd VM session: {len(cases)} passed in {r.seconds:.1f} s (boot included)")
+        if os.environ.get("QVW_GUEST_PYTEST_ARGS"):
+            print((r.job / "guest.log").read_text()[-20000:])
         for name in ("exposure.txt",):
             if (r.job / name).exists():
                 print((r.job / name).read_text())

@@ -111,7 +111,7 @@ def test_a_stalled_loop_is_killed_by_the_systemd_watchdog_and_restarted():
     # WatchdogSec= shortened for the test (the unit says 90 s); the stall is real.
     dropin = Path(f"/run/systemd/system/{WATCHDOG}.d/qvw-test.conf")
     dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text("[Service]\nWatchdogSec=40\n")
+    dropin.write_text("[Service]\nWatchdogSec=25\n")
     sh("systemctl", "daemon-reload")
     sh("systemctl", "restart", WATCHDOG)
     wait_for("active", lambda: state(WATCHDOG) == "active", 180)
@@ -131,7 +131,7 @@ def test_a_stalled_loop_is_killed_by_the_systemd_watchdog_and_restarted():
     assert "Watchdog timeout" in log, log[-3000:]
     wait_for("active again", lambda: state(WATCHDOG) == "active", 180)
     assert show(WATCHDOG, "MainPID")["MainPID"] != before["MainPID"]
-    print(f"stalled loop restarted {after:.0f} s after SIGSTOP (WatchdogSec=40)")
+    print(f"stalled loop restarted {after:.0f} s after SIGSTOP (WatchdogSec=25)")
 
 
 def test_hardening_is_in_force_and_the_watchdog_still_works():
@@ -179,6 +179,49 @@ def test_qbittorrent_killed_is_restarted_and_bind_recovers():
             capture_output=True, text=True, timeout=240,
         )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_return_path_broken_makes_the_watchdog_restart_the_tunnel_unit():
+    # Everything from the server dropped: return_path fails, tier 1 (the endpoint
+    # re-set) does not help, tier 2 is `systemctl restart` of the tunnel unit, for
+    # real, from inside the hardened watchdog unit; PartOf= restarts qBittorrent.
+    wait_for("active", lambda: state(WATCHDOG) == "active", 180)
+    tunnel_since = show(TUNNEL, "ActiveEnterTimestampMonotonic")["ActiveEnterTimestampMonotonic"]
+    qbt_pid = show(QBT, "MainPID")["MainPID"]
+    since = sh("date", "+%Y-%m-%d %H:%M:%S").strip()
+    nft = ["ip", "netns", "exec", "airvpn", "nft"]
+    subprocess.run(
+        [*nft, "-f", "-"],
+        input="table inet qvw_fault {\n chain output {\n"
+        "  type filter hook output priority filter; policy accept;\n"
+        "  udp sport 1637 drop\n }\n}\n",
+        text=True, check=True,
+    )  # fmt: skip
+    try:
+        wait_for(
+            "the tunnel unit restarted",
+            lambda: (
+                show(TUNNEL, "ActiveEnterTimestampMonotonic")["ActiveEnterTimestampMonotonic"]
+                != tunnel_since
+            ),
+            180,
+            1,
+        )
+    finally:
+        sh(*nft, "delete", "table", "inet", "qvw_fault")
+    log = sh("journalctl", "-b", "--since", since, "--no-pager")
+    assert "Stopping qbittorrent-vpn-tunnel.service" in log, log[-4000:]
+    wait_for(
+        "qBittorrent restarted", lambda: show(QBT, "MainPID")["MainPID"] not in ("0", qbt_pid), 120
+    )
+    # Healed: the watchdog sees everything pass again, qBittorrent on the new tunnel.
+    wait_for(
+        "an ok cycle after the restart",
+        lambda: show(WATCHDOG, "StatusText")["StatusText"].startswith("ok"),
+        180,
+        1,
+    )
+    print(sh("journalctl", "-u", WATCHDOG, "--since", since, "--no-pager", "-o", "cat")[-2500:])
 
 
 def test_hardening_exposure_is_recorded():
