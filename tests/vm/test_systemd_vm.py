@@ -23,7 +23,8 @@ from tests.vm.test_kernel_vm import junit_cases
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "systemd"
 GUEST = Path(__file__).resolve().parent / "systemd_guest"
-SESSION_TIMEOUT = 300.0
+# The target is 5 minutes (277 s measured); the limit leaves room for a loaded machine.
+SESSION_TIMEOUT = 420.0
 PRODUCT_UNITS = (
     "qbittorrent-vpn-tunnel.service",
     "qbittorrent-vpn.service",
