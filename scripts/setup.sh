@@ -20,6 +20,7 @@ PACKAGES=(
     nix-bin                        # nix-instantiate, to parse and evaluate nix/
     systemd                        # systemd-analyze verify for the units NixOS renders (never PID 1 here)
     debootstrap                    # the Debian 13 tree that holds qBittorrent 5.1
+    qemu-system-x86 busybox-static kmod  # the kernel VM (tests/vm): the kernel's WireGuard
     openssl curl python3-venv
 )
 missing=()
@@ -43,4 +44,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# The kernel VM's kernel (Debian's 6.1, unpacked, not installed) and initramfs,
+# cached in /var/cache/qbt-vpn-watchdog/vm; a no-op once there (about 10 s the first time).
+bash tests/vm/image.sh
 echo "setup.sh: ready (.venv/bin/qbt-vpn-watchdog)"
