@@ -92,7 +92,10 @@ buildPythonApplication {
     "-m"
     "not root and not lab"
   ];
-  disabledTestPaths = [ "tests/test_nix.py" ];
+  disabledTestPaths = [
+    "tests/test_nix.py"
+    "tests/test_nixos_eval.py"
+  ];
 
   pythonImportsCheck = [ "watchdog" ];
 

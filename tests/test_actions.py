@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.session_names import SESSION, unique
 from tests.test_policy import CHECKS, ModelQbt, ModelWg, Srcs, res
 from watchdog import config as config_mod
 from watchdog.actions import ActionError, Remediator, resolve_endpoint, run_command, run_retrying
@@ -435,8 +436,8 @@ def test_remediator_counts_a_failing_restart_command(tmp_path):
 
 # --- tier 1 against a real wireguard-go ---------------------------------------------------
 
-NS = "qvr-wg"
-IFACE = "qvrwg0"
+NS = unique("qvr-wg")
+IFACE = f"qvr{SESSION}0"  # wireguard-go's UAPI socket path is machine-wide
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 
 import watchdog.checks.dns  # noqa: F401 - registers the check
 from tests.netns_helpers import dnsmasq, netns, udp_server, veth
+from tests.session_names import unique
 from watchdog.checks import REGISTRY, Context, Runner
 from watchdog.config import parse
 from watchdog.results import Outcome
@@ -25,7 +26,7 @@ from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root
 
-CLIENT, SERVER = "qvp-cdns", "qvp-cdsrv"
+CLIENT, SERVER = unique("qvp-cdns"), unique("qvp-cdsrv")
 TUNNEL = "qvpwg0"
 GOOD, ODD, NOBODY = "10.77.0.1", "10.77.0.3", "10.77.0.4"
 

@@ -11,12 +11,13 @@ import dns.rrset
 import pytest
 
 from tests.netns_helpers import dnsmasq, netns, udp_server
+from tests.session_names import unique
 from watchdog.sources import SourceError
 from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root
 
-NS = "qvp-dns"
+NS = unique("qvp-dns")
 PROOF_PORT = 35353  # nothing listens on it in the root namespace (checked below)
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
 from watchdog.config import load
-from watchdog.lab import services
+from watchdog.lab import qbt_versions, services
 from watchdog.lab import topology as t
 
-pytestmark = [pytest.mark.lab, pytest.mark.root]
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
 
 def test_confined_namespace_is_set_up_as_airvpn_says(lab):
@@ -99,7 +101,17 @@ def test_webui_answers_from_the_root_namespace_over_the_lan_link(lab):
     except urllib.error.HTTPError as e:
         status = e.code
     assert status == 403  # it answers; the API wants a login first
-    assert lab.qbt().app_version().startswith("v4.5")
+    assert qbt_versions.matches(lab.qbt().app_version())  # the QBT_VERSION asked for
+
+
+def test_lab_status_reports_the_running_qbittorrent_version(lab):
+    p = subprocess.run(
+        [sys.executable, "-m", "watchdog.lab", "status"], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    reported = json.loads(p.stdout)["qbittorrent_version"]
+    assert reported == lab.qbt().app_version()
+    assert qbt_versions.matches(reported), (reported, qbt_versions.selected())
 
 
 def test_webui_is_not_reachable_through_the_tunnel(lab):

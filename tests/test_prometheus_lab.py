@@ -275,7 +275,10 @@ def test_every_metric_named_anywhere_is_exposed_by_the_daemon(prometheus):
     q = urllib.parse.urlencode({"match_target": f'{{job="{JOB}"}}'})
     meta = get_json(f"{prometheus.url}/api/v1/targets/metadata?{q}")["data"]
     exposed = {m["metric"] for m in meta}
-    exposed |= {n + "_total" for n in exposed}  # newer clients name counter families without it
+    # Family names as the metadata has them: counters without _total (newer
+    # clients), and info families without _info once Prometheus scrapes
+    # OpenMetrics (its series are still named ..._info).
+    exposed |= {n + suffix for n in exposed for suffix in ("_total", "_info")}
     recorded = {r["record"] for r in recording_rules()}
     used = set()
     for _, expr in dashboard_queries(load_dashboard()):

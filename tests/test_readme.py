@@ -124,8 +124,28 @@ def test_the_counts_are_true():
 
 def test_the_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "sudo scripts/setup.sh && sudo .venv/bin/pytest -q" in README
-    assert "bash scripts/setup.sh" in ci and ".venv/bin/pytest -q" in ci
+    command = (
+        "sudo scripts/setup.sh && sudo .venv/bin/pytest -q"
+        " && sudo QBT_VERSION=5.1 .venv/bin/pytest -q -m qbittorrent"
+    )
+    assert command in README
+    assert "bash scripts/setup.sh" in ci
+    runs = [line.strip() for line in ci.splitlines() if ".venv/bin/pytest" in line]
+    assert runs == [".venv/bin/pytest -q", "QBT_VERSION=5.1 .venv/bin/pytest -q -m qbittorrent"]
+
+
+def test_the_qbittorrent_marker_is_declared():
+    # CI's second run selects on it; an undeclared marker would select nothing, silently.
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    markers = pyproject["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("qbittorrent:") for m in markers)
+
+
+def test_the_qbittorrent_versions_doc_is_linked():
+    assert "(docs/qbittorrent-versions.md)" in README
+    assert (ROOT / "docs" / "qbittorrent-versions.md").exists()
 
 
 def _check_table(text: str, header: str, columns: int) -> dict[str, set[str]]:

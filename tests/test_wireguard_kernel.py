@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -220,3 +222,26 @@ def test_failing_kernel_reads_leak_nothing():
     assert kinds == ["missing"] * 11
     assert len(os.listdir("/proc/self/fd")) == fds
     r.close()
+
+
+LEAN_IMPORT = """
+import sys
+from watchdog.sources.wireguard import KernelReader
+KernelReader("qvwk0").close()
+loaded = {m for m in sys.modules if m.startswith("pyroute2")}
+print(len(loaded), "pyroute2.ndb.main" in loaded, "pyroute2.conntrack" in loaded)
+from pyroute2 import NDB, IPRoute, WireGuard
+from pyroute2.netlink.generic.wireguard import WireGuard as Same
+print(WireGuard is Same, "pyroute2.ndb.main" in sys.modules)
+"""
+
+
+def test_kernel_reader_imports_only_the_pyroute2_modules_it_uses():
+    # A fresh interpreter: in this one pyroute2 is imported in full by other tests.
+    out = subprocess.run(
+        [sys.executable, "-c", LEAN_IMPORT], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    count, ndb, conntrack = out[0].split()
+    assert (ndb, conntrack) == ("False", "False") and int(count) < 30, out
+    # Asked for the whole package afterwards, one gets it, and the same classes.
+    assert out[1] == "True True", out

@@ -468,6 +468,14 @@ class WebuiCheck(CheckBase):
 
 
 @dataclass(frozen=True)
+class Ipv6Check(CheckBase):
+    """No IPv6 route leaves the namespace except through the tunnel (IPv6 is
+    blocked there; this reads the routing table and sends nothing)."""
+
+    timeout: float = _key(2.0, help="Seconds for one dump of the IPv6 routes.", check=_positive)
+
+
+@dataclass(frozen=True)
 class ChecksSection:
     """One table per check. Each has enabled, timeout, interval, fail_after and recover_after."""
 
@@ -478,12 +486,13 @@ class ChecksSection:
     exit_ip: ExitIpCheck = _section(ExitIpCheck)
     bind: BindCheck = _section(BindCheck)
     webui: WebuiCheck = _section(WebuiCheck)
+    ipv6: Ipv6Check = _section(Ipv6Check)
 
 
 @dataclass(frozen=True)
 class RemediationSection:
     """What mode = "enforce" does once an unsafe check (return_path, handshake, bind,
-    a DNS or exit-IP leak) has failed fail_after times in a row; degraded ones are
+    a DNS or exit-IP leak, an IPv6 route beside the tunnel) has failed fail_after times in a row; degraded ones are
     only reported. Tunnel restarts go in tiers, each failed one escalates:
     endpoint, then restart_unit/restart_command, then alternative_endpoints."""
 

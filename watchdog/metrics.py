@@ -50,10 +50,10 @@ OWN: tuple[Metric, ...] = (
     _m("wireguard_peer_last_handshake_timestamp_seconds", "gauge", "When the last handshake with the peer completed (unix time); 0 = never.", "interface", "public_key"),
     _m("wireguard_peer_receive_bytes_total", "counter", "Bytes received from the peer on the wire, handshake responses (92 bytes each) included.", "interface", "public_key"),
     _m("wireguard_peer_transmit_bytes_total", "counter", "Bytes sent to the peer on the wire, handshake initiations included.", "interface", "public_key"),
-    # --- the tunnel interface (inner, decrypted traffic)
+    # --- the tunnel interface (decrypted traffic on a TUN; wire bytes on the kernel's WireGuard)
     _m("interface_up", "gauge", "1 when the tunnel interface exists and is up in the namespace.", "interface"),
-    _m("interface_receive_bytes_total", "counter", "Decrypted bytes received on the tunnel interface.", "interface"),
-    _m("interface_transmit_bytes_total", "counter", "Bytes sent into the tunnel interface before encryption.", "interface"),
+    _m("interface_receive_bytes_total", "counter", "Bytes received on the tunnel interface: decrypted traffic under wireguard-go or boringtun; on the kernel's WireGuard the wire bytes of every message, handshakes included.", "interface"),
+    _m("interface_transmit_bytes_total", "counter", "Bytes sent on the tunnel interface: before encryption under wireguard-go or boringtun; on the kernel's WireGuard the wire bytes of every message, handshakes included.", "interface"),
     # --- qBittorrent
     _m("qbittorrent_up", "gauge", "1 when the qBittorrent Web API answered the last cycle, else 0."),
     _m("qbittorrent_info", "info", "qBittorrent and Web API versions.", "version", "api_version"),

@@ -1,5 +1,7 @@
 """The benchmark suite: ``sudo .venv/bin/python -m tests.bench [--quick] [--only SECTION ...]``.
 
+``QBT_VERSION=5.1`` runs it against qBittorrent 5.1 (default 4.5), as the lab does.
+
 Runs against the lab (brought up and down unless it is up already) and prints
 one table of numbers, targets and ratios. A benchmark, not a test: nothing
 here passes or fails, it measures. Sections:
@@ -324,6 +326,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="qvb-bench-"))
     with lab_up() as base:
         client = services.qbt_client()
+        # QBT_VERSION (4.5 or 5.1) picks the lab's qBittorrent; the table says which ran.
+        qbt_version = f"qBittorrent {client.app_version()} (Web API {client.app_web_api_version()})"
+        print(f"against {qbt_version}", flush=True)
         password = services.client_password()
         tracker = f"http://{topology.SEEDER_IP}:{topology.TRACKER_PORT}/announce"
         ours: dict[str, float] = {}
@@ -375,7 +380,7 @@ def main() -> int:
 
     cpu = platform.processor() or platform.machine()
     print(f"\nqbt-vpn-watchdog benchmarks, {started}, {os.cpu_count()} cores ({cpu}), "
-          f"Python {platform.python_version()}\n")  # fmt: skip
+          f"Python {platform.python_version()}, {qbt_version}\n")  # fmt: skip
     w = [max(len(r[i]) for r in ROWS + [("what", "measured", "target", "")]) for i in range(4)]
     print(f"| {'what':<{w[0]}} | {'measured':<{w[1]}} | {'target':<{w[2]}} | {'':<{w[3]}} |")
     print(f"|{'-' * (w[0] + 2)}|{'-' * (w[1] + 2)}|{'-' * (w[2] + 2)}|{'-' * (w[3] + 2)}|")

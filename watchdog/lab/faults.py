@@ -359,6 +359,33 @@ def heal_webui_exposed() -> None:
                 )
 
 
+# --- ipv6: IPv6 appears on the namespace's LAN side ------------------------------------
+
+
+def _lan_ipv6(disabled: int) -> None:
+    path = f"/proc/sys/net/ipv6/conf/{t.LAN_NS}/disable_ipv6"
+    t.run(["sh", "-c", f"echo {disabled} > {path}"], netns=t.NS_VPN)
+
+
+def break_ipv6() -> None:
+    # What a router advertisement on the LAN does once IPv6 is on for the veth
+    # (a host update, someone's sysctl): an address and a default route out of
+    # the namespace beside the tunnel. IPv6 is blocked there by design, so this
+    # is the path the ipv6 check must see.
+    _lan_ipv6(0)
+    t.run(["ip", "-6", "addr", "add", t.LAN6_NS_ADDR, "dev", t.LAN_NS, "nodad"], netns=t.NS_VPN)
+    t.run(
+        ["ip", "-6", "route", "replace", "default", "via", t.LAN6_ROUTER, "dev", t.LAN_NS],
+        netns=t.NS_VPN,
+    )
+
+
+def heal_ipv6() -> None:
+    # IPv6 off again on the veth takes its addresses and routes with it.
+    if t.ns_exists(t.NS_VPN):
+        _lan_ipv6(1)
+
+
 # --- qbt-down: qbittorrent-nox stops ---------------------------------------------------
 
 
@@ -430,6 +457,12 @@ FAULTS: dict[str, Fault] = {
             "the WebUI is reachable through the tunnel",
             break_webui_exposed,
             heal_webui_exposed,
+        ),
+        Fault(
+            "ipv6",
+            "an IPv6 address and default route appear on the namespace's LAN side",
+            break_ipv6,
+            heal_ipv6,
         ),
         Fault("qbt-down", "qbittorrent-nox is stopped", break_qbt_down, heal_qbt_down),
     )

@@ -6,9 +6,11 @@ small raw netlink client in ``rtnl.py`` (see there why not pyroute2). A
 missing namespace is a ``SourceError(kind="missing")`` naming it, and is never
 created.
 
-For a WireGuard link the interface counters count decrypted inner traffic
-(what went through the tunnel), unlike the peer counters which count bytes on
-the wire including handshakes.
+For a userspace WireGuard (wireguard-go, boringtun: a TUN device) the
+interface counters count decrypted inner traffic, unlike the peer counters
+which count bytes on the wire including handshakes. The kernel's WireGuard
+counts every message at its wire size on the link too, handshakes included
+(measured in tests/vm); return_path tells them apart by the packet count.
 
 Listening sockets come from NETLINK_SOCK_DIAG (what `ss` reads): they say
 which device a socket is bound to, which qBittorrent's preferences cannot.
@@ -24,7 +26,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from watchdog.sources import LinkState, Listener, SourceError, rtnl
+from watchdog.sources import LinkState, Listener, Route, SourceError, rtnl
 from watchdog.sources.netns import netns_ident
 
 IFF_UP = 0x1
@@ -111,6 +113,35 @@ class Links:
             return None
         link = self._link_msg(index=oif)  # None: deleted between the two requests
         return link["name"] if link else None
+
+    def routes(self, family: int) -> tuple[Route, ...]:
+        """Every unicast route of ``family`` (socket.AF_INET/AF_INET6) in every table.
+
+        What `ip -6 route show table all` lists as plain routes: local,
+        broadcast, multicast, unreachable, blackhole and prohibit routes carry
+        nothing out of the namespace and are left out.
+        """
+        name = "IPv6" if family == socket.AF_INET6 else "IPv4"
+        dump = self._ask(
+            self._nl,
+            rtnl.RTM_GETROUTE,
+            rtnl.NLM_F_DUMP,
+            rtnl.route_dump_request(family),
+            f"{name} routes",
+        )
+        names: dict[int, str] = {}
+        out = []
+        for kind, payload in dump:
+            if kind != rtnl.RTM_NEWROUTE:
+                continue
+            rtype, dst, oif, table = rtnl.parse_route_entry(payload)
+            if rtype != RTN_UNICAST:
+                continue
+            if oif is not None and oif not in names:
+                link = self._link_msg(index=oif)
+                names[oif] = link["name"] if link else ""
+            out.append(Route(dst, names.get(oif, "") if oif is not None else "", table))
+        return tuple(out)
 
     def tcp_listeners(self, port: int) -> tuple[Listener, ...]:
         """The TCP sockets listening on ``port`` in the namespace (IPv4 and IPv6)."""
