@@ -275,7 +275,9 @@ def test_every_metric_named_anywhere_is_exposed_by_the_daemon(prometheus):
     q = urllib.parse.urlencode({"match_target": f'{{job="{JOB}"}}'})
     meta = get_json(f"{prometheus.url}/api/v1/targets/metadata?{q}")["data"]
     exposed = {m["metric"] for m in meta}
-    exposed |= {n + "_total" for n in exposed}  # newer clients name counter families without it
+    # OpenMetrics (which Prometheus negotiates) names counter families without
+    # _total and info families without _info; the samples keep both suffixes.
+    exposed |= {n + "_total" for n in exposed} | {n + "_info" for n in exposed}
     recorded = {r["record"] for r in recording_rules()}
     used = set()
     for _, expr in dashboard_queries(load_dashboard()):
