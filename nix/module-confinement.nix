@@ -15,6 +15,7 @@
 # the veth address only, never on the tunnel.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -83,30 +84,48 @@ let
   # so a proxy would let one client's typos lock everyone out). Nothing else
   # is forwarded into the namespace, and the namespace can never use the host
   # as a router around the tunnel.
+  hostTableBody = ''
+    set webui_clients {
+      # auto-merge: overlapping ranges (10.0.0.0/8 and 10.88.0.0/16) are
+      # an error in an interval set without it.
+      type ipv4_addr; flags interval; auto-merge;
+      ${lib.optionalString (clientRanges4 != [ ]) "elements = { ${lib.concatStringsSep ", " clientRanges4} }"}
+    }
+    chain prerouting {
+      type nat hook prerouting priority dstnat; policy accept;
+      fib daddr type local ip saddr @webui_clients tcp dport ${toString cfg.webui.port} dnat ip to ${nsAddress}:${toString cfg.webui.port}
+    }
+    chain forward {
+      type filter hook forward priority filter; policy accept;
+      oifname "${cfg.veth.hostName}" ip daddr ${nsAddress} tcp dport ${toString cfg.webui.port} ip saddr @webui_clients accept
+      oifname "${cfg.veth.hostName}" drop
+      iifname "${cfg.veth.hostName}" ct state established,related accept
+      iifname "${cfg.veth.hostName}" drop
+    }
+  '';
+  # The whole table, replaced atomically (the same three statements NixOS's
+  # nftables service writes for each of networking.nftables.tables).
   hostRuleset = ''
     table inet ${hostTableName}
     delete table inet ${hostTableName}
     table inet ${hostTableName} {
-      set webui_clients {
-        # auto-merge: overlapping ranges (10.0.0.0/8 and 10.88.0.0/16) are
-        # an error in an interval set without it.
-        type ipv4_addr; flags interval; auto-merge;
-        ${lib.optionalString (clientRanges4 != [ ]) "elements = { ${lib.concatStringsSep ", " clientRanges4} }"}
-      }
-      chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-        fib daddr type local ip saddr @webui_clients tcp dport ${toString cfg.webui.port} dnat ip to ${nsAddress}:${toString cfg.webui.port}
-      }
-      chain forward {
-        type filter hook forward priority filter; policy accept;
-        oifname "${cfg.veth.hostName}" ip daddr ${nsAddress} tcp dport ${toString cfg.webui.port} ip saddr @webui_clients accept
-        oifname "${cfg.veth.hostName}" drop
-        iifname "${cfg.veth.hostName}" ct state established,related accept
-        iifname "${cfg.veth.hostName}" drop
-      }
+    ${hostTableBody}
     }
   '';
   hostTable = pkgs.writeText "qbittorrent-vpn-host.nft" hostRuleset;
+
+  # Who loads the host table. NixOS's nftables service starts every load and
+  # reload with `flush ruleset`, which deletes every table in the root
+  # namespace; a table loaded by the tunnel unit would vanish at the next
+  # nixos-rebuild switch and the WebUI would silently stop answering. So with
+  # networking.nftables the table is part of what that service loads:
+  # networking.nftables.tables where NixOS has it (23.05 and later), else the
+  # ruleset text. With the iptables firewall nothing flushes it and the tunnel
+  # unit loads it.
+  hostNftables = config.networking.nftables.enable;
+  nftablesHasTables = options.networking.nftables ? tables;
+  tableByUnit = cfg.webui.forwardFromHost && !hostNftables;
+  tableByNftables = cfg.webui.forwardFromHost && hostNftables;
   nft = "${pkgs.nftables}/bin/nft";
 
   # qBittorrent.conf keys enforced at every start; nested attribute names are
@@ -270,12 +289,7 @@ in
     };
 
     qbittorrent = {
-      package = mkOption {
-        type = types.package;
-        default = pkgs.qbittorrent-nox;
-        defaultText = lib.literalExpression "pkgs.qbittorrent-nox";
-        description = "The qbittorrent-nox package.";
-      };
+      package = lib.mkPackageOption pkgs "qbittorrent-nox" { };
       user = mkOption {
         type = types.str;
         default = "qbittorrent";
@@ -338,7 +352,12 @@ in
   config = mkIf cfg.enable {
     services.qbittorrent-vpn.generated = {
       qbittorrentSettings = qbtSettings;
-      inherit hostRuleset;
+      inherit hostRuleset hostTableBody;
+      hostTableLoadedBy =
+        if !cfg.webui.forwardFromHost then null
+        else if !hostNftables then tunnelUnit
+        else if nftablesHasTables then "networking.nftables.tables"
+        else "networking.nftables.ruleset";
     };
 
     assertions = [
@@ -348,13 +367,35 @@ in
         assertion = cfg.veth.hostAddress != cfg.veth.nsAddress;
         message = "services.qbittorrent-vpn.veth: hostAddress and nsAddress must differ.";
       }
+      {
+        assertion =
+          !cfg.webui.forwardFromHost
+          || builtins.elem (config.boot.kernel.sysctl."net.ipv4.conf.all.forwarding" or null) [ true 1 "1" ];
+        message = "services.qbittorrent-vpn.webui.forwardFromHost needs boot.kernel.sysctl.\"net.ipv4.conf.all.forwarding\" on, and something forces it off: set webui.forwardFromHost = false, or stop forcing it.";
+      }
     ];
 
     # Loaded at boot so the tunnel unit does not depend on autoloading.
     boot.kernelModules = [ "wireguard" ];
+    # NixOS's networking module sets this key with mkDefault (false unless an
+    # interface uses proxy ARP), and the key takes exactly one definition per
+    # priority: mkDefault here would collide with it. 96 is above nat (99),
+    # docker (98) and tailscale (97), which all set it to true as well.
     boot.kernel.sysctl = mkIf cfg.webui.forwardFromHost {
-      "net.ipv4.conf.all.forwarding" = mkDefault true;
+      "net.ipv4.conf.all.forwarding" = lib.mkOverride 96 true;
     };
+
+    networking.nftables = mkIf tableByNftables (
+      if nftablesHasTables then
+        {
+          tables.${hostTableName} = {
+            family = "inet";
+            content = hostTableBody;
+          };
+        }
+      else
+        { ruleset = hostRuleset; }
+    );
 
     users.users = mkIf (cfg.qbittorrent.user == "qbittorrent") {
       qbittorrent = {
@@ -381,19 +422,17 @@ in
         "nss-lookup.target"
       ];
       wantedBy = [ "multi-user.target" ];
-      restartTriggers = [ hostTable ];
-      unitConfig = {
-        # Keep qBittorrent running whenever the tunnel is up: after a failed
-        # boot-time start is retried below, its dependent start job is gone.
-        Upholds = qbtUnit;
-        # Retry forever (a VPN outage at boot must not leave it down).
-        StartLimitIntervalSec = 0;
-      };
+      restartTriggers = lib.optional tableByUnit hostTable;
+      # Keep qBittorrent running whenever the tunnel is up: after a failed
+      # boot-time start is retried below, its dependent start job is gone.
+      upholds = [ qbtUnit ];
+      # Retry forever (a VPN outage at boot must not leave it down).
+      startLimitIntervalSec = 0;
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
         ExecStart = "${netns} ${netnsArgs} up";
-        ExecStartPost = lib.optional cfg.webui.forwardFromHost "${nft} -f ${hostTable}";
+        ExecStartPost = lib.optional tableByUnit "${nft} -f ${hostTable}";
         # Re-read the AirVPN config and recreate only the WireGuard link
         # (namespace, kill switch and qBittorrent stay): the watchdog's tier-2
         # remediation, and what to run after rotating the config secret.
@@ -403,7 +442,7 @@ in
         ExecStopPost = [
           "${netns} ${netnsArgs} down"
         ]
-        ++ lib.optional cfg.webui.forwardFromHost "-${nft} delete table inet ${hostTableName}";
+        ++ lib.optional tableByUnit "-${nft} delete table inet ${hostTableName}";
         Restart = "on-failure";
         RestartSec = 15;
         # `ip netns add` bind-mounts /run/netns/<name> for everyone, so this

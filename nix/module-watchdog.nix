@@ -18,7 +18,13 @@ let
   inherit (lib) mkOption mkEnableOption mkIf types;
 
   settingsFormat = pkgs.formats.toml { };
-  configFile = settingsFormat.generate "qbt-vpn-watchdog.toml" cfg.settings;
+  generatedConfig = settingsFormat.generate "qbt-vpn-watchdog.toml" cfg.settings;
+
+  # The package comes from pkgs when an overlay (the flake's) puts it there,
+  # else it is built from this repository.
+  withOwnPackage = pkgs // {
+    qbt-vpn-watchdog = pkgs.qbt-vpn-watchdog or (pkgs.python3Packages.callPackage ./package.nix { });
+  };
 
   # Per-check timeouts as in watchdog/config.py (tests/test_nix.py keeps this
   # table equal to the dataclass defaults).
@@ -29,6 +35,7 @@ let
     exit_ip = 10;
     bind = 5;
     webui = 5;
+    ipv6 = 2;
   };
   checkTimeout = name: lib.attrByPath [ "checks" name "timeout" ] defaultCheckTimeouts.${name} cfg.settings;
   checksEnabled = name: lib.attrByPath [ "checks" name "enabled" ] true cfg.settings;
@@ -49,11 +56,8 @@ in
   options.services.qbt-vpn-watchdog = {
     enable = mkEnableOption "qbt-vpn-watchdog, the watchdog and Prometheus exporter for a WireGuard-confined qBittorrent";
 
-    package = mkOption {
-      type = types.package;
-      default = pkgs.python3Packages.callPackage ./package.nix { };
-      defaultText = lib.literalExpression "pkgs.python3Packages.callPackage ./package.nix { }";
-      description = "The qbt-vpn-watchdog package.";
+    package = lib.mkPackageOption withOwnPackage "qbt-vpn-watchdog" {
+      extraDescription = "Without an overlay that provides it, the package is built from this repository (nix/package.nix).";
     };
 
     settings = mkOption {
@@ -84,7 +88,7 @@ in
             listen_address = mkOption {
               type = types.str;
               default = "127.0.0.1";
-              description = "Address of /metrics and /healthz. Use the host's LAN or Tailscale address for a remote Prometheus.";
+              description = ''Address of /metrics and /healthz: an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::"). Use the host's LAN or Tailscale address for a remote Prometheus.'';
             };
             listen_port = mkOption {
               type = types.port;
@@ -127,6 +131,20 @@ in
           };
         };
       };
+    };
+
+    configFile = mkOption {
+      type = types.path;
+      default = generatedConfig;
+      defaultText = lib.literalExpression "a TOML file generated from `settings`";
+      example = "/etc/qbt-vpn-watchdog.toml";
+      description = ''
+        The watchdog's TOML configuration file. By default it is generated
+        from `settings`; set it to use a file written by hand or by another
+        tool instead (`settings` is then ignored, and so is the default of
+        `watchdogSec`, which is computed from `settings`: set it too). It is
+        read by the service at start and on reload; no secret belongs in it.
+      '';
     };
 
     passwordFile = mkOption {
@@ -184,12 +202,12 @@ in
       after = [ "network.target" ] ++ cfg.after;
       wants = cfg.after;
       wantedBy = [ "multi-user.target" ];
-      restartTriggers = [ configFile ];
+      restartTriggers = [ cfg.configFile ];
 
       serviceConfig = {
         Type = "notify";
         NotifyAccess = "main";
-        ExecStart = "${lib.getExe cfg.package} run --config ${configFile}";
+        ExecStart = "${lib.getExe cfg.package} run --config ${cfg.configFile}";
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         WatchdogSec = cfg.watchdogSec;
         Restart = "on-failure";

@@ -18,6 +18,7 @@ PACKAGES=(
     nftables iproute2 dnsmasq      # kill switch and faults; namespaces; the VPN's resolver
     prometheus prometheus-alertmanager  # promtool/amtool, and the real ones for the e2e tests
     nix-bin                        # nix-instantiate, to parse and evaluate nix/
+    systemd                        # systemd-analyze verify for the units NixOS renders (never PID 1 here)
     debootstrap                    # the Debian 13 tree that holds qBittorrent 5.1
     openssl curl python3-venv
 )

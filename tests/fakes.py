@@ -32,17 +32,26 @@ class FakeWireguard:
 class FakeLinks:
     """Links, routes and listeners. ``listeners`` maps port -> tuple of Listener; without
     it every link listens on every port at its first address, bound to its index
-    (what a healthy qBittorrent bound to the tunnel looks like)."""
+    (what a healthy qBittorrent bound to the tunnel looks like). ``routes`` answers
+    ``route_interface``; ``table`` maps a family to what ``routes(family)`` returns
+    (a tuple of Route, or a SourceError to raise)."""
 
-    def __init__(self, links=None, routes=None, listeners=None):
-        self.links, self.routes = dict(links or {}), dict(routes or {})
+    def __init__(self, links=None, routes=None, listeners=None, table=None):
+        self.links, self.route_map = dict(links or {}), dict(routes or {})
         self.listeners = None if listeners is None else dict(listeners)
+        self.table = dict(table or {})
 
     def link(self, name):
         return self.links.get(name)
 
     def route_interface(self, dst):
-        return self.routes.get(dst)
+        return self.route_map.get(dst)
+
+    def routes(self, family):
+        value = self.table.get(family, ())
+        if isinstance(value, SourceError):
+            raise value
+        return value
 
     def tcp_listeners(self, port):
         if self.listeners is not None:

@@ -859,3 +859,50 @@ if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "child":
     raise SystemExit(child(sys.argv[2], sys.argv[3]))
 if __name__ == "__main__" and len(sys.argv) >= 2 and sys.argv[1] == "bench":
     bench(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000)
+
+
+def test_reload_result_and_time_are_exported(tmp_path):
+    clock = Clock()
+    d, world, port = make_daemon(tmp_path, clock=clock)
+    d.run_cycle()
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_config_last_reload_successful") == 1
+    assert metric(text, "qbtvpn_config_last_reload_success_timestamp_seconds") == clock.t  # start
+    clock.t += 60
+    Path(d.config_path).write_text("[watchdog]\ninterval = -1\n")
+    assert not d.reload()
+    # Seen at the next scrape, before any cycle.
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_config_last_reload_successful") == 0
+    assert metric(text, "qbtvpn_config_last_reload_success_timestamp_seconds") == clock.t - 60
+    clock.t += 60
+    Path(d.config_path).write_text(config_text(port))
+    assert d.reload()
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_config_last_reload_successful") == 1
+    assert metric(text, "qbtvpn_config_last_reload_success_timestamp_seconds") == clock.t
+
+
+@pytest.mark.parametrize("mode", ["observe", "enforce"])
+def test_the_mode_is_exported_and_healthz_says_observe(tmp_path, mode, caplog):
+    d, world, port = make_daemon(tmp_path, clock=Clock(), mode=mode)
+    d.run_cycle()
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_remediation_mode", mode=mode) == 1
+    other = {"observe": "enforce", "enforce": "observe"}[mode]
+    assert metric(text, "qbtvpn_remediation_mode", mode=other) == 0
+    code, body = d.health()
+    assert code == 200
+    if mode == "observe":
+        assert body.startswith("alive (observe mode: reports what it would do, never acts); ")
+    else:
+        assert body.startswith("alive; ") and "observe" not in body
+
+
+def test_the_start_log_says_observe_mode(running, caplog):
+    caplog.set_level(logging.INFO, "watchdog.daemon")
+    running(mode="observe")
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("started")]
+    assert started and started[0].startswith(
+        "started in observe (reports what it would do, never stops or restarts anything) mode:"
+    )

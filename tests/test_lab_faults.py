@@ -70,7 +70,7 @@ def raw_return_path(lab) -> float:
     assert lab.dns_query(DNS_NAME, t.SERVER_TUN_IP, timeout=1.0) == "timeout"
     time.sleep(0.5)
     p = lab.peer()
-    assert p["rx"] == 92, "the seed's signature: peer rx is exactly one handshake response"
+    assert p["rx"] == 92, "the 92-byte signature: peer rx is exactly one handshake response"
     assert p["tx"] > tx0 + 30 * 200, "tx keeps climbing while nothing comes back"
     return took
 
@@ -126,6 +126,20 @@ def raw_webui_exposed(lab) -> float:
     return 0.0
 
 
+def ipv6_routes(lab) -> str:
+    return lab.exec_in(t.NS_VPN, ["ip", "-6", "route", "show", "table", "all"]).stdout.strip()
+
+
+def raw_ipv6(lab) -> float:
+    routes = ipv6_routes(lab)
+    assert f"default via {t.LAN6_ROUTER} dev {t.LAN_NS}" in routes, routes
+    addrs = lab.exec_in(t.NS_VPN, ["ip", "-6", "addr", "show", "dev", t.LAN_NS]).stdout
+    assert t.LAN6_NS_ADDR in addrs
+    # The kill switch still drops it: the check must see the path, not a leak.
+    assert lab.tcp_connect(t.NS_VPN, t.LAN6_ROUTER, 80, timeout=1.0) != "connected"
+    return 0.0
+
+
 def raw_qbt_down(lab) -> float:
     t0 = time.monotonic()
     wait_for("the WebUI gone", lambda: not webui_listening(lab), step=0.1)
@@ -134,6 +148,7 @@ def raw_qbt_down(lab) -> float:
 
 def healthy_raw(lab) -> None:
     """What every heal must give back."""
+    assert ipv6_routes(lab) == "", "IPv6 is blocked in the namespace: not one route"
     wait_for(
         "a tunnel with a handshake",
         lambda: (p := lab.peer()) is not None and p["handshake"],
@@ -187,6 +202,7 @@ EXPECT = {
         may_fail={"bind"},  # qBittorrent's interface has no address now
     ),
     "webui-exposed": Expect(raw_webui_exposed, {"webui": {"exposed"}}),
+    "ipv6": Expect(raw_ipv6, {"ipv6": {"route_outside"}}),
     "qbt-down": Expect(raw_qbt_down, {"bind": {"unreachable"}, "webui": {"unreachable"}}),
 }
 

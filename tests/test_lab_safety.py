@@ -17,14 +17,16 @@ pytestmark = [pytest.mark.lab, pytest.mark.root]
 
 def _most_specific_route(addr: str) -> str:
     """The root namespace's longest-prefix route for addr (the one the kernel uses)."""
+    family = "-6" if ":" in addr else "-4"
     out = subprocess.run(
-        ["ip", "route", "show", "match", addr], capture_output=True, text=True, check=True
+        ["ip", family, "route", "show", "match", addr], capture_output=True, text=True, check=True
     ).stdout
     best, best_len = "", -1
     for line in out.splitlines():
         words = line.split()
         dst = words[1] if words[0] in ("blackhole", "unreachable", "prohibit") else words[0]
-        net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst, strict=False)
+        default = "::/0" if family == "-6" else "0.0.0.0/0"
+        net = ipaddress.ip_network(default if dst == "default" else dst, strict=False)
         if net.prefixlen > best_len:
             best, best_len = line, net.prefixlen
     return best

@@ -120,7 +120,7 @@ def test_counter_reset_after_tunnel_restart_is_not_negative_traffic():
 
 def test_after_a_restart_the_seed_state_is_judged_at_once():
     # Answered probes of the old tunnel are within the window, but the tunnel
-    # was re-created (counters from 0) and the new one shows the seed's state:
+    # was re-created (counters from 0) and the new one shows the 92-byte failure's state:
     # 92 bytes back, data out, nothing decrypted. Old answers prove nothing.
     old = [Sample(float(t), KEY, 50_000, 60_000, 40_000, 45_000, True, True) for t in (0, 2, 4)]
     now = Sample(6.0, KEY, 92, 4_000, 0, 2_000, True, False)

@@ -45,6 +45,48 @@ def test_parse_addr_and_route():
     assert rtnl.parse_route(struct.pack("=BBBBBBBBI", 2, 32, 0, 0, 254, 0, 0, 6, 0)) == (6, None)
 
 
+def test_parse_route_entry_reads_destination_device_and_table():
+    head = struct.pack("=BBBBBBBBI", socket.AF_INET6, 64, 0, 0, 254, 0, 0, 1, 0)
+    dst = rtnl.attribute(rtnl.RTA_DST, socket.inet_pton(socket.AF_INET6, "fd51:7a6c:1::"))
+    oif = rtnl.attribute(rtnl.RTA_OIF, struct.pack("=I", 7))
+    assert rtnl.parse_route_entry(head + dst + oif) == (1, "fd51:7a6c:1::/64", 7, 254)
+    # A default route has no RTA_DST; a table above 255 comes as RTA_TABLE.
+    head = struct.pack("=BBBBBBBBI", socket.AF_INET6, 0, 0, 0, 252, 0, 0, 1, 0)
+    table = rtnl.attribute(rtnl.RTA_TABLE, struct.pack("=I", 1000))
+    assert rtnl.parse_route_entry(head + table) == (1, "::/0", None, 1000)
+
+
+@pytest.mark.root
+def test_routes_lists_unicast_routes_with_their_device():
+    """A real namespace of our own: what `ip -6 route` shows, minus local and blackhole."""
+    import subprocess
+
+    from watchdog.sources.links import Links
+
+    ns = "qvt-routes"
+    if ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+        pytest.skip(f"namespace {ns} exists already (not ours: left alone)")
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (
+            "ip link add qvtr0 type veth peer name qvtr1",
+            "ip link set qvtr0 up",
+            "ip -6 addr add fd51:7a6c:9::2/64 dev qvtr0 nodad",
+            "ip -6 route add default via fd51:7a6c:9::1 dev qvtr0",
+            "ip -6 route add blackhole 2001:db8::/32",
+        ):
+            subprocess.run(["ip", "-n", ns, *cmd.split()[1:]], check=True)
+        links = Links(ns)
+        try:
+            got = {str(r) for r in links.routes(socket.AF_INET6)}
+        finally:
+            links.close()
+        assert {"fd51:7a6c:9::/64 dev qvtr0", "::/0 dev qvtr0"} <= got
+        assert not any(r.startswith("2001:db8::") for r in got)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
 def test_parse_diag_reads_address_port_and_the_bound_device():
     msg = bytearray(72)
     msg[0] = socket.AF_INET

@@ -68,3 +68,102 @@ def test_tunnel_up_without_the_namespace_says_so(tmp_path):
     conf.write_text("[Interface]\nAddress = 10.0.0.2/32\n")
     p = run("--netns", "qvl-none", "--interface", "qvlnone0", "--config", str(conf), "tunnel-up")
     assert p.returncode == 1 and "does not exist" in p.stderr
+
+
+# --- IPv6 is blocked in the namespace -------------------------------------------------
+
+V6_NS, V6_WAN, V6_IF = "qvt6-vpn", "qvt6-wan", "qvt6wg0"
+V6_VETH = ("qvt6l0", "qvt6l1")
+
+
+def _sh(*argv: str, check: bool = True) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=check).stdout
+
+
+@pytest.fixture
+def v6_setup(tmp_path):
+    """A namespace brought up by the script with an AirVPN-style dual-stack config.
+
+    wireguard-go's UDP socket lives in an empty namespace of its own, so its
+    handshake attempts go nowhere. Everything is removed afterwards.
+    """
+    import shutil
+
+    if shutil.which("wireguard-go") is None or shutil.which("wg") is None:
+        pytest.skip("needs wireguard-go and wireguard-tools")
+    for ns in (V6_NS, V6_WAN):
+        if ns in _sh("ip", "netns", "list"):
+            pytest.skip(f"namespace {ns} exists already (not ours: left alone)")
+    key = _sh("wg", "genkey").strip()
+    peer_key = subprocess.run(
+        ["wg", "pubkey"], input=_sh("wg", "genkey"), capture_output=True, text=True, check=True
+    ).stdout.strip()
+    conf = tmp_path / "wg.conf"
+    conf.write_text(
+        "[Interface]\n"
+        f"PrivateKey = {key}\n"
+        "Address = 10.139.0.2/32, fd7d:76ee:e68f:a993::2/128\n"
+        "DNS = 10.128.0.1, fd7d:76ee:e68f:a993::1\n"
+        "MTU = 1320\n\n"
+        "[Peer]\n"
+        f"PublicKey = {peer_key}\n"
+        "Endpoint = 127.0.0.1:1637\n"
+        "AllowedIPs = 0.0.0.0/0, ::/0\n"
+    )
+    args = [
+        "--netns", V6_NS, "--interface", V6_IF, "--config", str(conf),
+        "--wan-netns", V6_WAN, "--userspace", "wireguard-go",
+        "--pidfile", str(tmp_path / "wg.pid"),
+        "--lan-veth", f"{V6_VETH[0]}:{V6_VETH[1]}",
+        "--lan-host-addr", "198.19.66.1/30", "--lan-ns-addr", "198.19.66.2/30",
+        "--lan-ranges", "198.19.66.0/30,fd00:66::/64",
+    ]  # fmt: skip
+    _sh("ip", "netns", "add", V6_WAN)
+    try:
+        up = run(*args, "up")
+        yield args, up
+    finally:
+        run(*args, "down")
+        subprocess.run(["ip", "netns", "del", V6_WAN], capture_output=True)
+
+
+def _v6_state() -> tuple[str, str]:
+    addrs = _sh("ip", "-n", V6_NS, "-6", "addr", "show")
+    routes = _sh("ip", "-n", V6_NS, "-6", "route", "show", "table", "all")
+    return addrs.strip(), routes.strip()
+
+
+@pytest.mark.root
+def test_up_blocks_ipv6_in_the_namespace(v6_setup):
+    args, up = v6_setup
+    assert up.returncode == 0, up.stderr
+    assert "address fd7d:76ee:e68f:a993::2/128 skipped: IPv6 is blocked" in up.stderr
+    assert "LAN range fd00:66::/64 skipped" in up.stderr
+    # No IPv6 address and no IPv6 route on any interface, the tunnel's included.
+    assert _v6_state() == ("", "")
+    v4 = _sh("ip", "-n", V6_NS, "-4", "addr", "show", "dev", V6_IF)
+    assert "10.139.0.2/32" in v4
+    # Only the IPv4 resolver: the IPv6 one could not be reached.
+    resolv = open(f"/etc/netns/{V6_NS}/resolv.conf").read()
+    assert "nameserver 10.128.0.1" in resolv and "fd7d" not in resolv
+    rules = _sh("ip", "netns", "exec", V6_NS, "nft", "list", "table", "inet", "vpn_killswitch")
+    assert rules.count("meta nfproto ipv6 drop") == 2
+
+
+@pytest.mark.root
+def test_restart_tunnel_removes_an_ipv6_path_that_appeared(v6_setup):
+    args, up = v6_setup
+    assert up.returncode == 0, up.stderr
+    veth = V6_VETH[1]
+    # The fault the watchdog's ipv6 check reports: IPv6 back on the LAN side,
+    # an address and a default route through the veth.
+    _sh("ip", "netns", "exec", V6_NS, "sh", "-c",
+        f"echo 0 > /proc/sys/net/ipv6/conf/{veth}/disable_ipv6")  # fmt: skip
+    _sh("ip", "-n", V6_NS, "-6", "addr", "add", "fd51:7a6c:1::2/64", "dev", veth, "nodad")
+    _sh("ip", "-n", V6_NS, "-6", "route", "add", "default", "via", "fd51:7a6c:1::1", "dev", veth)
+    addrs, routes = _v6_state()
+    assert "fd51:7a6c:1::2/64" in addrs and "default via fd51:7a6c:1::1" in routes
+    # The tunnel unit's reload, the watchdog's remedy for it.
+    p = run(*args, "restart-tunnel")
+    assert p.returncode == 0, p.stderr
+    assert _v6_state() == ("", "")

@@ -55,7 +55,7 @@ def test_split_dump_merges_into_one_device():
     assert dev.listen_port == 51820
     assert [p.public_key for p in dev.peers] == [fx.PEER1, fx.PEER2, fx.PEER3]
     p1, p2, p3 = dev.peers
-    # AirVPN-like server: the seed's pattern, one handshake response (92 bytes) back.
+    # AirVPN-like server: the 92-byte failure's pattern, one handshake response (92 bytes) back.
     assert p1.endpoint == "198.51.100.7:1637"
     assert p1.last_handshake == pytest.approx(1764067200.123456789)
     assert (p1.rx_bytes, p1.tx_bytes) == (92, 5_000_000)

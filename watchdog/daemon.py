@@ -38,6 +38,7 @@ from watchdog.results import CheckResult, RemediationView
 from watchdog.sources import Sources
 from watchdog.store import ResultStore
 from watchdog.systemd import Notifier
+from watchdog.web_security import load_web_security
 
 log = logging.getLogger("watchdog.daemon")
 
@@ -140,9 +141,9 @@ class Daemon:
         self.sources: Sources = sources_factory(self.config)
         self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
         self.runner = Runner(self.specs, clock=clock)
-        self.store = ResultStore(self.config.watchdog.history)
+        self.store = ResultStore(self.config.watchdog.history, loaded_at=clock())
         self.exposition = Exposition(lambda: self.store.snapshot, self.specs)
-        self.http = HttpServer(self.exposition.render, self.health)
+        self.http = HttpServer(self.exposition.render, self.health, load_web_security(self.config.web))
         self.status_line = "starting"  # read by the HTTP threads
         self._view = self._idle_view()
         self._ready = False
@@ -182,11 +183,10 @@ class Daemon:
             log.error("cannot listen on %s: %s", _listen(self.config), e)
             return 1
         self._warn_watchdog_interval()
-        host, port = self.http.address or ("?", 0)
-        host = f"[{host}]" if ":" in host else host
         log.info(
-            "started: checks %s every %g s, serving http://%s:%d/metrics",
-            ", ".join(self.check_names) or "(none)", self.config.watchdog.interval, host, port,
+            "started in %s mode: checks %s every %g s, serving %s/metrics",
+            _mode_words(self.config), ", ".join(self.check_names) or "(none)",
+            self.config.watchdog.interval, _base_url(self.http.address, self.http.security.scheme),
         )  # fmt: skip
         self._start_events(self.sources)
         try:
@@ -312,7 +312,7 @@ class Daemon:
         log.info("reloading %s", self.config_path)
         try:
             new = load_config(self.config_path)
-            sources = self.sources_factory(new)
+            security, sources = load_web_security(new.web), self.sources_factory(new)
         except ConfigError as e:
             return self._reject_reload(
                 f"{e.source} has {len(e.errors)} error(s)", [f"  {x}" for x in e.errors]
@@ -328,15 +328,16 @@ class Daemon:
         if self.remediator is not None:
             self.remediator.reconfigure(new, sources)
         self.sources.close()  # the old event thread too
-        self.config, self.sources = new, sources
+        self.config, self.sources, self.http.security = new, sources, security
         self._start_events(sources)
         self.check_names = ordered(self.specs, new.enabled_checks())
         self.store.keep_only(self.check_names, new.watchdog.history)
         if self.remediator is None:
             self._view = self._idle_view()
+        self.store.reload_succeeded(self.clock())
         log.info(
-            "configuration reloaded: checks %s every %g s",
-            ", ".join(self.check_names), new.watchdog.interval,
+            "configuration reloaded, %s mode: checks %s every %g s",
+            _mode_words(new), ", ".join(self.check_names), new.watchdog.interval,
         )  # fmt: skip
         self._warn_watchdog_interval()
         if self._ready:
@@ -414,3 +415,15 @@ def main(config_path: str) -> int:
         log.debug("cannot start", exc_info=True)
         return 1
     return daemon.run()
+
+
+def _mode_words(cfg: Config) -> str:
+    """The mode as a log line says it: observe mode must never be mistaken for protection."""
+    if cfg.watchdog.mode == "observe":
+        return "observe (reports what it would do, never stops or restarts anything)"
+    return cfg.watchdog.mode
+
+
+def _base_url(address: tuple[str, int] | None, scheme: str = "http") -> str:
+    host, port = address or ("?", 0)
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

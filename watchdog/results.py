@@ -91,6 +91,6 @@ class RemediationView:
     state: str = "ok"  # one of REMEDIATION_STATES
     observe_only: bool = False  # mode = "observe": actions are only reported
     held_stopped: int = 0  # torrents we stopped and hold (tagged)
-    actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> count since start
+    actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> attempts since start
     failures_total: Mapping[str, int] = field(default_factory=dict)
     summary: str = ""  # one line, e.g. "holding 3 torrents: return_path failing for 2 cycles"

@@ -26,10 +26,12 @@ log = logging.getLogger("watchdog.daemon")
 class ResultStore:
     """Bounded histories, latest results and readings; builds the snapshot and the summaries."""
 
-    def __init__(self, history: int) -> None:
+    def __init__(self, history: int, loaded_at: float = 0.0) -> None:
         self.maxlen = history
         self.cycles = 0
         self.reload_failures = 0
+        self.reload_ok = True  # the running config is the file's
+        self.reload_success_time = loaded_at  # when the file was last taken (start or reload)
         self.snapshot: Snapshot | None = None  # read by the HTTP threads; replaced, never mutated
         self._histories: dict[str, deque[CheckResult]] = {}
         self._last_run: dict[str, float] = {}
@@ -73,8 +75,24 @@ class ResultStore:
 
     def reload_failed(self) -> None:
         self.reload_failures += 1
+        self.reload_ok = False
+        self._republish()
+
+    def reload_succeeded(self, now: float) -> None:
+        self.reload_ok, self.reload_success_time = True, now
+        self._republish()
+
+    def _republish(self) -> None:
+        # A reload's result shows at the next scrape, not only after the next cycle.
         if self.snapshot is not None:
-            self.publish(dataclasses.replace(self.snapshot, reload_failures=self.reload_failures))
+            self.publish(
+                dataclasses.replace(
+                    self.snapshot,
+                    reload_failures=self.reload_failures,
+                    reload_ok=self.reload_ok,
+                    reload_success_time=self.reload_success_time,
+                )
+            )
 
     # --- reading -------------------------------------------------------------------
 
@@ -110,6 +128,9 @@ class ResultStore:
             last_cycle=finished,
             cycles=self.cycles,
             reload_failures=self.reload_failures,
+            reload_ok=self.reload_ok,
+            reload_success_time=self.reload_success_time,
+            mode=cfg.watchdog.mode,
             checks=tuple(names),
             reasons={n: specs[n].all_reasons for n in names},
             interface=cfg.wireguard.interface,
@@ -145,7 +166,12 @@ class ResultStore:
         age = now - snap.last_cycle
         if age > limit:
             return 503, f"stalled: the last cycle finished {age:.0f} s ago (limit {limit:.0f} s)"
-        return 200, f"alive; {status}"
+        mode = (
+            " (observe mode: reports what it would do, never acts)"
+            if cfg.watchdog.mode == "observe"
+            else ""
+        )
+        return 200, f"alive{mode}; {status}"
 
     def failing_for(self, name: str) -> int:
         """How many of the check's newest results failed in a row."""

@@ -4,6 +4,11 @@
 # WireGuard, run by the NixOS module) and for the lab (wireguard-go), so the lab
 # exercises the very steps the host runs.
 #
+# IPv6 is blocked inside the namespace: disabled on every interface there (so
+# no address, no route, no router advertisement), the kill switch passes only
+# IPv4 out, and IPv6 addresses and resolvers in the config are skipped. The
+# watchdog's ipv6 check proves it stays that way (docs/nixos.md says why).
+#
 # Usage: vpn-netns.sh [options] up|down|tunnel-up|tunnel-down|restart-tunnel|status
 #
 #   up              namespace + kill switch + LAN veth + tunnel (idempotent)
@@ -37,7 +42,8 @@
 #   --lan-host-addr A/P    address of the root side (on-link with the next one)
 #   --lan-ns-addr A/P      address of the namespace side
 #   --lan-ranges C[,C]     sources allowed to reach the WebUI (LAN, Tailscale
-#                          100.64.0.0/10); routed back through the veth
+#                          100.64.0.0/10); routed back through the veth. IPv4
+#                          only: IPv6 ranges are skipped (IPv6 is blocked)
 #   --webui-port N         default 8080
 #   --forwarded-port N     port accepted inbound on the tunnel (AirVPN forwarding)
 #   --nft-table NAME       kill switch table in the namespace (default vpn_killswitch)
@@ -139,15 +145,34 @@ strip_config() { # the config without wg-quick-only keys, on stdout
 
 ensure_netns() {
   ns_exists || ip netns add "$NETNS"
+  ipv6_block
   ns_ip link set lo up
 }
 
-nft_set_elements() { # family(4|6) -> "a, b" of LAN ranges of that family
+ns_write() { # /proc/sys path inside the namespace, value
+  # $BASH: the shell running this script (a systemd unit's PATH may have no sh).
+  ip netns exec "$NETNS" "$BASH" -c 'printf %s "$2" >"$1"' sh "$1" "$2"
+}
+
+ipv6_block() {
+  # disable_ipv6 on `default` covers every link created in or moved into the
+  # namespace later; on `all` and on each link it removes what is there now
+  # (addresses, routes). Run at every `up` and `tunnel-up`, so the tunnel
+  # unit's reload (the watchdog's remedy) also takes away an IPv6 path that
+  # appeared meanwhile.
+  local f
+  ns_write /proc/sys/net/ipv6/conf/default/disable_ipv6 1
+  ns_write /proc/sys/net/ipv6/conf/all/disable_ipv6 1
+  for f in $(ip netns exec "$NETNS" "$BASH" -c 'echo /proc/sys/net/ipv6/conf/*/disable_ipv6'); do
+    ns_write "$f" 1
+  done
+}
+
+nft_set_elements() { # "a, b" of the IPv4 LAN ranges
   local out="" r
   while read -r r; do
     [ -n "$r" ] || continue
-    if [ "$1" = 6 ]; then case "$r" in *:*) out="${out:+$out, }$r" ;; esac
-    else case "$r" in *:*) ;; *) out="${out:+$out, }$r" ;; esac; fi
+    case "$r" in *:*) ;; *) out="${out:+$out, }$r" ;; esac
   done < <(split "$LAN_RANGES")
   echo "$out"
 }
@@ -156,21 +181,19 @@ killswitch_up() {
   # Inside the namespace only the tunnel, lo and (for the WebUI, from the LAN
   # ranges) the veth may carry packets. Installed before the tunnel exists, so
   # there is no window where something could leave another way.
-  local lan4 lan6 fwd="" veth=""
-  lan4=$(nft_set_elements 4) lan6=$(nft_set_elements 6)
+  # IPv6 is blocked: only IPv4 passes, on every interface but lo.
+  local lan4 fwd="" veth=""
+  lan4=$(nft_set_elements)
   [ -z "$lan4" ] || lan4="elements = { $lan4 }"
-  [ -z "$lan6" ] || lan6="elements = { $lan6 }"
   if [ -n "$FWD_PORT" ]; then
     fwd="iifname \"$IFACE\" meta l4proto { tcp, udp } th dport $FWD_PORT accept"
   fi
   if [ -n "$LAN_VETH" ]; then
-    veth="iifname \"$NS_VETH\" ip saddr @lan4 tcp dport $WEBUI_PORT accept
-      iifname \"$NS_VETH\" ip6 saddr @lan6 tcp dport $WEBUI_PORT accept"
+    veth="iifname \"$NS_VETH\" ip saddr @lan4 tcp dport $WEBUI_PORT accept"
   fi
   local out_veth=""
   if [ -n "$LAN_VETH" ]; then
-    out_veth="oifname \"$NS_VETH\" ip daddr @lan4 tcp sport $WEBUI_PORT ct state established accept
-      oifname \"$NS_VETH\" ip6 daddr @lan6 tcp sport $WEBUI_PORT ct state established accept"
+    out_veth="oifname \"$NS_VETH\" ip daddr @lan4 tcp sport $WEBUI_PORT ct state established accept"
   fi
   ip netns exec "$NETNS" nft -f - <<EOF
 table inet $NFT_TABLE
@@ -181,14 +204,10 @@ table inet $NFT_TABLE {
     flags interval
     $lan4
   }
-  set lan6 {
-    type ipv6_addr
-    flags interval
-    $lan6
-  }
   chain input {
     type filter hook input priority filter; policy drop;
     iifname "lo" accept
+    meta nfproto ipv6 drop
     iifname "$IFACE" ct state established,related accept
     $fwd
     $veth
@@ -199,6 +218,7 @@ table inet $NFT_TABLE {
   chain output {
     type filter hook output priority filter; policy drop;
     oifname "lo" accept
+    meta nfproto ipv6 drop
     oifname "$IFACE" accept
     $out_veth
   }
@@ -222,7 +242,7 @@ veth_up() {
   local gw=${LAN_HOST_ADDR%/*} r
   while read -r r; do
     [ -n "$r" ] || continue
-    case "$r" in *:*) continue ;; esac # v6 LAN routing is left to the host's RA/static setup
+    case "$r" in *:*) say "LAN range $r skipped: IPv6 is blocked in the namespace"; continue ;; esac
     # The veth's own subnet is already on-link: replacing its kernel route
     # with a gateway route would make the gateway itself unreachable.
     if ns_ip route show exact "$r" dev "$NS_VETH" 2>/dev/null | grep -q 'proto kernel'; then continue; fi
@@ -305,20 +325,28 @@ tunnel_up() {
   ip netns exec "$NETNS" wg setconf "$IFACE" "$CONF_TMP"
   rm -f "$CONF_TMP"
 
-  local a has6=""
+  # Again here, not only in `up`: restart-tunnel (the unit's reload) runs
+  # this alone, and it is what removes an IPv6 path that appeared since.
+  ipv6_block
+  local a v4=""
   while read -r a; do
-    case "$a" in *:*) has6=1 ;; esac
-    ns_ip addr replace "$a" dev "$IFACE"
+    case "$a" in
+      *:*) say "address $a skipped: IPv6 is blocked in the namespace" ;;
+      *) ns_ip addr replace "$a" dev "$IFACE"; v4=1 ;;
+    esac
   done < <(split "$addrs")
+  [ -n "$v4" ] || die "no IPv4 Address in $CONFIG or --address (IPv6 is blocked in the namespace)"
   ns_ip link set "$IFACE" mtu "$mtu" up
   # The only default route is the tunnel.
   ns_ip -4 route replace default dev "$IFACE"
-  if [ -n "$has6" ]; then ns_ip -6 route replace default dev "$IFACE"; fi
 
-  if [ -n "$dns" ]; then
+  # AirVPN lists an IPv4 and an IPv6 resolver; the IPv6 one cannot be reached.
+  local dns4
+  dns4=$(split "$dns" | grep -v ':' || true)
+  if [ -n "$dns4" ]; then
     mkdir -p "/etc/netns/$NETNS"
     { echo "# written by vpn-netns.sh from $CONFIG"
-      split "$dns" | sed 's/^/nameserver /'; } >"/etc/netns/$NETNS/resolv.conf.tmp"
+      sed 's/^/nameserver /' <<<"$dns4"; } >"/etc/netns/$NETNS/resolv.conf.tmp"
     mv "/etc/netns/$NETNS/resolv.conf.tmp" "/etc/netns/$NETNS/resolv.conf"
   fi
 }

@@ -19,7 +19,15 @@ from watchdog.sources import Sources
 
 if TYPE_CHECKING:
     from watchdog.config import Config
-    from watchdog.sources import DnsAnswer, HttpResponse, LinkState, Listener, QbtState, WgDevice
+    from watchdog.sources import (
+        DnsAnswer,
+        HttpResponse,
+        LinkState,
+        Listener,
+        QbtState,
+        Route,
+        WgDevice,
+    )
 
 
 class _Memo:
@@ -91,11 +99,14 @@ class Context:
         """The TCP sockets listening on ``port`` in the namespace, with their bound device."""
         return self._once(f"listen:{port}", lambda: self.sources.links.tcp_listeners(port))
 
+    def routes(self, family: int) -> tuple[Route, ...]:
+        """Every unicast route of ``family`` in the namespace, with its output interface."""
+        return self._once(f"routes:{family}", lambda: self.sources.links.routes(family))
+
     def _source_memos(self) -> list[tuple[str, _Memo]]:
         # Route and listener look-ups are per argument and not part of the snapshot.
-        return [
-            (k, m) for k, m in list(self._memo.items()) if not k.startswith(("route:", "listen:"))
-        ]
+        per_argument = ("route:", "routes:", "listen:")
+        return [(k, m) for k, m in list(self._memo.items()) if not k.startswith(per_argument)]
 
     def readings(self) -> dict[str, Any]:
         """The readers' values this cycle that succeeded (for the metrics snapshot)."""

@@ -9,7 +9,7 @@ on loopback also fails ``leak``: we cannot see where a local forwarder sends
 the question, so it cannot be shown to stay inside the tunnel.
 
 Each lookup is also an active probe through the tunnel: when the return path
-is broken (the seed's 92-byte failure) the query gets no answer and this check
+is broken (the 92-byte failure) the query gets no answer and this check
 fails ``no_answer`` even on an idle box.
 
 Observations: ``latency_seconds:<name>`` per name answered (rendered as

@@ -1,6 +1,6 @@
 """return_path: traffic leaves through the tunnel and something comes back.
 
-The seed's failure: the handshake completed, 3.51 GB went out, and in total
+The 92-byte failure: the handshake completed, 3.51 GB went out, and in total
 92 bytes came back: one handshake response (a WireGuard handshake response is
 exactly 92 bytes on the wire; an initiation is 148, a keepalive 32). The
 handshake looked fine; nothing noticed. So this check never looks at the
@@ -103,7 +103,7 @@ def _since_reset(history: list[Sample], now: Sample) -> list[Sample]:
 
     A re-created tunnel (a restart, ours or systemd's) is a new tunnel: a probe
     answered by the old one proves nothing about it, and its absolute counters
-    are again what the seed's box showed (rx 92, tx climbing), so they are
+    are again what the failing box showed (rx 92, tx climbing), so they are
     judged on their own at once instead of waiting out a window of old samples.
     """
     seq = [*history, now]
@@ -138,7 +138,7 @@ def assess(history: list[Sample], now: Sample, min_tx_bytes: int, window: float)
             base = s
             break
     if base is None:
-        # Not enough history for a fair window. The seed's exact state is
+        # Not enough history for a fair window. The 92-byte failure's exact state is
         # still recognisable from absolute counters: data sent, nothing
         # decrypted ever received, peer rx only whole handshake responses.
         if (

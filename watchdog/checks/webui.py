@@ -1,6 +1,6 @@
 """webui: the WebUI works from the LAN and is not reachable through the VPN.
 
-Works (seed criteria 5, 10, 11): the watchdog is logged in at
+Works (acceptance criteria 5, 10, 11): the watchdog is logged in at
 ``qbittorrent.url`` (this cycle's state read proves the login), and, when the
 LAN uses another URL (``checks.webui.lan_url``), a qBittorrent WebUI answers
 there from where the watchdog runs (an unauthenticated GET of

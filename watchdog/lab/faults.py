@@ -22,6 +22,10 @@ class Fault:
     summary: str
     break_: Callable[[], None]
     heal: Callable[[], None]
+    # The check and reasons that are this fault's own signature, as opposed to
+    # side effects of breaking it (re-creating the tunnel trips the link
+    # checks first). None: any failing check counts.
+    signature: tuple[str, tuple[str, ...]] | None = None
 
 
 def _table(name: str) -> str:
@@ -38,16 +42,16 @@ def restart_tunnel() -> None:
     t.confined("restart-tunnel")
 
 
-# --- return-path: the seed's failure --------------------------------------------
+# --- return-path: the 92-byte failure -------------------------------------------
 
 
 def break_return_path() -> None:
     # The first handshake response (92 bytes of WireGuard, 120 at layer 3) gets
     # back; nothing after it. The client tunnel is restarted behind the rule so
     # its counters start from 0 and that one response is all it ever receives:
-    # peer rx stays at 92 while tx climbs, exactly as the seed saw. qBittorrent
+    # peer rx stays at 92 while tx climbs, exactly as in the 92-byte failure. qBittorrent
     # is then moved onto the new tunnel, so it keeps sending into it (the
-    # seed's box sent 3.51 GB) instead of sitting on sockets of the old one.
+    # failing box sent 3.51 GB) instead of sitting on sockets of the old one.
     t.confined("tunnel-down")
     t.nft(
         t.NS_SRV,
@@ -290,6 +294,33 @@ def heal_webui_exposed() -> None:
                 )
 
 
+# --- ipv6: IPv6 appears on the namespace's LAN side ------------------------------------
+
+
+def _lan_ipv6(disabled: int) -> None:
+    path = f"/proc/sys/net/ipv6/conf/{t.LAN_NS}/disable_ipv6"
+    t.run(["sh", "-c", f"echo {disabled} > {path}"], netns=t.NS_VPN)
+
+
+def break_ipv6() -> None:
+    # What a router advertisement on the LAN does once IPv6 is on for the veth
+    # (a host update, someone's sysctl): an address and a default route out of
+    # the namespace beside the tunnel. IPv6 is blocked there by design, so this
+    # is the path the ipv6 check must see.
+    _lan_ipv6(0)
+    t.run(["ip", "-6", "addr", "add", t.LAN6_NS_ADDR, "dev", t.LAN_NS, "nodad"], netns=t.NS_VPN)
+    t.run(
+        ["ip", "-6", "route", "replace", "default", "via", t.LAN6_ROUTER, "dev", t.LAN_NS],
+        netns=t.NS_VPN,
+    )
+
+
+def heal_ipv6() -> None:
+    # IPv6 off again on the veth takes its addresses and routes with it.
+    if t.ns_exists(t.NS_VPN):
+        _lan_ipv6(1)
+
+
 # --- qbt-down: qbittorrent-nox stops ---------------------------------------------------
 
 
@@ -307,9 +338,10 @@ FAULTS: dict[str, Fault] = {
     for f in (
         Fault(
             "return-path",
-            "only the first handshake response comes back (the seed's failure)",
+            "only the first handshake response comes back (the 92-byte failure)",
             break_return_path,
             heal_return_path,
+            signature=("return_path", ("handshake_only", "no_return_traffic")),
         ),
         Fault(
             "blackhole",
@@ -339,6 +371,12 @@ FAULTS: dict[str, Fault] = {
             "the WebUI is reachable through the tunnel",
             break_webui_exposed,
             heal_webui_exposed,
+        ),
+        Fault(
+            "ipv6",
+            "an IPv6 address and default route appear on the namespace's LAN side",
+            break_ipv6,
+            heal_ipv6,
         ),
         Fault("qbt-down", "qbittorrent-nox is stopped", break_qbt_down, heal_qbt_down),
     )

@@ -65,8 +65,14 @@ LAN_NS_IP = "198.19.77.2"
 # Stand-in for Tailscale's 100.64.0.0/10: another range allowed to the WebUI.
 LAN_RANGES = ("198.19.77.0/30", "198.19.200.0/24")
 LEAK_RESOLVER = "198.19.88.53"  # dns-leak: a resolver reached through the LAN veth
+# ipv6: an address and a router on the LAN side of the confined namespace (ULA,
+# fd00::/8). Nothing answers at the router's address: the root namespace's end
+# of the veth gets no IPv6 address, so no packet can follow that route anywhere.
+LAN6_PREFIX = "fd51:7a6c::/32"
+LAN6_NS_ADDR = "fd51:7a6c:1::2/64"
+LAN6_ROUTER = "fd51:7a6c:1::1"
 
-BLACKHOLES = ("198.18.0.0/15", TUNNEL_NET)
+BLACKHOLES = ("198.18.0.0/15", TUNNEL_NET, LAN6_PREFIX)
 # Addresses the safety test probes from the root namespace (all must be blackholed).
 LAB_ADDRESSES = (
     "198.18.0.1",
@@ -78,6 +84,7 @@ LAB_ADDRESSES = (
     CLIENT_TUN_IP,
     LEAK_RESOLVER,
     "198.19.200.1",
+    LAN6_ROUTER,
 )
 
 WEBUI_PORT = 8080
@@ -192,6 +199,7 @@ def blackholes_down() -> None:
 
 def blackholes_present() -> list[str]:
     out = run(["ip", "route", "show", "type", "blackhole"], check=False)
+    out += run(["ip", "-6", "route", "show", "type", "blackhole"], check=False)
     return [p for p in BLACKHOLES if any(line.split()[1:2] == [p] for line in out.splitlines())]
 
 

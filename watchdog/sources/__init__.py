@@ -80,6 +80,20 @@ class LinkState:
 
 
 @dataclass(frozen=True)
+class Route:
+    """A unicast route in the namespace: where packets to ``destination`` leave."""
+
+    destination: str  # "::/0", "fd51:7a6c:1::/64"
+    interface: str  # the output device's name ("" when it has none, e.g. multipath)
+    table: int
+
+    def __str__(self) -> str:
+        return f"{self.destination} dev {self.interface or '?'}" + (
+            f" table {self.table}" if self.table not in (254, 255) else ""
+        )
+
+
+@dataclass(frozen=True)
 class Listener:
     """A TCP socket listening in the namespace (sock_diag), and the device it is bound to."""
 
@@ -168,6 +182,8 @@ class LinkReader(Protocol):
     def link(self, name: str) -> LinkState | None: ...
 
     def route_interface(self, dst: str) -> str | None: ...
+
+    def routes(self, family: int) -> tuple[Route, ...]: ...
 
     def tcp_listeners(self, port: int) -> tuple[Listener, ...]: ...
 

@@ -24,7 +24,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from watchdog.sources import LinkState, Listener, SourceError, rtnl
+from watchdog.sources import LinkState, Listener, Route, SourceError, rtnl
 from watchdog.sources.netns import netns_ident
 
 IFF_UP = 0x1
@@ -111,6 +111,35 @@ class Links:
             return None
         link = self._link_msg(index=oif)  # None: deleted between the two requests
         return link["name"] if link else None
+
+    def routes(self, family: int) -> tuple[Route, ...]:
+        """Every unicast route of ``family`` (socket.AF_INET/AF_INET6) in every table.
+
+        What `ip -6 route show table all` lists as plain routes: local,
+        broadcast, multicast, unreachable, blackhole and prohibit routes carry
+        nothing out of the namespace and are left out.
+        """
+        name = "IPv6" if family == socket.AF_INET6 else "IPv4"
+        dump = self._ask(
+            self._nl,
+            rtnl.RTM_GETROUTE,
+            rtnl.NLM_F_DUMP,
+            rtnl.route_dump_request(family),
+            f"{name} routes",
+        )
+        names: dict[int, str] = {}
+        out = []
+        for kind, payload in dump:
+            if kind != rtnl.RTM_NEWROUTE:
+                continue
+            rtype, dst, oif, table = rtnl.parse_route_entry(payload)
+            if rtype != RTN_UNICAST:
+                continue
+            if oif is not None and oif not in names:
+                link = self._link_msg(index=oif)
+                names[oif] = link["name"] if link else ""
+            out.append(Route(dst, names.get(oif, "") if oif is not None else "", table))
+        return tuple(out)
 
     def tcp_listeners(self, port: int) -> tuple[Listener, ...]:
         """The TCP sockets listening on ``port`` in the namespace (IPv4 and IPv6)."""

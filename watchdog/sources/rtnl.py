@@ -39,7 +39,7 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_DUMP = 0x1, 0x2, 0x300
 # rtnetlink message types and multicast groups
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_GETROUTE = 26
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -244,6 +244,30 @@ def parse_addr(payload: bytes) -> tuple[int, str] | None:
 
 def route_request(family: int, packed: bytes) -> bytes:
     return _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0) + attribute(RTA_DST, packed)
+
+
+def route_dump_request(family: int) -> bytes:
+    """Every route of ``family`` in every table (with NLM_F_DUMP)."""
+    return _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+RTA_TABLE = 15
+
+
+def parse_route_entry(payload: bytes) -> tuple[int, str, int | None, int]:
+    """(route type, "destination/length", output interface index or None, table) of a route."""
+    family, dst_len, _src_len, _tos, table, _proto, _scope, rtype, _flags = _RTMSG.unpack_from(
+        payload, 0
+    )
+    a = attributes(payload, _RTMSG.size)
+    if RTA_DST in a:
+        dst = socket.inet_ntop(family, a[RTA_DST])
+    else:
+        dst = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    oif = struct.unpack_from("=I", a[RTA_OIF], 0)[0] if RTA_OIF in a else None
+    if RTA_TABLE in a:
+        table = struct.unpack_from("=I", a[RTA_TABLE], 0)[0]
+    return rtype, f"{dst}/{dst_len}", oif, table
 
 
 def parse_route(payload: bytes) -> tuple[int, int | None]:
