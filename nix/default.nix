@@ -20,6 +20,6 @@
     default = ./module-confinement.nix;
   };
 
-  # Needs KVM; not run in this project's CI (see README, "NixOS").
+  # Needs KVM; not run in this project's CI (see docs/nixos-host.md).
   vmTest = pkgs.testers.runNixOSTest (import ./tests/vm-test.nix);
 }

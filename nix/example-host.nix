@@ -1,4 +1,4 @@
-# The seed's storage host (task-103): qbittorrent-nox confined to an AirVPN
+# A storage host: qbittorrent-nox confined to an AirVPN
 # WireGuard tunnel, its WebUI on 8080 for the LAN / Podman network (qui and the
 # *arr services) and for Tailscale, the watchdog enforcing it, and Prometheus
 # scraping the watchdog.

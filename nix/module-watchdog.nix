@@ -32,6 +32,7 @@ let
     handshake = 2;
     return_path = 5;
     dns = 3;
+    path_mtu = 10;
     exit_ip = 10;
     bind = 5;
     webui = 5;
@@ -88,7 +89,7 @@ in
             listen_address = mkOption {
               type = types.str;
               default = "127.0.0.1";
-              description = "Address of /metrics and /healthz. Use the host's LAN or Tailscale address for a remote Prometheus.";
+              description = ''Address of /metrics and /healthz: an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::"). Use the host's LAN or Tailscale address for a remote Prometheus.'';
             };
             listen_port = mkOption {
               type = types.port;
@@ -214,7 +215,7 @@ in
         RestartSec = 5;
         LoadCredential = lib.optional (cfg.passwordFile != null) "${credentialName}:${cfg.passwordFile}";
 
-        # Root, with a bounding set of exactly two capabilities. CAP_SYS_ADMIN
+        # Root, with a bounding set of exactly three capabilities. CAP_SYS_ADMIN
         # is required for setns() into the confined namespace, and a process
         # holding it is root-equivalent whatever its UID: a dedicated user with
         # ambient capabilities plus a polkit rule would add moving parts
@@ -225,6 +226,7 @@ in
         CapabilityBoundingSet = [
           "CAP_SYS_ADMIN" # setns(CLONE_NEWNET) into /run/netns/<name>; restart the tunnel unit
           "CAP_NET_ADMIN" # WireGuard genetlink: WG_CMD_GET_DEVICE (peer counters) and WG_CMD_SET_DEVICE (re-set the endpoint)
+          "CAP_NET_RAW" # path_mtu: DF-marked ICMP echoes (and a fragmented one) on raw sockets in the namespace
         ];
         NoNewPrivileges = true;
 

@@ -17,6 +17,7 @@
   qbittorrent-api,
   dnspython,
   tenacity,
+  requests,
   pytestCheckHook,
   hypothesis,
   makeWrapper,
@@ -56,6 +57,7 @@ buildPythonApplication {
     qbittorrent-api
     dnspython
     tenacity
+    requests
   ];
 
   nativeBuildInputs = [ makeWrapper ];

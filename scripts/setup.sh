@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything qbt-vpn-watchdog, its lab and its tests need on a fresh
-# Debian 12 machine (as root): Debian's packages for the real parts, and a
-# virtualenv in .venv with the package (editable) and the test tools.
-# Idempotent; about 70-90 s the first time.
+# Debian 12 machine (as root): Debian's packages for the real parts, qBittorrent
+# 5.1 in a Debian 13 tree beside Debian 12's 4.5 (scripts/setup-qbt51.sh), and
+# a virtualenv in .venv with the package (editable) and the test tools.
+# Idempotent; about 100-120 s the first time, a few seconds after that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,8 @@ PACKAGES=(
     prometheus prometheus-alertmanager  # promtool/amtool, and the real ones for the e2e tests
     nix-bin                        # nix-instantiate, to parse and evaluate nix/
     systemd                        # systemd-analyze verify for the units NixOS renders (never PID 1 here)
+    debootstrap                    # the Debian 13 tree that holds qBittorrent 5.1
+    qemu-system-x86 busybox-static kmod  # the kernel VM (tests/vm): the kernel's WireGuard
     openssl curl python3-venv
 )
 missing=()
@@ -34,8 +37,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# qBittorrent 5.1 (QBT_VERSION=5.1), kept in /var/cache/qbt-vpn-watchdog/trixie.
+bash scripts/setup-qbt51.sh
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# The kernel VM's kernel (Debian's 6.1, unpacked, not installed) and initramfs,
+# cached in /var/cache/qbt-vpn-watchdog/vm; a no-op once there (about 10 s the first time).
+bash tests/vm/image.sh
 echo "setup.sh: ready (.venv/bin/qbt-vpn-watchdog)"

@@ -1,8 +1,9 @@
 """Time one ``Qbittorrent.state()`` against a real qbittorrent-nox (printed, not a test).
 
 Run as root: ``.venv/bin/python tests/bench_qbittorrent_state.py [N ...]``
-(default: 3 and 200 torrents). qbittorrent-nox runs in namespace ``qvq-bench``,
-reached over an on-link veth (169.254.77.17/30); the adapter runs in the root
+(default: 3 and 200 torrents); ``QBT_VERSION=5.1`` for qBittorrent 5.1. qbittorrent-nox
+runs in a namespace ``qvq-bench-*``, reached over an on-link veth (a free /30 in
+169.254.64.0/18); the adapter runs in the root
 namespace as the watchdog does. Median and max over 50 calls, after one
 warm-up call that logs in.
 """
@@ -22,11 +23,12 @@ from watchdog.sources.qbittorrent import Qbittorrent  # noqa: E402
 
 def main() -> None:
     counts = [int(x) for x in sys.argv[1:]] or [3, 200]
-    q = QbtNox("qvq-bench", root_link=("qvq-xh", "qvq-xn", "169.254.77.17/30", "169.254.77.18/30"))
+    q = QbtNox("bench", root_link=True)
     q.start()
     try:
         a = Qbittorrent(q.url, USERNAME, lambda: PASSWORD, 5.0)
-        a.state()
+        s = a.state()
+        print(f"qBittorrent {s.version} (Web API {s.api_version}), QBT_VERSION={q.version}")
         have = 0
         for n in sorted(counts):
             while have < n:

@@ -1,4 +1,4 @@
-"""Benchmark (a script, not a test): how fast remediation reacts to the seed's failure.
+"""Benchmark (a script, not a test): how fast remediation reacts to the 92-byte failure.
 
 Runs the lab's ``return-path`` fault K times against the real daemon and
 prints, in seconds and in poll intervals, median and max of:
@@ -40,7 +40,7 @@ def check_failing(w: Watchdog, name: str) -> bool:
 
 
 def return_path_seen(w: Watchdog) -> bool:
-    """return_path reports the seed's failure itself (not the no_tunnel of the fault's restart)."""
+    """return_path reports the 92-byte failure itself (not the no_tunnel of the fault's restart)."""
     reasons = w.metrics().get("qbtvpn_check_reason", {})
     return any(
         reasons.get(f'check="return_path",reason="{r}"') == 1.0

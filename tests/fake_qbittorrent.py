@@ -3,9 +3,10 @@
 The fake is the HTTP layer, not the client: tests point the real adapter (and
 so the real qbittorrent-api and requests code) at it. Static answers (version
 strings, login answers, the ban text, preferences, transfer info, torrent
-objects) are the ones recorded from qbittorrent-nox 4.5.2 by
-tests/fixtures/qbittorrent/record.py; the server keeps the state that actions
-change (sessions, failed logins, torrent states and tags, preferences).
+objects) are the ones recorded by tests/fixtures/qbittorrent/record.py from
+the qBittorrent that QBT_VERSION picks (4.5.2, or 5.1.0 with QBT_VERSION=5.1);
+the server keeps the state that actions change (sessions, failed logins,
+torrent states and tags, preferences).
 
 Faults a test can set: ``override[path] = (status, content_type, body)``
 answers a path with junk; ``ignore["pause"] = n`` drops the next n
@@ -25,7 +26,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-FIXTURES = Path(__file__).parent / "fixtures" / "qbittorrent" / "4.5.2"
+from watchdog.lab import qbt_versions
+from watchdog.sources.qbittorrent import STOPPED_STATES
+
+# The recorded set for each QBT_VERSION.
+RECORDED = {"4.5": "4.5.2", "5.1": "5.1.0"}
+FIXTURES = Path(__file__).parent / "fixtures" / "qbittorrent" / RECORDED[qbt_versions.selected()]
 
 
 def recorded(name: str) -> dict:
@@ -86,6 +92,19 @@ class FakeQbittorrent:
     def v5(self) -> bool:
         return _v(self.api_version) >= (2, 11, 0)
 
+    @property
+    def stop_path(self) -> str:
+        """The stop request this Web API knows (5.x renamed pause/resume to stop/start)."""
+        return "torrents/stop" if self.v5 else "torrents/pause"
+
+    @property
+    def start_path(self) -> str:
+        return "torrents/start" if self.v5 else "torrents/resume"
+
+    def stopped_state(self, complete: bool = True) -> str:
+        """What this qBittorrent shows for a stopped torrent: one of the adapter's STOPPED_STATES."""
+        return self._stopped({"progress": 1 if complete else 0})
+
     def paths(self) -> list[str]:
         return [p for _, p, _ in self.log]
 
@@ -136,7 +155,12 @@ class FakeQbittorrent:
 
     def _stopped(self, t: dict) -> str:
         word = "stopped" if self.v5 else "paused"
-        return word + ("UP" if t.get("progress", 0) >= 1 else "DL")
+        (state,) = [
+            s
+            for s in STOPPED_STATES
+            if s.startswith(word) and s.endswith("UP" if t.get("progress", 0) >= 1 else "DL")
+        ]
+        return state
 
     def handle(self, method: str, path: str, form: dict, cookie: str | None):
         """-> (status, content type, body, set-cookie or None)"""
@@ -195,7 +219,7 @@ class FakeQbittorrent:
                     t = self.torrents[h]
                     if kind == "pause":
                         t["state"] = self._stopped(t)
-                    elif t["state"].startswith(("paused", "stopped")):
+                    elif t["state"] in STOPPED_STATES:
                         t["state"] = "stalledUP" if t["state"].endswith("UP") else "stalledDL"
                 return 200, text, "", None
             if action in ("addTags", "removeTags"):

@@ -145,7 +145,7 @@ def grafana_to_promql(expr: str) -> str:
     """Replace Grafana's variables so Prometheus can run the query."""
     expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m")
     expr = expr.replace("$__range", "5m")
-    return expr.replace("$instance", ".+")
+    return expr.replace("$instance", ".+").replace("$job", JOB)
 
 
 def free_port() -> int:

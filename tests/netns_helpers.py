@@ -32,9 +32,13 @@ def _del_ns(name: str) -> None:
 
 @contextlib.contextmanager
 def netns(name: str):
-    """A fresh namespace with only ``lo`` up; deleted afterwards."""
+    """A fresh namespace with only ``lo`` up; deleted afterwards.
+
+    ``name`` is this session's own (tests.session_names.unique): one that
+    exists already belongs to someone else, so ``ip netns add`` fails and it
+    is left alone.
+    """
     assert name.startswith("qvp-")
-    _del_ns(name)  # a leftover of a crashed run
     sh("ip", "netns", "add", name)
     try:
         sh("ip", "-n", name, "link", "set", "lo", "up")

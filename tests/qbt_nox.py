@@ -1,21 +1,35 @@
 """A real qbittorrent-nox in a throwaway network namespace, for tests and the recorder.
 
+Which qBittorrent: ``QBT_VERSION`` (``4.5``, the default, or ``5.1``; see
+watchdog/lab/qbt_versions.py). 4.5's profile turns the WebUI's host header
+validation and CSRF protection off, as the tests always did; 5.1's keeps every
+WebUI protection a real install has on (CSRF, host header validation,
+clickjacking), and everything must work with them.
+
 Safety: the namespace gets no route, NAT or forwarding to the real network.
 Its only links are ``lo``, an optional in-namespace veth pair standing in for
 the tunnel (both ends inside the namespace), and an optional veth to the root
-namespace on an on-link /30 (169.254.77.0/30 by default), so the root
-namespace can reach the WebUI and nothing else. DHT, PeX, LSD, UPnP/NAT-PMP and
-the GeoIP download are off in the profile anyway.
+namespace on an on-link /30 taken from 169.254.64.0/18, so the root namespace
+can reach the WebUI and nothing else. DHT, PeX, LSD, UPnP/NAT-PMP and the
+GeoIP download are off in the profile anyway.
 
-Every global name starts with ``qvq``. ``stop()`` removes the process, the
-namespace (which takes its links with it) and the root veth end.
+Names are unique per instance (``qvq-<tag>-<random>``; root veth ends
+``qvq<random>h``), and the /30 is one no other link in the root namespace
+uses, so two test sessions on one machine never collide. ``stop()`` removes
+only what this instance created: its process, its namespace (which takes its
+links with it) and its root veth end.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
+import ipaddress
 import os
+import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,6 +39,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from watchdog.lab import qbt_versions
 
 USERNAME = "admin"
 PASSWORD = "qvq-test-Pa55word"  # a throwaway WebUI password for tests only
@@ -43,27 +59,78 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
 
+# On-link /30s for the root veth come from here (link-local: never routed off the machine).
+ROOT_LINK_POOL = ipaddress.ip_network("169.254.64.0/18")
+_ALLOC_LOCK = Path("/run/lock/qvq-root-link.lock")
+
+
+@contextlib.contextmanager
+def _alloc_lock():
+    # Held from choosing a /30 until its address is on the link, so two
+    # sessions never pick the same one.
+    _ALLOC_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_ALLOC_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _free_slash30() -> ipaddress.IPv4Network:
+    used = []
+    for line in _ip("-4", "-o", "addr", "show").stdout.splitlines():
+        f = line.split()
+        if "inet" in f:
+            used.append(ipaddress.ip_interface(f[f.index("inet") + 1]).network)
+    for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines():
+        f = line.split()
+        with contextlib.suppress(ValueError, IndexError):
+            dst = f[1] if f[0] in ("blackhole", "unreachable", "local", "broadcast") else f[0]
+            used.append(ipaddress.ip_network(dst, strict=False))
+    subnets = list(ROOT_LINK_POOL.subnets(new_prefix=30))
+    for net in random.sample(subnets, 200):
+        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
+            return net
+    raise RuntimeError(f"no free /30 in {ROOT_LINK_POOL} for a test veth")
+
+
+def version() -> str:
+    """The qBittorrent version the tests run (QBT_VERSION: 4.5 or 5.1)."""
+    return qbt_versions.selected()
+
+
 @dataclass
 class QbtNox:
-    netns: str  # must start with "qvq"
+    tag: str  # a short word for the namespace name: qvq-<tag>-<random>
     # A stand-in for the tunnel: a veth pair inside the namespace, this end bound.
     tunnel: str | None = "qvq-tun"
     tunnel_address: str = "10.77.0.2/32"
-    # veth to the root namespace: (root end, ns end, root address, ns address)
-    root_link: tuple[str, str, str, str] | None = None
+    # A veth to the root namespace on a free on-link /30, to reach the WebUI from there.
+    root_link: bool = False
     webui_address: str = "*"
     extra_prefs: dict[str, str] = field(default_factory=dict)
     workdir: Path | None = None
     proc: subprocess.Popen | None = None
+    version: str = field(default_factory=version)
 
     def __post_init__(self) -> None:
-        if not self.netns.startswith("qvq"):
-            raise ValueError("test namespaces must start with qvq")
+        token = secrets.token_hex(3)
+        self.netns = f"qvq-{self.tag}-{token}"
+        self.root_if, self.inner_if = f"qvq{token}h", f"qvq{token}n"
+        self.root_addr = self.inner_addr = ""
+        # What this instance made, so that stop() removes exactly that.
+        self._made_netns = self._made_root_if = False
+
+    @property
+    def protections(self) -> bool:
+        """Does this profile keep the WebUI protections on (CSRF, host header validation)?"""
+        return self.version != "4.5"
 
     @property
     def host(self) -> str:
         """The WebUI address as seen from where the caller talks to it."""
-        return self.root_link[3].split("/")[0] if self.root_link else "127.0.0.1"
+        return self.inner_addr.split("/")[0] if self.root_link else "127.0.0.1"
 
     @property
     def url(self) -> str:
@@ -102,14 +169,15 @@ class QbtNox:
             f"WebUI\\Username={USERNAME}",
             f"WebUI\\Password_PBKDF2={pbkdf2_setting(PASSWORD)}",
             "WebUI\\LocalHostAuth=true",
-            "WebUI\\HostHeaderValidation=false",
-            "WebUI\\CSRFProtection=false",
-            *(f"{k}={v}" for k, v in self.extra_prefs.items()),
         ]
+        if not self.protections:
+            lines += ["WebUI\\HostHeaderValidation=false", "WebUI\\CSRFProtection=false"]
+        lines += [f"{k}={v}" for k, v in self.extra_prefs.items()]
         (conf_dir / "qBittorrent.conf").write_text("\n".join(lines) + "\n")
 
     def _network(self) -> None:
-        _ip("netns", "add", self.netns)
+        _ip("netns", "add", self.netns)  # fails if the name exists: then it is not ours
+        self._made_netns = True
         _ip("-n", self.netns, "link", "set", "lo", "up")
         if self.tunnel:
             peer = self.tunnel + "p"
@@ -118,24 +186,31 @@ class QbtNox:
             _ip("-n", self.netns, "link", "set", peer, "up")
             _ip("-n", self.netns, "link", "set", self.tunnel, "up")
         if self.root_link:
-            root, inner, root_addr, inner_addr = self.root_link
-            _ip("link", "add", root, "type", "veth", "peer", "name", inner, "netns", self.netns)
-            _ip("addr", "add", root_addr, "dev", root)
-            _ip("link", "set", root, "up")
-            _ip("-n", self.netns, "addr", "add", inner_addr, "dev", inner)
-            _ip("-n", self.netns, "link", "set", inner, "up")
+            with _alloc_lock():
+                net = _free_slash30()
+                a, b = list(net.hosts())
+                self.root_addr, self.inner_addr = f"{a}/30", f"{b}/30"
+                _ip("link", "add", self.root_if, "type", "veth", "peer", "name", self.inner_if,
+                    "netns", self.netns)  # fmt: skip
+                self._made_root_if = True
+                _ip("addr", "add", self.root_addr, "dev", self.root_if)
+            _ip("link", "set", self.root_if, "up")
+            _ip("-n", self.netns, "addr", "add", self.inner_addr, "dev", self.inner_if)
+            _ip("-n", self.netns, "link", "set", self.inner_if, "up")
 
     def start(self, timeout: float = 15.0) -> QbtNox:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.netns}-"))
         try:
             self._profile()
             self._network()
+            argv = qbt_versions.command(
+                ["qbittorrent-nox", f"--profile={self.workdir / 'profile'}"],
+                binds=[self.workdir],
+                version=self.version,
+            )
             log = open(self.workdir / "qbittorrent.out", "wb")  # noqa: SIM115
             self.proc = subprocess.Popen(
-                [
-                    "ip", "netns", "exec", self.netns,
-                    "qbittorrent-nox", f"--profile={self.workdir / 'profile'}",
-                ],
+                ["ip", "netns", "exec", self.netns, *argv],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
@@ -177,6 +252,7 @@ class QbtNox:
             return ""
 
     def stop(self) -> None:
+        """Remove what this instance created, and nothing else."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -185,9 +261,12 @@ class QbtNox:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-        if self.root_link:
-            _ip("link", "del", self.root_link[0], check=False)
-        _ip("netns", "del", self.netns, check=False)
+        if self._made_root_if:
+            _ip("link", "del", self.root_if, check=False)
+            self._made_root_if = False
+        if self._made_netns:
+            _ip("netns", "del", self.netns, check=False)
+            self._made_netns = False
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

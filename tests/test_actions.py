@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.session_names import SESSION, unique
 from tests.test_policy import CHECKS, ModelQbt, ModelWg, Srcs, res
 from watchdog import config as config_mod
-from watchdog.actions import ActionError, Remediator, resolve_endpoint, run_command
+from watchdog.actions import ActionError, Remediator, resolve_endpoint, run_command, run_retrying
 from watchdog.sources import Listener, SourceError
 
 BAD = {"return_path": "no_return_traffic"}
@@ -233,7 +234,9 @@ def test_stop_failure_is_retried_each_cycle_and_logged_once(caplog):
     ]
     qbt.down = False
     v = d.cycle(**BAD)
-    assert v.actions_total["stop_torrents"] == 1 and v.held_stopped == 3
+    # Attempts count the failed ones: 3 failed + 1 that worked.
+    assert v.actions_total["stop_torrents"] == 4 and v.held_stopped == 3
+    assert v.failures_total["stop_torrents"] == 3
 
 
 def test_login_failure_is_never_retried():
@@ -427,14 +430,14 @@ def test_remediator_counts_a_failing_restart_command(tmp_path):
     )
     for _ in range(4):
         v = d.cycle(**BAD)
-    assert v.actions_total["restart_tunnel"] == 1  # tier 1 worked
-    assert v.failures_total["restart_tunnel"] == 1  # tier 2 exited 1
+    assert v.actions_total["restart_tunnel"] == 2  # tier 1 worked, tier 2 was attempted
+    assert v.failures_total["restart_tunnel"] == 1  # tier 2 exited 1 (twice: run again once)
 
 
 # --- tier 1 against a real wireguard-go ---------------------------------------------------
 
-NS = "qvr-wg"
-IFACE = "qvrwg0"
+NS = unique("qvr-wg")
+IFACE = f"qvr{SESSION}0"  # wireguard-go's UAPI socket path is machine-wide
 
 
 @pytest.fixture
@@ -499,3 +502,29 @@ def test_tier1_resets_the_endpoint_of_a_real_wireguard_go(wireguard_go):
     assert v.actions_total["restart_tunnel"] == 1, v
     shown = subprocess.run(["wg", "show", IFACE, "endpoints"], capture_output=True, text=True)
     assert shown.stdout.split() == [wireguard_go, "127.0.0.1:51999"]
+
+
+def test_a_failing_restart_command_runs_once_more_then_fails(tmp_path):
+    runs = tmp_path / "runs"
+    cmd = script(tmp_path, f"echo x >> {runs}\n[ $(wc -l < {runs}) -ge 2 ] && exit 0\nexit 1\n")
+    slept = []
+    assert run_retrying(run_command, [cmd], 10, sleep=slept.append) == ""
+    assert runs.read_text().count("x") == 2 and slept == [1.0]
+    always = script(tmp_path, "echo 'job canceled' >&2\nexit 1\n")
+    with pytest.raises(ActionError, match="exited with status 1: job canceled"):
+        run_retrying(run_command, [always], 10, sleep=slept.append)
+    assert slept == [1.0, 1.0]  # two runs, one wait between them
+
+
+def test_a_hung_or_missing_restart_command_is_not_run_again(tmp_path):
+    calls = []
+
+    def hung(argv, timeout):
+        calls.append(timeout)
+        raise ActionError(f"{argv[0]} did not finish within {timeout:g} s; killed")
+
+    with pytest.raises(ActionError, match="killed"):
+        run_retrying(hung, ["x"], 5, sleep=lambda s: None)
+    assert len(calls) == 1
+    with pytest.raises(ActionError, match="cannot run"):
+        run_retrying(run_command, [str(tmp_path / "nope")], 5, sleep=lambda s: None)

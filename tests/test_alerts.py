@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.monitoring import (
     recording_rules,
     selectors,
 )
+from watchdog.metrics import CATALOGUE
 
 needs_promtool = pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
 needs_amtool = pytest.mark.skipif(not shutil.which("amtool"), reason="amtool not installed")
@@ -41,6 +43,7 @@ AM_BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanage
 
 ALERTS = {r["alert"]: r for r in alert_rules()}
 RECORDED = {r["record"] for r in recording_rules()}
+CATALOGUE_NAMES = {m.name for m in CATALOGUE}
 RECEIVER = {"critical": "pager", "warning": "quiet"}
 
 
@@ -62,6 +65,56 @@ def test_promtool_check_rules_is_clean():
 def test_promtool_unit_tests_pass():
     r = run("promtool", "test", "rules", *map(str, RULE_TESTS))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+RENDER = ROOT / "alerts" / "render.py"
+JOB_SELECTOR_TEST = ROOT / "alerts" / "tests" / "job_selector" / "torrent_box.test.yml"
+
+
+def render(*args: str) -> subprocess.CompletedProcess:
+    return run(sys.executable, str(RENDER), *args)
+
+
+def test_the_shipped_rules_are_the_render_for_the_default_job():
+    r = render()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == RULES.read_text()
+    assert 'up{job="qbt-vpn-watchdog"}' in r.stdout
+
+
+def test_render_puts_the_selector_on_every_up_and_refuses_a_bad_one():
+    r = render("--job-selector", 'job=~"torrent-.*", env="prod"')
+    assert r.returncode == 0, r.stderr
+    rules = yaml.safe_load(r.stdout)
+    ups = [s for rule in rules["groups"] for x in rule["rules"] for s in selectors(x["expr"])
+           if s.name == "up"]  # fmt: skip
+    assert len(ups) == 3
+    for sel in ups:
+        assert sel.matchers == (("job", "=~", "torrent-.*"), ("env", "=", "prod")), sel
+    assert f'job="{JOB}"' not in r.stdout
+    bad = render("--job-selector", "job=torrent-box")
+    assert bad.returncode == 2 and "expected label matchers" in bad.stderr and not bad.stdout
+
+
+def _promtool_job_selector_test(tmp_path: Path, selector: str) -> subprocess.CompletedProcess:
+    shutil.copy(JOB_SELECTOR_TEST, tmp_path / JOB_SELECTOR_TEST.name)
+    (tmp_path / "rendered.rules.yml").write_text(render("--job-selector", selector).stdout)
+    return subprocess.run(
+        ["promtool", "test", "rules", JOB_SELECTOR_TEST.name],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+
+
+@needs_promtool
+def test_rules_rendered_for_another_job_watch_that_job(tmp_path):
+    r = _promtool_job_selector_test(tmp_path, 'job="torrent-box"')
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The shipped rules, with the job renamed in Prometheus only: the target
+    # is "missing" forever and its scrape failing never pages. This is what
+    # rendering prevents, so the same test must fail here.
+    default = _promtool_job_selector_test(tmp_path, 'job="qbt-vpn-watchdog"')
+    assert default.returncode != 0
+    assert "QbtVpnWatchdogTargetMissing" in default.stdout + default.stderr
 
 
 def _rule_tests() -> list[dict]:
@@ -98,12 +151,14 @@ def test_unit_tests_assert_exact_labels_and_annotations():
 def test_alert_metadata(name):
     rule = ALERTS[name]
     assert re.fullmatch(r"[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+", name), "alert names are CamelCase"
+    # One shared Alertmanager serves many exporters: every name says whose it is.
+    assert name.startswith("QbtVpn"), name
     assert rule["labels"]["severity"] in RECEIVER
     for key in ("summary", "description", "runbook_url"):
         assert rule["annotations"].get(key, "").strip(), f"{name} has no {key}"
     assert (
         "{{ $labels.instance }}" in rule["annotations"]["description"]
-        or name == "WatchdogTargetMissing"
+        or name == "QbtVpnWatchdogTargetMissing"
     )
     assert rule["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#{name.lower()}"
     # A single bad scrape must never page: at least two evaluations at 30 s.
@@ -112,12 +167,15 @@ def test_alert_metadata(name):
 
 def test_every_alert_with_a_number_shows_it():
     # Alerts whose value is a quantity (an age, a count) print it.
-    for name in ("HandshakeStale", "WatchdogStale", "TorrentsHeldStopped"):
+    for name in (
+        "QbtVpnHandshakeStale", "QbtVpnWatchdogStale", "QbtVpnTorrentsHeldStopped",
+        "QbtVpnTunnelMtuBlackHole",
+    ):  # fmt: skip
         assert "$value" in ALERTS[name]["annotations"]["description"], name
 
 
 def _runbook_anchors() -> set[str]:
-    # GitHub's anchor for "## ReturnPathDown" is "#returnpathdown".
+    # GitHub's anchor for "## QbtVpnReturnPathDown" is "#qbtvpnreturnpathdown".
     return {m.lower() for m in re.findall(r"^## ([A-Za-z0-9]+)\s*$", RUNBOOK.read_text(), re.M)}
 
 
@@ -146,7 +204,11 @@ def test_every_metric_in_the_rules_is_in_the_catalogue():
 def test_recording_rules_are_used_and_named_level_metric_operation():
     used = set().union(*(metric_names(r["expr"]) for r in alert_rules()))
     for name in RECORDED:
-        assert re.fullmatch(r"qbtvpn:[a-z0-9_]+(:[a-z0-9_]+)?", name), name
+        # level:metric:operations, as Prometheus's naming practice has it:
+        # the labels kept, the metric recorded from, what was done to it.
+        level, metric, ops = name.split(":")
+        assert re.fullmatch(r"[a-z]+(_[a-z]+)*", level) and re.fullmatch(r"[a-z_]+", ops), name
+        assert metric in CATALOGUE_NAMES, f"{name}: {metric} is not a catalogued metric"
         assert name in used, f"recording rule {name} is used by no alert"
 
 
@@ -313,44 +375,48 @@ def _alert(name: str, instance: str, **labels: str) -> dict:
 def test_inhibitions_one_root_cause_pages_once(alertmanager):
     firing = [
         # host a: the 92-byte failure and what follows from it
-        _alert("ReturnPathDown", "a:9879", check="return_path"),
-        _alert("HandshakeStale", "a:9879", interface="wg0"),
-        _alert("DnsFailing", "a:9879", check="dns"),
-        _alert("ExitIpUnverified", "a:9879", check="exit_ip"),
-        _alert("QbittorrentInterfaceNoAddress", "a:9879", check="bind"),
-        _alert("QbittorrentNotListening", "a:9879", check="bind"),
-        _alert("QbittorrentDisconnected", "a:9879", status="disconnected"),
-        _alert("TorrentsHeldStopped", "a:9879"),
-        _alert("WatchdogCheckErroring", "a:9879", check="dns"),
-        _alert("DnsLeak", "a:9879", check="dns"),  # a leak is never hidden by it
-        _alert("WatchdogGaveUp", "a:9879", state="gave_up"),  # the escalation pages too
+        _alert("QbtVpnReturnPathDown", "a:9879", check="return_path"),
+        _alert("QbtVpnHandshakeStale", "a:9879", interface="wg0"),
+        _alert("QbtVpnDnsFailing", "a:9879", check="dns"),
+        _alert("QbtVpnExitIpUnverified", "a:9879", check="exit_ip"),
+        _alert("QbtVpnQbittorrentInterfaceNoAddress", "a:9879", check="bind"),
+        _alert("QbtVpnQbittorrentNotListening", "a:9879", check="bind"),
+        _alert("QbtVpnQbittorrentDisconnected", "a:9879", status="disconnected"),
+        _alert("QbtVpnTorrentsHeldStopped", "a:9879"),
+        _alert("QbtVpnWatchdogCheckErroring", "a:9879", check="dns"),
+        _alert("QbtVpnDnsLeak", "a:9879", check="dns"),  # a leak is never hidden by it
+        _alert("QbtVpnWatchdogGaveUp", "a:9879", state="gave_up"),  # the escalation pages too
         # host b: the same symptom, no root cause there
-        _alert("HandshakeStale", "b:9879", interface="wg0"),
+        _alert("QbtVpnHandshakeStale", "b:9879", interface="wg0"),
         # host c: the watchdog itself is down; its frozen alerts are noise
-        _alert("WatchdogDown", "c:9879"),
-        _alert("ReturnPathDown", "c:9879", check="return_path"),
-        _alert("ExitIpNotAirVPN", "c:9879", check="exit_ip"),
+        _alert("QbtVpnWatchdogDown", "c:9879"),
+        _alert("QbtVpnReturnPathDown", "c:9879", check="return_path"),
+        _alert("QbtVpnExitIpNotAirVPN", "c:9879", check="exit_ip"),
         # host d: the login is rejected, so the API looks unreachable too
-        _alert("QbittorrentLoginFailing", "d:9879"),
-        _alert("QbittorrentUnreachable", "d:9879"),
-        _alert("WatchdogCheckErroring", "d:9879", check="bind"),
-        _alert("WatchdogCheckErroring", "d:9879", check="exit_ip"),
+        _alert("QbtVpnQbittorrentLoginFailing", "d:9879"),
+        _alert("QbtVpnQbittorrentUnreachable", "d:9879"),
+        _alert("QbtVpnWatchdogCheckErroring", "d:9879", check="bind"),
+        _alert("QbtVpnWatchdogCheckErroring", "d:9879", check="exit_ip"),
+        _alert("QbtVpnRemediationFailing", "d:9879", action="stop_torrents"),
+        # host e: a restart failing has no qBittorrent cause to hide behind
+        _alert("QbtVpnRemediationFailing", "e:9879", action="restart_tunnel"),
         # no target at all: not tied to an instance, never inhibited
-        _alert("WatchdogTargetMissing", ""),
+        _alert("QbtVpnWatchdogTargetMissing", ""),
     ]
     # (alertname, instance, check) of what must be suppressed; nothing else may be.
     want = {
-        ("HandshakeStale", "a:9879", ""), ("DnsFailing", "a:9879", "dns"),
-        ("ExitIpUnverified", "a:9879", "exit_ip"),
-        ("QbittorrentInterfaceNoAddress", "a:9879", "bind"),
-        ("QbittorrentNotListening", "a:9879", "bind"),
-        ("QbittorrentDisconnected", "a:9879", ""), ("TorrentsHeldStopped", "a:9879", ""),
-        ("WatchdogCheckErroring", "a:9879", "dns"),
-        ("ReturnPathDown", "c:9879", "return_path"), ("ExitIpNotAirVPN", "c:9879", "exit_ip"),
-        ("QbittorrentUnreachable", "d:9879", ""),
-        # inhibited by QbittorrentUnreachable, itself inhibited: Alertmanager
+        ("QbtVpnHandshakeStale", "a:9879", ""), ("QbtVpnDnsFailing", "a:9879", "dns"),
+        ("QbtVpnExitIpUnverified", "a:9879", "exit_ip"),
+        ("QbtVpnQbittorrentInterfaceNoAddress", "a:9879", "bind"),
+        ("QbtVpnQbittorrentNotListening", "a:9879", "bind"),
+        ("QbtVpnQbittorrentDisconnected", "a:9879", ""), ("QbtVpnTorrentsHeldStopped", "a:9879", ""),
+        ("QbtVpnWatchdogCheckErroring", "a:9879", "dns"),
+        ("QbtVpnReturnPathDown", "c:9879", "return_path"), ("QbtVpnExitIpNotAirVPN", "c:9879", "exit_ip"),
+        ("QbtVpnQbittorrentUnreachable", "d:9879", ""),
+        # inhibited by QbtVpnQbittorrentUnreachable, itself inhibited: Alertmanager
         # still counts a suppressed alert as a source, it is firing.
-        ("WatchdogCheckErroring", "d:9879", "bind"),
+        ("QbtVpnWatchdogCheckErroring", "d:9879", "bind"),
+        ("QbtVpnRemediationFailing", "d:9879", ""),
     }  # fmt: skip
     alertmanager.post(firing)
 
@@ -373,7 +439,7 @@ def test_inhibitions_one_root_cause_pages_once(alertmanager):
 
 # Targets whose expression itself waits longer than its `for:` says: the
 # handshake check calls a handshake stale only after REJECT_AFTER_TIME (180 s).
-_ONSET_DELAY = {"HandshakeStale": 180.0}
+_ONSET_DELAY = {"QbtVpnHandshakeStale": 180.0}
 
 
 def _inhibited_by_tunnel_causes() -> set[str]:
@@ -381,7 +447,7 @@ def _inhibited_by_tunnel_causes() -> set[str]:
     targets: set[str] = set()
     for rule in cfg["inhibit_rules"]:
         sources = " ".join(rule["source_matchers"])
-        if "ReturnPathDown" not in sources and "TunnelDown" not in sources:
+        if "QbtVpnReturnPathDown" not in sources and "QbtVpnTunnelDown" not in sources:
             continue
         for m in rule["target_matchers"]:
             if m.startswith("alertname=~"):
@@ -394,16 +460,33 @@ def test_symptoms_wait_longer_than_the_tunnel_alerts_that_inhibit_them():
     # symptoms of a dead return path (DNS failing, no address) are seen a cycle
     # or two *before* return_path can decide, so a symptom whose `for:` is not
     # longer than its cause's fires first, is sent, and pages for the wrong
-    # thing (the lab test saw DnsFailing sent with both at 2 m).
-    cause_for = max(duration_seconds(ALERTS[a]["for"]) for a in ("ReturnPathDown", "TunnelDown"))
+    # thing (the lab test saw QbtVpnDnsFailing sent with both at 2 m).
+    cause_for = max(
+        duration_seconds(ALERTS[a]["for"]) for a in ("QbtVpnReturnPathDown", "QbtVpnTunnelDown")
+    )
     targets = _inhibited_by_tunnel_causes()
-    assert {"DnsFailing", "QbittorrentInterfaceNoAddress"} <= targets
+    assert {"QbtVpnDnsFailing", "QbtVpnQbittorrentInterfaceNoAddress"} <= targets
     too_early = {
         name: ALERTS[name]["for"]
         for name in sorted(targets)
         if duration_seconds(ALERTS[name]["for"]) + _ONSET_DELAY.get(name, 0.0) < cause_for + 60
     }
     assert not too_early, (
-        f"fire less than 1 m after ReturnPathDown/TunnelDown ({cause_for:g} s), "
+        f"fire less than 1 m after QbtVpnReturnPathDown/QbtVpnTunnelDown ({cause_for:g} s), "
         f"so the inhibition may come too late: {too_early}"
     )
+
+
+# Alerts whose text says the watchdog did something (restarted, holds torrents).
+CLAIM_AN_ACTION = ("QbtVpnWatchdogGaveUp", "QbtVpnTorrentsHeldStopped")
+
+
+@pytest.mark.parametrize("name", CLAIM_AN_ACTION)
+def test_alerts_that_claim_an_action_are_silent_in_observe_mode(name):
+    # The behaviour is in alerts/tests/remediation.test.yml; this keeps the
+    # guard on every such alert, including one added later to the tuple.
+    sels = selectors(ALERTS[name]["expr"])
+    assert any(
+        s.name == "qbtvpn_remediation_mode" and ("mode", "=", "observe") in s.matchers for s in sels
+    ), name
+    assert "unless on (job, instance)" in ALERTS[name]["expr"]

@@ -176,6 +176,7 @@ def test_every_reason_is_covered():
 
 
 @pytest.mark.root
+@pytest.mark.qbittorrent
 def test_against_real_qbittorrent_nox():
     from tests.qbt_nox import LISTEN_PORT, PASSWORD, USERNAME, QbtNox
     from watchdog.checks import Context
@@ -184,7 +185,7 @@ def test_against_real_qbittorrent_nox():
     from watchdog.sources.links import Links
     from watchdog.sources.qbittorrent import Qbittorrent
 
-    q = QbtNox("qvq-bind", root_link=("qvq-bh", "qvq-bn", "169.254.77.9/30", "169.254.77.10/30"))
+    q = QbtNox("bind", root_link=True)
     q.start()
     try:
         cfg = Config(

@@ -17,6 +17,7 @@ import pytest
 
 import watchdog.checks.dns  # noqa: F401 - registers the check
 from tests.netns_helpers import dnsmasq, netns, udp_server, veth
+from tests.session_names import unique
 from watchdog.checks import REGISTRY, Context, Runner
 from watchdog.config import parse
 from watchdog.results import Outcome
@@ -25,7 +26,7 @@ from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root
 
-CLIENT, SERVER = "qvp-cdns", "qvp-cdsrv"
+CLIENT, SERVER = unique("qvp-cdns"), unique("qvp-cdsrv")
 TUNNEL = "qvpwg0"
 GOOD, ODD, NOBODY = "10.77.0.1", "10.77.0.3", "10.77.0.4"
 
@@ -42,6 +43,10 @@ def _odd(data: bytes) -> bytes | None:
         return None
     elif name == "slow.test":
         time.sleep(0.3)
+        r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "10.9.9.8"))
+    elif name == "late.test":
+        # Behind a saturated tunnel: answered, but well after slow_after.
+        time.sleep(0.6)
         r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "10.9.9.8"))
     return r.to_wire()
 
@@ -86,9 +91,9 @@ class CountingResolver(Resolver):
         super().__init__(*a, **kw)
         self.asked: list[str] = []
 
-    def query(self, name, server, timeout, rdtype="A"):
+    def query(self, name, server, timeout, rdtype="A", retransmit_after=None):
         self.asked.append(name)
-        return super().query(name, server, timeout, rdtype)
+        return super().query(name, server, timeout, rdtype, retransmit_after)
 
 
 def _run(
@@ -209,6 +214,15 @@ def test_slow(net, tmp_path):
     o, _ = _run(tmp_path, resolver=ODD, names=("slow.test",), slow_after=0.1)
     assert o.reason == "slow" and "slow.test" in o.detail
     assert o.observations["latency_seconds:slow.test"] > 0.25
+
+
+def test_a_late_answer_is_slow_never_no_answer(net, tmp_path):
+    # Answered 0.6 s after the query: past slow_after (0.2 s), so the query was
+    # sent again, and the answer still came within the budget (0.8 x 2.0 s).
+    o, _ = _run(tmp_path, resolver=ODD, names=("late.test",), slow_after=0.2, timeout=2.0)
+    assert o.reason == "slow", o.detail
+    assert "asked twice" in o.detail
+    assert o.observations["latency_seconds:late.test"] > 0.55
 
 
 def test_worst_reason_wins_and_every_problem_is_listed(net, tmp_path):

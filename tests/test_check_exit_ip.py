@@ -10,6 +10,7 @@ import pytest
 
 import watchdog.checks.exit_ip  # noqa: F401 - registers the check
 from tests.netns_helpers import dnsmasq, http_server, netns
+from tests.session_names import unique
 from watchdog.checks import REGISTRY, Context, Runner
 from watchdog.checks.exit_ip import parse_whatismyip
 from watchdog.config import parse
@@ -18,7 +19,7 @@ from watchdog.sources import Sources
 from watchdog.sources.dns import Resolver
 from watchdog.sources.http import Http
 
-NS = "qvp-cexit"
+NS = unique("qvp-cexit")
 EXIT = "10.99.0.7"
 
 

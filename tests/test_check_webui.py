@@ -174,6 +174,25 @@ def test_probe_can_be_turned_off():
     assert o.ok and http.urls == [] and "exposure_probes" not in o.observations
 
 
+def test_looks_like_qbittorrent_with_host_header_validation_on():
+    # Recorded from 5.1.0 (validation on): a logged-in GET whose Host header names another port.
+    import json
+    from pathlib import Path
+
+    rec = json.loads(
+        (Path(__file__).parent / "fixtures/qbittorrent/5.1.0/app_version_foreign_port.json")
+        .read_text()
+    )  # fmt: skip
+    r = HttpResponse(rec["status"], rec["headers"], rec["body"].encode(), 0.0)
+    assert r.status == 401 and webui.looks_like_qbittorrent(r)
+    frame_only = HttpResponse(401, {"x-frame-options": "SAMEORIGIN"}, b"Unauthorized", 0.0)
+    assert webui.looks_like_qbittorrent(frame_only)  # a policy replaced by a proxy
+    # Any other 401 is not evidence of a qBittorrent.
+    assert not webui.looks_like_qbittorrent(HttpResponse(401, {}, b"Unauthorized", 0.0))
+    basic = HttpResponse(401, {"www-authenticate": 'Basic realm="x"'}, b"Unauthorized", 0.0)
+    assert not webui.looks_like_qbittorrent(basic)
+
+
 def test_looks_like_qbittorrent():
     assert webui.looks_like_qbittorrent(FORBIDDEN)
     assert webui.looks_like_qbittorrent(HttpResponse(200, {}, b"v5.0.1", 0))
@@ -189,6 +208,7 @@ def test_every_reason_is_covered():
 
 
 @pytest.mark.root
+@pytest.mark.qbittorrent
 def test_against_real_qbittorrent_nox():
     """Login from the root namespace over the veth; the exposure probe runs in the namespace.
 
@@ -196,6 +216,9 @@ def test_against_real_qbittorrent_nox():
     forwards the WebUI port back into the tunnel: a WebUI bound to "*" answers
     there, and the check must say so.
     """
+    import dataclasses
+    import subprocess
+
     from tests.qbt_nox import PASSWORD, USERNAME, QbtNox
     from watchdog.checks import Context
     from watchdog.config import NamespaceSection, WireguardSection
@@ -204,7 +227,7 @@ def test_against_real_qbittorrent_nox():
     from watchdog.sources.links import Links
     from watchdog.sources.qbittorrent import Qbittorrent
 
-    q = QbtNox("qvq-webui", root_link=("qvq-wh", "qvq-wn", "169.254.77.13/30", "169.254.77.14/30"))
+    q = QbtNox("webui", root_link=True)
     q.start()
     links = Links(q.netns)
     try:
@@ -227,6 +250,22 @@ def test_against_real_qbittorrent_nox():
         assert o.observations["exposure_probes"] == 1  # 10.77.0.1: nothing there
         o = webui.check(Context(cfg(["10.77.0.2"]), src))
         assert o.reason == "exposed" and "10.77.0.2:8080" in o.detail
+
+        # A forward from another port (8443 -> 8080) to the WebUI, as a VPN's port
+        # forward to a different local port would be. With host header validation
+        # on (5.1's profile) qBittorrent answers 401, and it must still be seen.
+        subprocess.run(
+            ["ip", "netns", "exec", q.netns, "nft", "-f", "-"],
+            input="table ip qvq_fwd {\n chain out {\n  type nat hook output priority -100;\n"
+            "  ip daddr 10.77.0.2 tcp dport 8443 redirect to :8080\n }\n}\n",
+            text=True, check=True,
+        )  # fmt: skip
+        fwd = dataclasses.replace(cfg(["10.77.0.2"]), qbittorrent=QbittorrentSection(
+            url=q.url, forwarded_port=8443))  # fmt: skip
+        answer = src.http.get("http://10.77.0.2:8443/api/v2/app/version", 2.0, 4096)
+        assert answer.status == (401 if q.protections else 403), answer
+        o = webui.check(Context(fwd, src))
+        assert o.reason == "exposed" and "10.77.0.2:8443" in o.detail, o.detail
     finally:
         links.close()
         q.stop()

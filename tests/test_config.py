@@ -1,4 +1,8 @@
+import dataclasses
+import json
 import os
+import tomllib
+import typing
 
 import pytest
 
@@ -6,14 +10,46 @@ from watchdog import config
 from watchdog.config import ConfigError
 
 
-def test_example_config_loads_and_matches_defaults():
+def _flat(table: dict, path: str = "") -> dict:
+    out = {}
+    for k, v in table.items():
+        where = f"{path}.{k}" if path else k
+        out.update(_flat(v, where) if isinstance(v, dict) else {where: v})
+    return out
+
+
+def test_the_shipped_example_is_generated_from_the_schema():
+    # Regenerate with: python -c "from watchdog.config import *; example_path().write_text(render_example())"
+    assert config.example_path().read_text() == config.render_example()
+
+
+def test_the_example_has_every_key_with_its_true_default_and_loads():
+    text = config.render_example()
+    shown = _flat(tomllib.loads(text))
+    assert list(shown) == config._key_paths()
     cfg = config.load(config.example_path())
-    assert cfg.netns == "vpn"
-    assert cfg.checks.handshake.max_age == 180
-    assert cfg.checks.exit_ip.interval >= 60  # AirVPN's rate limit
-    # Every default in the dataclasses is what the example documents (bar the namespace).
-    defaults = config.Config()
-    assert cfg.checks == defaults.checks and cfg.watchdog == defaults.watchdog
+    assert dataclasses.replace(cfg, source="<defaults>") == config.Config()
+    # Each key has one line of meaning right above it.
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith(("#", "[")):
+            assert lines[i - 1].startswith("# ") and len(lines[i - 1]) > 10, line
+
+
+def test_every_key_explains_itself():
+    def walk(cls):
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            sub = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(sub):
+                yield from walk(sub)
+            else:
+                yield cls.__name__, f
+
+    for owner, f in walk(config.Config):
+        assert f.metadata.get("help", "").strip(), f"{owner}.{f.name} has no help"
+        assert "\n" not in f.metadata["help"], f"{owner}.{f.name}: one line"
 
 
 BROKEN = """
@@ -84,3 +120,48 @@ def test_password_prefers_systemd_credential_and_never_leaks(tmp_path, monkeypat
     with pytest.raises(ConfigError) as e:
         config.read_password(q)
     assert "s3cret" not in str(e.value) and str(pw) in str(e.value)
+
+
+def test_unknown_keys_get_a_hint():
+    with pytest.raises(ConfigError) as e:
+        config.parse(
+            "[watchdog]\nintervall = 5\n[remediation]\nrecover_after = 2\n"
+            "[checks.dns]\nslow_afer = 2\nzzz = 1\n"
+        )
+    errs = {x.split(":")[0]: x.split(": ", 1)[1] for x in e.value.errors}
+    assert errs["watchdog.intervall"].startswith('unknown key; did you mean "interval"?')
+    # recover_after is a key of every check, not of [remediation].
+    assert errs["remediation.recover_after"].startswith(
+        "unknown key; it belongs in [checks.bind], [checks.dns], [checks.exit_ip], ... (known: "
+    )
+    assert errs["checks.dns.slow_afer"].startswith('unknown key; did you mean "slow_after"?')
+    assert errs["checks.dns.zzz"].startswith("unknown key (known: ")
+
+
+@pytest.mark.parametrize("value", ["", "localhost", "127.0.0.1:9879", "300.1.1.1"])
+def test_listen_address_says_the_same_for_every_wrong_value(value):
+    with pytest.raises(ConfigError) as e:
+        config.parse(f'[watchdog]\nlisten_address = "{value}"\n')
+    assert e.value.errors == [
+        f"watchdog.listen_address: expected {config.LISTEN_ADDRESS_ACCEPTS}, got {json.dumps(value)}"
+    ]
+    assert config.LISTEN_ADDRESS_ACCEPTS in config.render_example()
+    for ok in ("127.0.0.1", "0.0.0.0", "::", "::1", "192.168.1.5"):
+        assert config.parse(f'[watchdog]\nlisten_address = "{ok}"\n')
+
+
+def test_a_missing_password_file_is_a_config_error_at_load(tmp_path, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    missing = tmp_path / "nope"
+    f = tmp_path / "c.toml"
+    f.write_text(f'[qbittorrent]\npassword_file = "{missing}"\n')
+    assert config.load(f)  # the schema alone is fine
+    with pytest.raises(ConfigError) as e:
+        config.load(f, secrets=True)
+    assert e.value.errors == [f"qbittorrent.password_file: no such file: {missing}"]
+    f.write_text("")
+    with pytest.raises(ConfigError, match="password_file: not set"):
+        config.load(f, secrets=True)
+    missing.write_text("")  # an empty file: no password, and that is allowed
+    f.write_text(f'[qbittorrent]\npassword_file = "{missing}"\n')
+    assert config.load(f, secrets=True)

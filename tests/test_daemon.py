@@ -60,6 +60,9 @@ class World:
         self.release = threading.Event()
         self.wg_slow = threading.Event()  # set: reading WireGuard takes until release
         self.exit_calls = 0
+        self.bind_says: list[str] = []  # reasons bind returns next, one per run (then ok)
+        self.bind_runs: list[float] = []  # monotonic time of each bind run
+        self.dns_provisional = 0  # runs of dns left that say "provisional"
 
 
 class FakeWg:
@@ -136,10 +139,13 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
     def dns(ctx):
         if world.dns_hang.is_set():
             world.release.wait(60)
+        provisional = world.dns_provisional > 0
+        world.dns_provisional -= provisional
         return Outcome.passed(
             "resolved",
             observations={"latency_seconds:airvpn.org": 0.012},
             facts={"resolver": "10.128.0.1", "resolver_interface": "wg0"},
+            provisional=provisional,
         )
 
     def exit_ip(ctx):
@@ -151,13 +157,23 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
         )
 
     def bind(ctx):
+        world.bind_runs.append(time.monotonic())
         q = ctx.qbittorrent()
+        if world.bind_says:
+            return Outcome.failed(world.bind_says.pop(0), "bound to qvll1")
         return Outcome.passed(f"bound to {q.interface_name}")
+
+    def path_mtu(ctx):
+        return Outcome.passed(
+            "1320-byte packets cross both ways",
+            observations={"path_mtu_bytes": 1320.0, "tunnel_mtu_bytes": 1320.0},
+        )
 
     # The real checks' specs (reasons, series, order) with these functions.
     return {
         "handshake": real_spec("handshake", handshake),
         "dns": real_spec("dns", dns),
+        "path_mtu": real_spec("path_mtu", path_mtu),
         "exit_ip": real_spec("exit_ip", exit_ip),
         "bind": real_spec("bind", bind),
     }
@@ -220,6 +236,8 @@ timeout = 1.0
 timeout = 1.0
 [checks.webui]
 enabled = false
+[checks.path_mtu]
+enabled = {"true" if over.get("path_mtu") else "false"}
 """
 
 
@@ -527,8 +545,37 @@ def test_a_link_event_runs_the_link_checks_at_once_at_most_once_a_second(running
     print(f"event -> cycle {took * 1000:.0f} ms")
 
 
+def test_an_unsafe_result_is_confirmed_within_seconds_not_an_interval_later(running):
+    d, world, port = running(interval=30.0)
+    world.bind_says = ["wrong_interface", "wrong_interface"]  # unsafe: fail_after is 2
+    t0 = time.monotonic()
+    d.link_event()  # bind is a link check: it runs now, says unsafe once
+    while len(world.bind_runs) < 3 and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    first, second = world.bind_runs[1:3]
+    # Confirmed CONFIRM_GAP after the first: the second result trips the check.
+    assert 0.9 <= second - first < 2.0, second - first
+    assert d.remediator.steps[-1][0]["bind"].reason == "wrong_interface"
+    # Tripped: remediation acts; the check goes back to the 30 s interval.
+    time.sleep(2.0)
+    assert len(world.bind_runs) == 3
+
+
+def test_a_provisional_result_is_run_again_within_seconds(running):
+    d, world, port = running(interval=30.0)
+    n0 = d.store.cycles
+    world.dns_provisional = 2
+    d.link_event()  # dns is a link check: provisional twice, then settled
+    t0 = time.monotonic()
+    while d.store.cycles < n0 + 3 and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    assert d.store.cycles == n0 + 3, "two confirm cycles after the event's"
+    time.sleep(1.5)
+    assert d.store.cycles == n0 + 3, "settled: nothing more until the interval"
+
+
 def test_metrics_over_http_has_every_catalogue_family(running):
-    d, world, port = running()
+    d, world, port = running(path_mtu=True)
     world.qbt_up = True
     status, text, _ = http_get(port, "/metrics")
     assert status == 200
@@ -859,3 +906,50 @@ if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "child":
     raise SystemExit(child(sys.argv[2], sys.argv[3]))
 if __name__ == "__main__" and len(sys.argv) >= 2 and sys.argv[1] == "bench":
     bench(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000)
+
+
+def test_reload_result_and_time_are_exported(tmp_path):
+    clock = Clock()
+    d, world, port = make_daemon(tmp_path, clock=clock)
+    d.run_cycle()
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_config_last_reload_successful") == 1
+    assert metric(text, "qbtvpn_config_last_reload_success_timestamp_seconds") == clock.t  # start
+    clock.t += 60
+    Path(d.config_path).write_text("[watchdog]\ninterval = -1\n")
+    assert not d.reload()
+    # Seen at the next scrape, before any cycle.
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_config_last_reload_successful") == 0
+    assert metric(text, "qbtvpn_config_last_reload_success_timestamp_seconds") == clock.t - 60
+    clock.t += 60
+    Path(d.config_path).write_text(config_text(port))
+    assert d.reload()
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_config_last_reload_successful") == 1
+    assert metric(text, "qbtvpn_config_last_reload_success_timestamp_seconds") == clock.t
+
+
+@pytest.mark.parametrize("mode", ["observe", "enforce"])
+def test_the_mode_is_exported_and_healthz_says_observe(tmp_path, mode, caplog):
+    d, world, port = make_daemon(tmp_path, clock=Clock(), mode=mode)
+    d.run_cycle()
+    text = d.exposition.render()[0].decode()
+    assert metric(text, "qbtvpn_remediation_mode", mode=mode) == 1
+    other = {"observe": "enforce", "enforce": "observe"}[mode]
+    assert metric(text, "qbtvpn_remediation_mode", mode=other) == 0
+    code, body = d.health()
+    assert code == 200
+    if mode == "observe":
+        assert body.startswith("alive (observe mode: reports what it would do, never acts); ")
+    else:
+        assert body.startswith("alive; ") and "observe" not in body
+
+
+def test_the_start_log_says_observe_mode(running, caplog):
+    caplog.set_level(logging.INFO, "watchdog.daemon")
+    running(mode="observe")
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("started")]
+    assert started and started[0].startswith(
+        "started in observe (reports what it would do, never stops or restarts anything) mode:"
+    )

@@ -1,5 +1,5 @@
 """The Grafana dashboard: classic JSON model, one datasource variable used by
-every panel, an instance variable in every query, and only catalogued metrics."""
+every panel, job and instance variables in every query, and only catalogued metrics."""
 
 from __future__ import annotations
 
@@ -42,15 +42,34 @@ def test_classic_model_with_a_stable_uid(dash):
     assert any(link["url"] == RUNBOOK_BASE for link in dash["links"])
 
 
-def test_datasource_and_instance_variables(dash):
+def test_datasource_job_and_instance_variables(dash):
     variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "instance"]
     ds = variables["datasource"]
     assert ds["type"] == "datasource" and ds["query"] == "prometheus"
-    inst = variables["instance"]
-    assert inst["type"] == "query" and inst["multi"] and inst["includeAll"]
-    assert inst["datasource"] == DS
-    query = inst["query"]["query"] if isinstance(inst["query"], dict) else inst["query"]
-    assert query == inst["definition"] == f'label_values(up{{job="{JOB}"}}, instance)'
+    for name in ("job", "instance"):
+        v = variables[name]
+        assert v["type"] == "query" and v["multi"] and v["includeAll"], name
+        assert v["datasource"] == DS, name
+        query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+        assert query == v["definition"], name
+    # Jobs are found by the watchdog's own series, whatever the job is called;
+    # "All" expands to the jobs found, never to every job Prometheus has.
+    assert variables["job"]["definition"] == "label_values(qbtvpn_build_info, job)"
+    assert "allValue" not in variables["job"]
+    assert variables["instance"]["definition"] == 'label_values(up{job=~"$job"}, instance)'
+    for where, expr in dashboard_queries(dash):
+        assert f'job="{JOB}"' not in expr, f"{where}: the job is the $job variable"
+
+
+def test_no_deprecated_keys_and_rate_windows_follow_the_scrape(dash):
+    # "style" went with Grafana's theme per dashboard; $__interval can be
+    # shorter than two scrapes, where rate() and increase() return nothing.
+    assert "style" not in dash
+    for where, expr in dashboard_queries(dash):
+        assert "[$__interval]" not in expr, where
+    for a in dash["annotations"]["list"]:
+        assert "[$__interval]" not in a.get("expr", "")
 
 
 def test_every_panel_and_target_uses_the_datasource_variable(dash):
@@ -75,6 +94,7 @@ def test_every_selector_is_restricted_to_the_instance_variable(dash):
             assert ("instance", "=~", "$instance") in sel.matchers, (
                 f"{where}: {sel.name} ignores $instance"
             )
+            assert ("job", "=~", "$job") in sel.matchers, f"{where}: {sel.name} ignores $job"
 
 
 def test_every_metric_on_the_dashboard_is_in_the_catalogue(dash):
@@ -126,6 +146,7 @@ def test_required_panels_are_there(dash):
         "qbtvpn_torrents_held_stopped",
         "qbtvpn_remediations_total",  # timeline of remediations
         "qbtvpn_remediation_state",
+        "qbtvpn_remediation_mode",  # observe mode must be visible where the state is
     ):
         assert metric in used, f"no panel shows {metric}"
     handshake = [e for _, e in dashboard_queries(dash) if "last_handshake" in e]

@@ -11,20 +11,29 @@ import dns.rrset
 import pytest
 
 from tests.netns_helpers import dnsmasq, netns, udp_server
+from tests.session_names import unique
 from watchdog.sources import SourceError
 from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root
 
-NS = "qvp-dns"
+NS = unique("qvp-dns")
 PROOF_PORT = 35353  # nothing listens on it in the root namespace (checked below)
+
+
+_SEEN: dict[str, int] = {}  # name -> queries seen (dropfirst.test)
 
 
 def _junk_handler(data: bytes) -> bytes | None:
     q = dns.message.from_wire(data)
     name = q.question[0].name.to_text().rstrip(".")
     r = dns.message.make_response(q)
-    if name == "servfail.test":
+    _SEEN[name] = _SEEN.get(name, 0) + 1
+    if name == "dropfirst.test" and _SEEN[name] % 2 == 1:
+        return None  # the first query of each pair lost, as from a full queue
+    if name == "dropfirst.test":
+        r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "10.9.9.7"))
+    elif name == "servfail.test":
         r.set_rcode(dns.rcode.SERVFAIL)
     elif name == "wrongid.test":
         r.id = (q.id + 1) % 65536
@@ -123,6 +132,36 @@ def test_no_answer_is_a_timeout(ns):
     assert ei.value.kind == "timeout"
     assert "silent.test" in str(ei.value) and "127.0.0.2" in str(ei.value)
     assert 0.25 < time.monotonic() - t0 < 1.5
+
+
+def test_a_lost_query_is_sent_once_more_and_the_answer_counts(ns):
+    _SEEN.pop("dropfirst.test", None)
+    a = Resolver(ns).query("dropfirst.test", "127.0.0.2", 1.0, retransmit_after=0.2)
+    assert a.addresses == ("10.9.9.7",) and a.retransmitted
+    assert 0.2 <= a.latency < 0.9  # measured from the first send
+
+
+def test_without_retransmission_a_lost_query_is_a_timeout(ns):
+    _SEEN.pop("dropfirst.test", None)
+    with pytest.raises(SourceError) as ei:
+        Resolver(ns).query("dropfirst.test", "127.0.0.2", 0.4)
+    assert ei.value.kind == "timeout"
+
+
+def test_a_late_answer_to_the_first_query_counts(ns):
+    # slow.test is answered 0.3 s late: the retransmission at 0.1 s does not
+    # make the first query's answer unwelcome.
+    a = Resolver(ns).query("slow.test", "127.0.0.2", 2.0, retransmit_after=0.1)
+    assert a.addresses == ("10.9.9.8",) and a.retransmitted
+    assert 0.28 < a.latency < 1.0
+
+
+def test_silence_is_still_a_timeout_with_retransmission(ns):
+    t0 = time.monotonic()
+    with pytest.raises(SourceError) as ei:
+        Resolver(ns).query("silent.test", "127.0.0.2", 0.4, retransmit_after=0.1)
+    assert ei.value.kind == "timeout" and "sent twice" in str(ei.value)
+    assert 0.35 < time.monotonic() - t0 < 1.5
 
 
 def test_latency_is_measured(ns):

@@ -10,13 +10,14 @@ import time
 import pytest
 
 from tests.netns_helpers import dnsmasq, http_server, netns, self_signed_cert
+from tests.session_names import unique
 from watchdog.sources import SourceError
 from watchdog.sources.dns import Resolver
 from watchdog.sources.http import Http
 
 pytestmark = pytest.mark.root
 
-NS = "qvp-http"
+NS = unique("qvp-http")
 CAP = 64 * 1024
 JSON_BODY = json.dumps({"ip": "10.99.0.7", "airvpn": True, "result": "ok"}).encode()
 

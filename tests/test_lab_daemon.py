@@ -20,7 +20,7 @@ from watchdog.lab import procs
 from watchdog.lab import topology as t
 from watchdog.lab.state import LOG_DIR, STATE_DIR
 
-pytestmark = [pytest.mark.lab, pytest.mark.root]
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
 PORT = t.METRICS_PORT + 1
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only

@@ -1,18 +1,20 @@
-"""The healthy lab: the seed's acceptance criteria, shown against real parts."""
+"""The healthy lab: the acceptance criteria (docs/acceptance.md), shown against real parts."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
 from watchdog.config import load
-from watchdog.lab import services
+from watchdog.lab import qbt_versions, services
 from watchdog.lab import topology as t
 
-pytestmark = [pytest.mark.lab, pytest.mark.root]
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
 
 def test_confined_namespace_is_set_up_as_airvpn_says(lab):
@@ -48,7 +50,7 @@ def test_generated_watchdog_config_loads_and_points_at_the_lab(lab):
 
 
 def test_download_through_the_tunnel_is_byte_identical(lab):
-    """Seed criterion 9: a real torrent download through the tunnel."""
+    """Acceptance criterion 9: a real torrent download through the tunnel."""
     c = lab.qbt()
     prefs = c.app_preferences()
     assert prefs["current_network_interface"] == t.WG_CLIENT
@@ -76,7 +78,7 @@ def test_download_through_the_tunnel_is_byte_identical(lab):
 
 
 def test_exit_ip_endpoint_sees_the_vpn_exit(lab):
-    """Seed criterion 7: from inside, the world sees the VPN's exit address."""
+    """Acceptance criterion 7: from inside, the world sees the VPN's exit address."""
     rc, body = lab.http_get(t.NS_VPN, f"http://{t.WHATISMYIP_IP}/api/whatismyip/")
     assert rc == 0, body
     answer = json.loads(body)
@@ -89,7 +91,7 @@ def test_vpn_dns_answers_through_the_tunnel(lab):
 
 
 def test_webui_answers_from_the_root_namespace_over_the_lan_link(lab):
-    """Seed criteria 5, 10, 11: the WebUI on 8080 from the LAN side."""
+    """Acceptance criteria 5, 10, 11: the WebUI on 8080 from the LAN side."""
     # The root namespace only ever talks to the on-link /30 (see test_lab_safety).
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     req = urllib.request.Request(f"http://{t.LAN_NS_IP}:{t.WEBUI_PORT}/api/v2/app/version")
@@ -99,11 +101,21 @@ def test_webui_answers_from_the_root_namespace_over_the_lan_link(lab):
     except urllib.error.HTTPError as e:
         status = e.code
     assert status == 403  # it answers; the API wants a login first
-    assert lab.qbt().app_version().startswith("v4.5")
+    assert qbt_versions.matches(lab.qbt().app_version())  # the QBT_VERSION asked for
+
+
+def test_lab_status_reports_the_running_qbittorrent_version(lab):
+    p = subprocess.run(
+        [sys.executable, "-m", "watchdog.lab", "status"], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    reported = json.loads(p.stdout)["qbittorrent_version"]
+    assert reported == lab.qbt().app_version()
+    assert qbt_versions.matches(reported), (reported, qbt_versions.selected())
 
 
 def test_webui_is_not_reachable_through_the_tunnel(lab):
-    """Seed criterion 6: not from the internet side, not on the tunnel address."""
+    """Acceptance criterion 6: not from the internet side, not on the tunnel address."""
     assert lab.tcp_connect(t.NS_INET, t.EXIT_IP, t.WEBUI_PORT) == "refused"  # nothing forwards it
     assert lab.tcp_connect(t.NS_SRV, t.CLIENT_TUN_IP, t.WEBUI_PORT) == "timeout"  # kill switch
     assert lab.tcp_connect(t.NS_VPN, t.EXIT_IP, t.WEBUI_PORT) == "refused"

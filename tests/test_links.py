@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.session_names import unique
 from tests.wg_pair import wg_pair_fixture
 from watchdog.sources import SourceError
 from watchdog.sources.links import LinkEvents, Links
 from watchdog.sources.netlink_thread import NetlinkThread
 
-wg_pair = wg_pair_fixture("qvw")  # namespaces qvw-a/qvw-b, interfaces qvwa0/qvwb0
+wg_pair = wg_pair_fixture("qvw")  # namespaces qvw<session>-a/-b, interfaces qvw<session>a0/b0
 
 
 def ip(*args: str) -> None:
@@ -126,7 +127,7 @@ def test_missing_namespace_is_not_created():
 
 @pytest.mark.root
 def test_namespace_recreated_under_the_same_name():
-    name = "qvw-c"
+    name = unique("qvw-c")
     ip("netns", "add", name)
     lk = Links(name)
     try:
@@ -209,7 +210,7 @@ def _wait(cond, timeout: float = 3.0) -> bool:
 
 @pytest.mark.root
 def test_link_events_report_the_tunnel_going_not_coming():
-    name = "qvw-ev"
+    name = unique("qvw-ev")
     ip("netns", "add", name)
     fired = []
     ev = LinkEvents(name, "qvwe0", poll=0.2)
@@ -249,7 +250,7 @@ def test_link_events_report_the_tunnel_going_not_coming():
 
 @pytest.mark.root
 def test_link_events_wait_for_a_missing_namespace_and_follow_a_recreated_one():
-    name = "qvw-ev2"
+    name = unique("qvw-ev2")
     assert not Path("/run/netns", name).exists()
     fired = []
     ev = LinkEvents(name, "qvwf0", poll=0.1)

@@ -29,6 +29,7 @@ REASONS = {
     "handshake": (OK, "stale", "never", "error", "timeout"),
     "return_path": (OK, "no_return_traffic", "error", "timeout"),
     "dns": (OK, "no_answer", "servfail", "leak", "slow", "error", "timeout"),
+    "path_mtu": (OK, "large_packets_lost", "no_echo", "not_measured", "error", "timeout"),
     "exit_ip": (OK, "not_airvpn", "leak", "bad_response", "error", "timeout"),
     "bind": (OK, "unbound", "no_address", "error", "timeout"),
     "webui": (OK, "unreachable", "exposed", "error", "timeout"),
@@ -49,6 +50,10 @@ def full_snapshot(**changes) -> Snapshot:
         obs={"latency_seconds:airvpn.org": 0.031, "latency_seconds:example.com": 0.042},
         facts={"resolver": "10.128.0.1", "resolver_interface": "wg0"},
     )
+    results["path_mtu"] = result(
+        "path_mtu", obs={"path_mtu_bytes": 1320.0, "tunnel_mtu_bytes": 1320.0},
+        facts={"target": "10.128.0.1"},
+    )  # fmt: skip
     results["exit_ip"] = result(
         "exit_ip", obs={"airvpn": 1.0}, facts={"ip": "198.51.100.7", "country": "NL"}
     )

@@ -11,10 +11,11 @@ import pytest
 from pyroute2 import netns as pr_netns
 
 from tests.netns_helpers import netns, ns_exists
+from tests.session_names import unique
 from watchdog.sources import SourceError
 from watchdog.sources.netns import _first_nameserver, resolv_conf_nameserver, socket_in
 
-NS = "qvp-ns"
+NS = unique("qvp-ns")
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,7 @@ def test_watchdog_unit():
     assert sc["LoadCredential"] == ["qbittorrent-password:/run/secrets/qbittorrent-webui-password"]
     settings = result.probe["Watchdog"]["settings"]
     assert settings["qbittorrent"]["password_credential"] == "qbittorrent-password"
-    assert sorted(sc["CapabilityBoundingSet"]) == ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+    assert sorted(sc["CapabilityBoundingSet"]) == ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"]
     assert "AmbientCapabilities" not in sc
     for key, value in {
         "ProtectSystem": "strict",

@@ -275,7 +275,10 @@ def test_every_metric_named_anywhere_is_exposed_by_the_daemon(prometheus):
     q = urllib.parse.urlencode({"match_target": f'{{job="{JOB}"}}'})
     meta = get_json(f"{prometheus.url}/api/v1/targets/metadata?{q}")["data"]
     exposed = {m["metric"] for m in meta}
-    exposed |= {n + "_total" for n in exposed}  # newer clients name counter families without it
+    # Family names as the metadata has them: counters without _total (newer
+    # clients), and info families without _info once Prometheus scrapes
+    # OpenMetrics (its series are still named ..._info).
+    exposed |= {n + suffix for n in exposed for suffix in ("_total", "_info")}
     recorded = {r["record"] for r in recording_rules()}
     used = set()
     for _, expr in dashboard_queries(load_dashboard()):
@@ -331,26 +334,26 @@ def test_return_path_fault_pages_once_inhibits_the_rest_and_heals(
 
     # The page arrives, on the pager route.
     wait_for(
-        "ReturnPathDown at the receiver",
-        lambda: webhook.alerts("ReturnPathDown", "firing"),
+        "QbtVpnReturnPathDown at the receiver",
+        lambda: webhook.alerts("QbtVpnReturnPathDown", "firing"),
         120,
         diag=lambda: f"{prometheus.state()}\nreceived: {webhook.alerts()}",
     )
     arrived = time.monotonic() - t0
-    [(when, path, alert)] = webhook.alerts("ReturnPathDown", "firing")
+    [(when, path, alert)] = webhook.alerts("QbtVpnReturnPathDown", "firing")
     assert path == "/pager"
     assert alert["labels"]["severity"] == "critical" and alert["labels"]["check"] == "return_path"
-    assert alert["annotations"]["runbook_url"].endswith("#returnpathdown")
+    assert alert["annotations"]["runbook_url"].endswith("#qbtvpnreturnpathdown")
 
-    # What it causes stays quiet: DnsFailing's rule is silent while
+    # What it causes stays quiet: QbtVpnDnsFailing's rule is silent while
     # return_path fails (DNS fails first, an inhibition would come too late),
     # and nothing else reaches a receiver.
     assert prometheus.query('qbtvpn_check_success{check="dns"} == 0'), prometheus.state()
     time.sleep(6)  # three group intervals: anything sendable would have been sent
-    assert not prometheus.firing("DnsFailing"), prometheus.state()
-    assert len(webhook.alerts("ReturnPathDown", "firing")) == 1, "paged more than once"
-    others = {a["labels"]["alertname"] for _, _, a in webhook.alerts()} - {"ReturnPathDown"}
-    assert not others, f"notified besides ReturnPathDown: {others}\n" + "\n".join(
+    assert not prometheus.firing("QbtVpnDnsFailing"), prometheus.state()
+    assert len(webhook.alerts("QbtVpnReturnPathDown", "firing")) == 1, "paged more than once"
+    others = {a["labels"]["alertname"] for _, _, a in webhook.alerts()} - {"QbtVpnReturnPathDown"}
+    assert not others, f"notified besides QbtVpnReturnPathDown: {others}\n" + "\n".join(
         f"  +{when - t0:.1f} s {path} {a['labels']['alertname']} {a['status']} "
         f"startsAt {a['startsAt']}"
         for when, path, a in webhook.alerts()
@@ -360,8 +363,8 @@ def test_return_path_fault_pages_once_inhibits_the_rest_and_heals(
     t1 = time.monotonic()
     healed_lab.heal("return-path")
     wait_for(
-        "ReturnPathDown resolved at the receiver",
-        lambda: webhook.alerts("ReturnPathDown", "resolved"),
+        "QbtVpnReturnPathDown resolved at the receiver",
+        lambda: webhook.alerts("QbtVpnReturnPathDown", "resolved"),
         120,
         diag=prometheus.state,
     )

@@ -1,8 +1,9 @@
 """The qBittorrent adapter against recorded answers served by a real loopback HTTP server.
 
 The real qbittorrent-api and requests code runs; only qBittorrent is faked
-(tests/fake_qbittorrent.py, answers recorded from qbittorrent-nox 4.5.2). The
-same adapter against the real qbittorrent-nox is in test_qbittorrent_live.py.
+(tests/fake_qbittorrent.py, answers recorded from qbittorrent-nox 4.5.2, or
+5.1.0 with QBT_VERSION=5.1). The same adapter against the real qbittorrent-nox
+of that version is at the end of this file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 
 import pytest
 
-from tests.fake_qbittorrent import FakeQbittorrent, recorded_json
+from tests.fake_qbittorrent import FakeQbittorrent, recorded, recorded_json
 from watchdog.sources import SourceError
 from watchdog.sources import qbittorrent as qbittorrent_source
 from watchdog.sources.qbittorrent import (
@@ -25,6 +26,8 @@ from watchdog.sources.qbittorrent import (
     parse_tags,
     safe_url,
 )
+
+pytestmark = pytest.mark.qbittorrent  # CI runs this file on 4.5 and on 5.1
 
 PASSWORD = "s3cret-Do-Not-Leak-7f2a"
 TAG = "watchdog-stopped"
@@ -79,12 +82,15 @@ def adapter(url: str, password=None, clock=None, timeout: float = 2.0) -> Qbitto
 def test_state_from_recorded_answers(fake):
     s = adapter(fake.url).state()
     prefs = recorded_json("app_preferences")
-    assert s.version == "v4.5.2" and s.api_version == "2.8.19"
+    assert s.version == recorded("app_version")["body"]
+    assert s.api_version == recorded("app_webapiVersion")["body"]
     assert s.interface_name == "qvq-tun" == prefs["current_network_interface"]
     assert s.interface_address == ""
     assert s.listen_port == prefs["listen_port"] == 51413
     assert (s.webui_address, s.webui_port) == ("*", 8080)
-    assert s.connection_status == "firewalled" and s.dht_nodes == 0
+    # Both without a peer: 4.5.2 says "firewalled", 5.1.0 "disconnected".
+    assert s.connection_status == recorded_json("transfer_info")["connection_status"]
+    assert s.dht_nodes == 0
     # the recorded link-local address carries a scope ("%3"), dropped here
     assert s.interface_addresses[0] == "10.77.0.2"
     assert all("%" not in a for a in s.interface_addresses)
@@ -110,7 +116,7 @@ def test_expired_session_logs_in_again_once(fake):
     a = adapter(fake.url)
     a.state()
     fake.drop_sessions()
-    assert a.state().version == "v4.5.2"
+    assert a.state().version == recorded("app_version")["body"]
     assert fake.logins() == 2
 
 
@@ -150,7 +156,7 @@ def test_changed_password_file_is_tried_at_once(fake):
     with pytest.raises(SourceError):
         a.state()
     pw.value = PASSWORD
-    assert a.state().version == "v4.5.2"
+    assert a.state().version == recorded("app_version")["body"]
     assert fake.failed_logins == 1 and a.gate.failures == 0
 
 
@@ -323,7 +329,7 @@ def test_maindata_increments_are_applied_and_asked_with_the_last_rid(fake):
     a = adapter(fake.url)
     first = a.state()
     assert {t.name for t in first.torrents} == {"alpha", "bravo", "charlie"}
-    fake.set_state("bravo", "pausedUP")
+    fake.set_state("bravo", fake.stopped_state())
     fake.transfer["dl_info_speed"] = 4242
     gone = fake.by_name("charlie")["hash"]
     del fake.torrents[gone]
@@ -331,7 +337,7 @@ def test_maindata_increments_are_applied_and_asked_with_the_last_rid(fake):
     rids = [f.get("rid") for m, p, f in fake.log if p == "sync/maindata"]
     assert rids[0] == "0" and rids[1] != "0"  # the second one asked for an increment
     by_name = {t.name: t for t in second.torrents}
-    assert set(by_name) == {"alpha", "bravo"} and by_name["bravo"].state == "pausedUP"
+    assert set(by_name) == {"alpha", "bravo"} and by_name["bravo"].state == fake.stopped_state()
     assert second.dl_speed == 4242
     # Unchanged torrents are the very same objects: nothing rebuilt.
     assert by_name["alpha"] is next(t for t in first.torrents if t.name == "alpha")
@@ -367,16 +373,17 @@ def test_maindata_merge_rules():
     assert m.rid == 1 and m.torrents["h1"].tags == ("a", "b")
     m.apply({"rid": 2, "torrents": {"h1": {"dlspeed": 9, "time_active": 3}}})  # nothing we keep
     assert m.rid == 2 and m.torrents["h1"].state == "downloading"
+    stopped = min(STOPPED_STATES)  # any one: MainData keeps the string as it is
     m.apply(
         {
             "rid": 3,
             "torrents": {
-                "h1": {"state": "pausedDL"},
+                "h1": {"state": stopped},
                 "h2": {"name": "two", "state": "x", "tags": ""},
             },
         }
     )
-    assert m.torrents["h1"] == m.torrents["h1"].__class__("h1", "one", "pausedDL", ("a", "b"))
+    assert m.torrents["h1"] == m.torrents["h1"].__class__("h1", "one", stopped, ("a", "b"))
     assert m.torrents["h2"].name == "two"
     m.apply({"rid": 4, "torrents_removed": ["h1"], "server_state": {"dht_nodes": 7}})
     assert list(m.torrents) == ["h2"] and m.server["dht_nodes"] == 7
@@ -427,7 +434,7 @@ def test_state_sets_are_named_and_disjoint_from_running():
 )
 def test_stop_active_stops_and_tags_only_running_torrents(api, verb, other):
     with FakeQbittorrent(PASSWORD, api_version=api) as fake:
-        user_state = "stoppedUP" if fake.v5 else "pausedUP"
+        user_state = fake.stopped_state()
         fake.set_state("alpha", user_state)  # stopped by the user
         fake.set_state("bravo", "downloading")
         fake.set_state("charlie", "queuedUP")
@@ -449,7 +456,7 @@ def test_stop_is_resent_once_when_lost(fake):
     fake.ignore["pause"] = 1
     a = adapter(fake.url)
     assert len(a.stop_active(TAG)) == 3
-    assert fake.paths().count("torrents/pause") == 2
+    assert fake.paths().count(fake.stop_path) == 2
     assert all(s in STOPPED_STATES for s, _ in fake.states().values())
 
 
@@ -463,16 +470,16 @@ def test_stop_lost_twice_is_an_error_and_keeps_the_tags(fake):
 
 def test_start_tagged_starts_only_ours_and_removes_the_tag(fake):
     a = adapter(fake.url)
-    fake.set_state("alpha", "pausedUP")  # the user's
+    fake.set_state("alpha", fake.stopped_state())  # the user's
     ours = a.stop_active(TAG)
     fake.log.clear()
     started = a.start_tagged(TAG)
     assert sorted(started) == sorted(ours)
     st = fake.states()
-    assert st["alpha"] == ("pausedUP", "")
+    assert st["alpha"] == (fake.stopped_state(), "")
     assert st["bravo"] == ("stalledUP", "") and st["charlie"] == ("stalledUP", "")
     assert fake.log[-1][1] == "torrents/removeTags"  # only after the start was verified
-    assert "alpha" not in fake.log[fake.paths().index("torrents/resume")][2]["hashes"]
+    assert "alpha" not in fake.log[fake.paths().index(fake.start_path)][2]["hashes"]
     assert a.held(TAG) == [] and a.start_tagged(TAG) == []
 
 
@@ -481,7 +488,7 @@ def test_start_lost_is_resent_and_tag_kept_when_it_fails(fake):
     a.stop_active(TAG)
     fake.ignore["resume"] = 1
     assert len(a.start_tagged(TAG)) == 3
-    assert fake.paths().count("torrents/resume") == 2
+    assert fake.paths().count(fake.start_path) == 2
     a.stop_active(TAG)
     fake.ignore["resume"] = 2
     with pytest.raises(SourceError) as e:
@@ -532,7 +539,7 @@ def test_proxy_from_the_environment_never_sees_the_login(fake, monkeypatch):
         for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
             monkeypatch.setenv(var, f"http://127.0.0.1:{proxy.getsockname()[1]}")
         a = adapter(fake.url)
-        assert a.state().version == "v4.5.2"
+        assert a.state().version == recorded("app_version")["body"]
         assert a.webui_probe().status == 403
         with pytest.raises(TimeoutError):
             proxy.accept()
@@ -546,15 +553,15 @@ def test_helpers():
     assert safe_url("http://admin:pw@[::1]:8080/x") == "http://[::1]:8080/x"
 
 
-# --- against a real qbittorrent-nox 4.5.2 ----------------------------------------------------
+# --- against a real qbittorrent-nox (QBT_VERSION: 4.5.2 or 5.1.0) ------------------------------
 
 
 @pytest.fixture
 def live():
     from tests.qbt_nox import QbtNox
 
-    # The root end of the veth is on-link (169.254.77.0/30): nothing leaves the machine.
-    q = QbtNox("qvq-live", root_link=("qvq-lh", "qvq-ln", "169.254.77.1/30", "169.254.77.2/30"))
+    # The root end of the veth is on an on-link /30: nothing leaves the machine.
+    q = QbtNox("live", root_link=True)
     q.start()
     try:
         yield q
@@ -588,7 +595,7 @@ def test_live_stop_start_and_binding(live):
             is_skip_checking=with_data,
         )
     ts = _wait_settled(a, 3)
-    assert ts["charlie"].state in ("stalledDL", "downloading", "queuedDL")
+    assert ts["charlie"].state not in NOT_ACTIVE_STATES  # no data: it downloads
     import time
 
     for attempt in range(50):  # "the user" stops alpha (and, like us, checks it took)
@@ -596,9 +603,10 @@ def test_live_stop_start_and_binding(live):
             c.torrents_stop(torrent_hashes=ts["alpha"].hash)
         time.sleep(0.1)
         ts = _wait_settled(a, 3)
-        if ts["alpha"].state == "pausedUP":
+        if ts["alpha"].state in STOPPED_STATES:
             break
-    assert ts["alpha"].state == "pausedUP", f"pause sent {attempt // 10 + 1} times, not taken"
+    assert ts["alpha"].state in STOPPED_STATES, f"stop sent {attempt // 10 + 1} times, not taken"
+    user_stopped = ts["alpha"].state
 
     stopped = a.stop_active(TAG)
     assert sorted(stopped) == sorted([ts["bravo"].hash, ts["charlie"].hash])
@@ -610,7 +618,7 @@ def test_live_stop_start_and_binding(live):
     started = a.start_tagged(TAG)
     assert sorted(started) == sorted(stopped)
     ts = {t.name: t for t in a.state().torrents}
-    assert ts["alpha"].state == "pausedUP"  # the user's stays stopped
+    assert ts["alpha"].state == user_stopped  # the user's stays stopped
     assert ts["bravo"].state not in STOPPED_STATES and ts["charlie"].state not in STOPPED_STATES
     assert all(t.tags == () for t in ts.values())
 

@@ -120,7 +120,7 @@ def test_counter_reset_after_tunnel_restart_is_not_negative_traffic():
 
 def test_after_a_restart_the_seed_state_is_judged_at_once():
     # Answered probes of the old tunnel are within the window, but the tunnel
-    # was re-created (counters from 0) and the new one shows the seed's state:
+    # was re-created (counters from 0) and the new one shows the 92-byte failure's state:
     # 92 bytes back, data out, nothing decrypted. Old answers prove nothing.
     old = [Sample(float(t), KEY, 50_000, 60_000, 40_000, 45_000, True, True) for t in (0, 2, 4)]
     now = Sample(6.0, KEY, 92, 4_000, 0, 2_000, True, False)
@@ -187,3 +187,47 @@ def test_the_check_keeps_its_sample_in_its_state_and_reads_its_history_from_ther
     second = _check_run(history=(first,), now=1020.0, rx=184, tx=3_000_000, inner_tx=2_900_000)
     assert not second.ok and second.reason == "handshake_only", second.detail
     assert not pending(second)
+
+
+# --- the kernel's WireGuard: its link counters count wire bytes, handshakes included ---------
+
+
+def _kernel(at, rx, rx_packets, tx, probe=True, answered=False):
+    # On the kernel the link counts exactly what the peer counters count (measured
+    # in tests/vm): the inner_* fields carry wire bytes, rx_packets tells messages apart.
+    return Sample(at, KEY, rx, tx, rx, tx, probe, answered, rx_packets, True)
+
+
+def test_kernel_92_byte_state_is_recognised_on_the_first_sample():
+    s = _kernel(100.0, 92, 1, 3_510_000_000)
+    v = assess([], s, MIN_TX, WINDOW)
+    assert not v.ok and v.reason == "handshake_only"
+
+
+def test_kernel_handshake_responses_alone_are_no_return_traffic():
+    # Data dropped, every 15 s a re-handshake whose 92-byte response gets through:
+    # the link's rx grows, but only by whole handshake responses, one message each.
+    history = [_kernel(0.0, 92, 1, 20_000), _kernel(8.0, 184, 2, 40_000)]
+    v = assess(history, _kernel(16.0, 276, 3, 60_000), MIN_TX, WINDOW)
+    assert not v.ok and v.reason == "handshake_only", v
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.integers(min_value=0, max_value=90), min_size=1, max_size=3),
+    st.integers(min_value=0, max_value=3),
+)
+def test_kernel_any_keepalive_or_data_message_is_return_traffic(paddings, handshakes):
+    # Data messages are 32 bytes + payload padded to 16 (a keepalive: 32), so they are
+    # never 92 bytes; j of them can average 92 only when j is a multiple of 4 (92 j
+    # must be a multiple of 16). With 1 to 3 among the messages, it is always seen.
+    received = sum(32 + 16 * p for p in paddings) + HANDSHAKE_RESPONSE_BYTES * handshakes
+    base = _kernel(0.0, 92, 1, 10_000)
+    now = _kernel(20.0, 92 + received, 1 + len(paddings) + handshakes, 50_000)
+    assert assess([base], now, MIN_TX, WINDOW).ok
+
+
+def test_kernel_counters_from_an_older_result_default_to_the_userspace_meaning():
+    # Results kept from before this field existed read as userspace counters.
+    s = Sample(0.0, KEY, 1, 2, 3, 4, True, False)
+    assert (s.inner_rx_packets, s.link_counts_wire) == (0, False)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -55,7 +57,7 @@ def test_split_dump_merges_into_one_device():
     assert dev.listen_port == 51820
     assert [p.public_key for p in dev.peers] == [fx.PEER1, fx.PEER2, fx.PEER3]
     p1, p2, p3 = dev.peers
-    # AirVPN-like server: the seed's pattern, one handshake response (92 bytes) back.
+    # AirVPN-like server: the 92-byte failure's pattern, one handshake response (92 bytes) back.
     assert p1.endpoint == "198.51.100.7:1637"
     assert p1.last_handshake == pytest.approx(1764067200.123456789)
     assert (p1.rx_bytes, p1.tx_bytes) == (92, 5_000_000)
@@ -220,3 +222,26 @@ def test_failing_kernel_reads_leak_nothing():
     assert kinds == ["missing"] * 11
     assert len(os.listdir("/proc/self/fd")) == fds
     r.close()
+
+
+LEAN_IMPORT = """
+import sys
+from watchdog.sources.wireguard import KernelReader
+KernelReader("qvwk0").close()
+loaded = {m for m in sys.modules if m.startswith("pyroute2")}
+print(len(loaded), "pyroute2.ndb.main" in loaded, "pyroute2.conntrack" in loaded)
+from pyroute2 import NDB, IPRoute, WireGuard
+from pyroute2.netlink.generic.wireguard import WireGuard as Same
+print(WireGuard is Same, "pyroute2.ndb.main" in sys.modules)
+"""
+
+
+def test_kernel_reader_imports_only_the_pyroute2_modules_it_uses():
+    # A fresh interpreter: in this one pyroute2 is imported in full by other tests.
+    out = subprocess.run(
+        [sys.executable, "-c", LEAN_IMPORT], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    count, ndb, conntrack = out[0].split()
+    assert (ndb, conntrack) == ("False", "False") and int(count) < 30, out
+    # Asked for the whole package afterwards, one gets it, and the same classes.
+    assert out[1] == "True True", out

@@ -15,7 +15,7 @@ from tests.wg_pair import WgPair, wg_pair_fixture
 from watchdog.sources import SourceError, WgDevice
 from watchdog.sources.wireguard import UapiReader, parse_uapi_get
 
-wg_pair = wg_pair_fixture("qvw")  # namespaces qvw-a/qvw-b, interfaces qvwa0/qvwb0
+wg_pair = wg_pair_fixture("qvw")  # namespaces qvw<session>-a/-b, interfaces qvw<session>a0/b0
 
 PRIV_HEX = "aa" * 32
 PSK_HEX = "bb" * 32

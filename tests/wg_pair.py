@@ -1,18 +1,26 @@
 """Two network namespaces joined by a veth, each with a real wireguard-go interface.
 
-    ns <prefix>-a                          ns <prefix>-b
-    <prefix>a0 10.99.0.1/24  ==tunnel==>   <prefix>b0 10.99.0.2/24
-    <prefix>va 172.31.99.1/30 --veth--    <prefix>vb 172.31.99.2/30
+    ns <p>-a                          ns <p>-b
+    <p>a0 10.99.0.1/24  ==tunnel==>   <p>b0 10.99.0.2/24
+    <p>va 172.31.99.1/30 --veth--    <p>vb 172.31.99.2/30
+
+where <p> is the caller's prefix and this test session's token
+(tests/session_names.py): "qvw" -> "qvw1a2b".
 
 Nothing is routed to the root namespace or the real network: the namespaces
 hold only lo, the veth and the WireGuard interface. wireguard-go's UAPI socket
 path (/var/run/wireguard/NAME.sock) is global, so interface names carry the
-caller's prefix too. Reuse it with your own prefix::
+prefix and the session token too, and ``down()`` removes only the namespaces
+and sockets this pair created. Reuse it with your own prefix::
 
     from tests.wg_pair import WgPair, wg_pair_fixture
 
     abc_pair = wg_pair_fixture("abc")          # a module-scoped fixture, or
     pair = WgPair("abc").up(); ...; pair.down()
+
+``WgPair(prefix, kernel=True)`` uses the kernel's WireGuard instead (only in
+the kernel VM, tests/vm: this machine's kernel has no module); ``restart_tunnels()``
+re-creates both interfaces, so their peer counters start again from 0.
 
 Traffic is a UDP echo inside the namespaces (no ping binary here): ``echo()``
 sends datagrams from a to b's echo server and waits for each answer, which
@@ -33,6 +41,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns as pr_netns
 
+from tests.session_names import SESSION
+
 UAPI_DIR = Path("/var/run/wireguard")
 ECHO_PORT = 7777
 
@@ -45,8 +55,10 @@ def _run(*cmd: str, input: str | None = None) -> str:
 
 
 class WgPair:
-    def __init__(self, prefix: str = "qvw") -> None:
+    def __init__(self, prefix: str = "qvw", kernel: bool = False) -> None:
+        prefix = f"{prefix}{SESSION}"
         self.prefix = prefix
+        self.kernel = kernel
         self.ns_a, self.ns_b = f"{prefix}-a", f"{prefix}-b"
         self.wg_a, self.wg_b = f"{prefix}a0", f"{prefix}b0"
         self.veth_a, self.veth_b = f"{prefix}va", f"{prefix}vb"
@@ -61,6 +73,7 @@ class WgPair:
         self.private_a = self.private_b = self.public_a = self.public_b = ""
         self._echo_sock: socket.socket | None = None
         self._echo_thread: threading.Thread | None = None
+        self._made: list[str] = []  # namespaces this pair created
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -75,8 +88,9 @@ class WgPair:
     def _up(self) -> None:
         for ns in (self.ns_a, self.ns_b):
             if Path("/run/netns", ns).exists():
-                raise RuntimeError(f"namespace {ns} already exists (left over?)")
+                raise RuntimeError(f"namespace {ns} already exists (not ours: left alone)")
             _run("ip", "netns", "add", ns)
+            self._made.append(ns)
         _run("ip", "link", "add", self.veth_a, "netns", self.ns_a, "type", "veth",
              "peer", "name", self.veth_b, "netns", self.ns_b)  # fmt: skip
         for ns, veth, addr in (
@@ -95,6 +109,33 @@ class WgPair:
             f.touch(mode=0o600)
             f.write_text(key + "\n")
 
+        self._make_tunnels()
+        self._start_echo()
+
+    def _make_tunnels(self) -> None:
+        if self.kernel:
+            for ns, wg in ((self.ns_a, self.wg_a), (self.ns_b, self.wg_b)):
+                _run("ip", "-n", ns, "link", "add", wg, "type", "wireguard")
+        else:
+            self._start_wireguard_go()
+        # b first: a's persistent keepalive sends an initiation at once, and one
+        # lost to an unconfigured b would delay the handshake by REKEY_TIMEOUT (5 s).
+        self.wg(self.ns_b, "set", self.wg_b, "private-key", str(self.tmp / "b.key"),
+                "listen-port", str(self.port_b),
+                "peer", self.public_a, "allowed-ips", f"{self.tun_a}/32")  # fmt: skip
+        self.wg(self.ns_a, "set", self.wg_a, "private-key", str(self.tmp / "a.key"),
+                "listen-port", str(self.port_a),
+                "peer", self.public_b, "endpoint", f"{self.under_b}:{self.port_b}",
+                "allowed-ips", f"{self.tun_b}/32,10.99.1.0/24",
+                "persistent-keepalive", str(self.keepalive_a))  # fmt: skip
+        for ns, wg, addr in (  # b up first too: a's first initiation goes out as a comes up
+            (self.ns_b, self.wg_b, self.tun_b),
+            (self.ns_a, self.wg_a, self.tun_a),
+        ):
+            _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", wg)
+            _run("ip", "-n", ns, "link", "set", wg, "up")
+
+    def _start_wireguard_go(self) -> None:
         for ns, wg in ((self.ns_a, self.wg_a), (self.ns_b, self.wg_b)):
             log = open(self.tmp / f"{wg}.log", "wb")  # noqa: SIM115 - lives as long as the process
             # `ip netns exec` execs wireguard-go in place, so this PID is wireguard-go's.
@@ -109,26 +150,23 @@ class WgPair:
         deadline = time.monotonic() + 5
         while not all(self.uapi_path(w).exists() for w in (self.wg_a, self.wg_b)):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"wireguard-go did not start; see logs in {self.tmp}")
+                logs = " | ".join(
+                    (self.tmp / f"{w}.log").read_text()[-300:] for w in (self.wg_a, self.wg_b)
+                )
+                raise RuntimeError(f"wireguard-go did not start: {logs}")
             time.sleep(0.01)
 
-        # b first: a's persistent keepalive sends an initiation at once, and one
-        # lost to an unconfigured b would delay the handshake by REKEY_TIMEOUT (5 s).
-        _run("wg", "set", self.wg_b, "private-key", str(self.tmp / "b.key"),
-             "listen-port", str(self.port_b),
-             "peer", self.public_a, "allowed-ips", f"{self.tun_a}/32")  # fmt: skip
-        _run("wg", "set", self.wg_a, "private-key", str(self.tmp / "a.key"),
-             "listen-port", str(self.port_a),
-             "peer", self.public_b, "endpoint", f"{self.under_b}:{self.port_b}",
-             "allowed-ips", f"{self.tun_b}/32,10.99.1.0/24",
-             "persistent-keepalive", str(self.keepalive_a))  # fmt: skip
-        for ns, wg, addr in (
-            (self.ns_a, self.wg_a, self.tun_a),
-            (self.ns_b, self.wg_b, self.tun_b),
-        ):
-            _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", wg)
-            _run("ip", "-n", ns, "link", "set", wg, "up")
-        self._start_echo()
+    def restart_tunnels(self) -> None:
+        """Delete and re-create both WireGuard interfaces (kernel only): counters from 0."""
+        assert self.kernel, "restart_tunnels() is for the kernel's WireGuard"
+        for ns, wg in ((self.ns_a, self.wg_a), (self.ns_b, self.wg_b)):
+            _run("ip", "-n", ns, "link", "del", wg)
+        self._make_tunnels()
+
+    @staticmethod
+    def wg(ns: str, *args: str) -> str:
+        """`wg ARGS` inside ``ns`` (the kernel's interfaces are seen only there)."""
+        return _run("ip", "netns", "exec", ns, "wg", *args)
 
     def down(self) -> None:
         if self._echo_sock is not None:
@@ -144,11 +182,12 @@ class WgPair:
                 p.kill()
                 p.wait(timeout=3)
         self.procs.clear()
-        for ns in (self.ns_a, self.ns_b):
-            if Path("/run/netns", ns).exists():
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        for wg in (self.wg_a, self.wg_b):
-            self.uapi_path(wg).unlink(missing_ok=True)
+        for ns in self._made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        if self._made:  # the interfaces (and their sockets) are ours only if the namespaces are
+            for wg in (self.wg_a, self.wg_b):
+                self.uapi_path(wg).unlink(missing_ok=True)
+        self._made = []
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- helpers ---------------------------------------------------------------
@@ -197,10 +236,11 @@ class WgPair:
 
     def dump(self, wg: str) -> list[list[str]]:
         """`wg show WG dump`: first row the interface, then one row per peer."""
-        return [line.split("\t") for line in _run("wg", "show", wg, "dump").splitlines()]
+        ns = self.ns_a if wg == self.wg_a else self.ns_b
+        return [line.split("\t") for line in self.wg(ns, "show", wg, "dump").splitlines()]
 
 
-def wg_pair_fixture(prefix: str, scope: str = "module"):
+def wg_pair_fixture(prefix: str, scope: str = "module", kernel: bool = False):
     """A pytest fixture yielding a running WgPair named with ``prefix``.
 
     In a test module: ``my_pair = wg_pair_fixture("abc")``.
@@ -210,7 +250,7 @@ def wg_pair_fixture(prefix: str, scope: str = "module"):
     def fixture():
         if os.geteuid() != 0:
             pytest.skip("needs root (network namespaces)")
-        pair = WgPair(prefix).up()
+        pair = WgPair(prefix, kernel=kernel).up()
         try:
             yield pair
         finally:

@@ -18,9 +18,10 @@
   verified in the namespace's socket table, then every torrent re-announced.
 
 Every action runs within ``remediation.action_timeout``, is logged once with
-its reason, and is counted in ``RemediationView.actions_total`` /
-``failures_total`` (``qbtvpn_remediations_total{action}`` /
-``qbtvpn_remediation_failures_total{action}``). A qBittorrent login failure is
+its reason, and is counted in ``RemediationView.actions_total`` (every
+attempt) / ``failures_total`` (the failed ones), exported as
+``qbtvpn_remediations_total{action}`` / ``qbtvpn_remediation_failures_total{action}``
+(Prometheus's own evaluations/evaluation_failures pattern). A qBittorrent login failure is
 never retried: qBittorrent actions pause for ``LOGIN_PAUSE`` seconds (the
 adapter has its own gate as well; five failures ban the address for an hour).
 In ``mode = "observe"`` nothing is done: the log and the view say what would
@@ -43,7 +44,16 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
 from watchdog import policy
+from watchdog.backoff import Backoff
 from watchdog.config import Config
 from watchdog.results import CheckResult, RemediationView
 from watchdog.sources import LinkReader, QbittorrentClient, SourceError, Sources
@@ -59,6 +69,16 @@ _QBT_ACTIONS = frozenset({"stop_torrents", "resume_torrents", "rebind"})
 
 class ActionError(Exception):
     """An action failed; ``str()`` is a one-line operator message (no secrets)."""
+
+
+class CommandFailed(ActionError):
+    """The command ran and exited non-zero: worth one more try (a restart racing another)."""
+
+
+# The restart command: run again once after this wait when it exits non-zero;
+# never after a timeout (the budget is spent) or when it cannot be run at all.
+COMMAND_ATTEMPTS = 2
+COMMAND_RETRY_WAIT = Backoff(1.0, 1.0)
 
 
 # --- small building blocks (module functions so tests can call them directly) ----
@@ -91,8 +111,36 @@ def run_command(argv: Sequence[str], timeout: float) -> str:
     text = out.decode("utf-8", "replace").strip()
     if proc.returncode != 0:
         last = text.splitlines()[-1][:200] if text else "no output"
-        raise ActionError(f"{argv[0]} exited with status {proc.returncode}: {last}")
+        raise CommandFailed(f"{argv[0]} exited with status {proc.returncode}: {last}")
     return text
+
+
+def run_retrying(
+    run: Callable[[Sequence[str], float], str],
+    argv: Sequence[str],
+    budget: float,
+    *,
+    attempts: int = COMMAND_ATTEMPTS,
+    wait: Backoff = COMMAND_RETRY_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """``run(argv, timeout)``, tried again (tenacity) when it exits non-zero, all within ``budget``."""
+    deadline = time.monotonic() + budget
+
+    def once() -> str:
+        return run(argv, max(1.0, deadline - time.monotonic()))
+
+    def again(rs: RetryCallState) -> None:
+        log.warning("remediation: %s; running it again", rs.outcome.exception())
+
+    return Retrying(
+        stop=stop_after_attempt(attempts) | stop_before_delay(budget - 1.0),
+        wait=wait,
+        retry=retry_if_exception_type(CommandFailed),
+        before_sleep=again,
+        sleep=sleep,
+        reraise=True,
+    )(once)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -348,7 +396,7 @@ class Remediator:
             return False
         self._last_error.pop(kind, None)
         if action.sweep and not done:
-            return True  # nothing new to stop: not an action worth a line
+            return True  # nothing new to stop: not an attempt worth counting or a line
         self.actions_total[kind] += 1
         log.warning("remediation: %s: %s [%s]", _title(action), done, action.reason)
         return True
@@ -388,7 +436,7 @@ class Remediator:
             argv = list(r.restart_command) or ["systemctl", "restart", r.restart_unit]
             # The command gets a little less than the action's budget, so it is
             # killed by us rather than abandoned by the timeout wrapper.
-            self.run_command(argv, max(1.0, self.timeout - 1.0))
+            run_retrying(self.run_command, argv, max(1.0, self.timeout - 1.0))
             return "ran " + " ".join(argv)
         wg = self.sources.wireguard
         peer = tunnel_peer(wg.read())
@@ -407,6 +455,7 @@ class Remediator:
     def _note_failure(self, kind: str, e: BaseException, now: float, count: bool = True) -> None:
         if count and kind in self.failures_total:
             self.failures_total[kind] += 1
+            self.actions_total[kind] += 1  # an attempt, too
         msg = str(e) or type(e).__name__
         if isinstance(e, SourceError) and e.kind == "login":
             self._qbt_paused_until = now + LOGIN_PAUSE
@@ -443,7 +492,6 @@ class Remediator:
         return [t.name for t in st.torrents if is_active(t)]
 
 
-
 # --- words ---------------------------------------------------------------------------
 
 
@@ -477,4 +525,3 @@ def _title(action: policy.Action) -> str:
         what = {1: "re-set the endpoint", 2: "restart the tunnel", 3: "rotate the endpoint"}
         return f"restart_tunnel tier {action.tier} ({what.get(action.tier, '?')})"
     return action.kind
-

@@ -1,6 +1,7 @@
 """Command line: `check` (one pass, exit 0/1/2), `run` (the daemon), `lab`, `example-config`.
 
-Exit status: 0 every check passed, 1 something failed, 2 bad config or usage.
+Exit status: 0 every check passed, 1 something failed, 2 bad config or usage,
+or not the privileges the command needs (root, or CAP_SYS_ADMIN + CAP_NET_ADMIN).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from watchdog import __version__
-from watchdog.config import Config, ConfigError, example_path, load
+from watchdog import __version__, privileges
+from watchdog.config import Config, ConfigError, load, render_example
 from watchdog.results import CheckResult
 
 DEFAULT_CONFIG = os.environ.get("QBT_VPN_WATCHDOG_CONFIG", "/etc/qbt-vpn-watchdog/config.toml")
@@ -62,9 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return lab_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "example-config":
-        sys.stdout.write(example_path().read_text(encoding="utf-8"))
+        sys.stdout.write(render_example())
         return EXIT_OK
     if args.command == "run":
+        # The daemon re-reads the file itself; this only refuses, before
+        # anything starts, what would make it fail later (no privileges, a
+        # missing password file), with the same exit status as `check`.
+        if not privileged("run") or load_or_report(args.config) is None:
+            return EXIT_CONFIG
         from watchdog.daemon import main as daemon_main
 
         return daemon_main(args.config)
@@ -74,12 +80,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_CONFIG
 
 
-def load_or_report(path: str) -> Config | None:
+def load_or_report(path: str, *, as_json: bool = False) -> Config | None:
+    """The config with its secret files readable, or None after saying what is wrong.
+
+    With ``as_json`` the errors are also a JSON object on stdout, so a script
+    reading ``check --json`` gets JSON whatever happens.
+    """
     try:
-        return load(path)
+        return load(path, secrets=True)
     except ConfigError as e:
         print(f"qbt-vpn-watchdog: invalid config {e}", file=sys.stderr)
+        if as_json:
+            _json_error("config", e.source, e.errors)
         return None
+
+
+def privileged(command: str, *, as_json: bool = False, config: str = "") -> bool:
+    """True when the process has what ``command`` needs; otherwise says what is missing."""
+    message = privileges.refusal(command)
+    if message is None:
+        return True
+    print(message, file=sys.stderr)
+    if as_json:
+        _json_error("privileges", config, [message])
+    return False
+
+
+def _json_error(kind: str, config: str, errors: Sequence[str]) -> None:
+    json.dump({"ok": False, "error": kind, "config": config, "errors": list(errors)}, sys.stdout)
+    sys.stdout.write("\n")
 
 
 def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult]:
@@ -116,18 +145,34 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
             Context(cfg, sources), {"return_path": timeouts["return_path"]}, {"return_path": [rp]}
         )
         results["return_path"] = again["return_path"]
+    # Any other provisional verdict (path_mtu's first failed measurement) is
+    # settled by running that check once more, at once, with its one result as history.
+    unsettled = [n for n, r in results.items() if r.provisional and n != "return_path"]
+    if unsettled:
+        again = runner.run_cycle(
+            Context(cfg, sources),
+            {n: timeouts[n] for n in unsettled},
+            {n: [results[n]] for n in unsettled},
+        )
+        results.update(again)
     return [results[n] for n in names]
 
 
 def check_command(path: str, *, as_json: bool = False, only: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_or_report(path)
+    # Privileges first: without them the password file is usually unreadable
+    # too, and "cannot read" would hide the cause.
+    if not privileged("check", as_json=as_json, config=path):
+        return EXIT_CONFIG
+    cfg = load_or_report(path, as_json=as_json)
     if cfg is None:
         return EXIT_CONFIG
     try:
         results = run_once(cfg, only)
     except ConfigError as e:
         print(f"qbt-vpn-watchdog: {e}", file=sys.stderr)
+        if as_json:
+            _json_error("config", e.source, e.errors)
         return EXIT_CONFIG
     ok = all(r.ok for r in results)
     if as_json:

@@ -13,7 +13,10 @@ systemd ``LoadCredential=``). ``read_password()`` reads them when needed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -119,124 +122,6 @@ def _names(v: list) -> str | None:
     )
 
 
-def _v(fn) -> dict:
-    return {"check": fn}
-
-
-# --- the schema ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WatchdogSection:
-    interval: float = field(default=10.0, metadata=_v(_positive))
-    mode: str = field(default="enforce", metadata=_v(_one_of("enforce", "observe")))
-    listen_address: str = field(
-        default="127.0.0.1",
-        metadata=_v(lambda v: _ip_or_empty(v) or (None if v else "an IP address")),
-    )
-    listen_port: int = field(default=DEFAULT_PORT, metadata=_v(_port))
-    # How many recent results per check are kept for checks and the policy.
-    history: int = field(default=30, metadata=_v(_count))
-
-
-@dataclass(frozen=True)
-class NamespaceSection:
-    name: str = field(default="", metadata=_v(_netns_name))
-
-
-@dataclass(frozen=True)
-class WireguardSection:
-    interface: str = field(default="wg0", metadata=_v(_ifname))
-    reader: str = field(default="auto", metadata=_v(_one_of("auto", "kernel", "uapi")))
-    uapi_dir: str = "/var/run/wireguard"
-
-
-@dataclass(frozen=True)
-class QbittorrentSection:
-    url: str = field(default="http://127.0.0.1:8080", metadata=_v(_url))
-    username: str = "admin"
-    password_file: str = ""
-    password_credential: str = "qbittorrent-password"
-    forwarded_port: int = field(default=0, metadata=_v(_port_or_zero))
-    timeout: float = field(default=5.0, metadata=_v(_positive))
-
-
-# Keys every check has.
-@dataclass(frozen=True)
-class CheckBase:
-    enabled: bool = True
-    timeout: float = field(default=5.0, metadata=_v(_positive))
-    interval: float = field(default=0.0, metadata=_v(_non_negative))  # 0 = every cycle
-    fail_after: int = field(default=2, metadata=_v(_count))  # consecutive failures before acting
-    recover_after: int = field(default=3, metadata=_v(_count))  # consecutive passes before resuming
-
-
-@dataclass(frozen=True)
-class HandshakeCheck(CheckBase):
-    timeout: float = field(default=2.0, metadata=_v(_positive))
-    max_age: float = field(default=180.0, metadata=_v(_positive))
-
-
-@dataclass(frozen=True)
-class ReturnPathCheck(CheckBase):
-    min_tx_bytes: int = field(default=1024, metadata=_v(_count))
-
-
-@dataclass(frozen=True)
-class DnsCheck(CheckBase):
-    timeout: float = field(default=3.0, metadata=_v(_positive))
-    names: list[str] = field(default_factory=lambda: ["airvpn.org"], metadata=_v(_names))
-    resolver: str = field(default="", metadata=_v(_ip_or_empty))
-    slow_after: float = field(default=1.0, metadata=_v(_positive))
-
-
-@dataclass(frozen=True)
-class ExitIpCheck(CheckBase):
-    timeout: float = field(default=10.0, metadata=_v(_positive))
-    interval: float = field(default=60.0, metadata=_v(_non_negative))
-    url: str = field(default="https://airvpn.org/api/whatismyip/", metadata=_v(_url))
-    require_airvpn: bool = True
-    allowed_ips: list[str] = field(default_factory=list, metadata=_v(_ips))
-    host_public_ip: str = field(default="", metadata=_v(_ip_or_empty))
-
-
-@dataclass(frozen=True)
-class BindCheck(CheckBase):
-    pass
-
-
-@dataclass(frozen=True)
-class WebuiCheck(CheckBase):
-    # Exposure is a matter of configuration (a port forward, a bind address),
-    # not of the moment, and each run sends probes through the tunnel to the
-    # VPN server's public address: once a minute, like exit_ip. qBittorrent
-    # going away is seen every cycle by bind.
-    interval: float = field(default=60.0, metadata=_v(_non_negative))
-    lan_url: str = field(default="", metadata=_v(_url_or_empty))
-    # From inside the namespace, through the tunnel, ask whether a qBittorrent
-    # WebUI answers at the VPN server's public address (the peer endpoint, when
-    # it is an IP) and at probe_addresses, on the WebUI and forwarded ports.
-    probe_exposure: bool = True
-    probe_addresses: list[str] = field(default_factory=list, metadata=_v(_ips))
-
-
-@dataclass(frozen=True)
-class Ipv6Check(CheckBase):
-    # One rtnetlink dump of the namespace's IPv6 routes: nothing sent.
-    timeout: float = field(default=2.0, metadata=_v(_positive))
-
-
-@dataclass(frozen=True)
-class ChecksSection:
-    handshake: HandshakeCheck = field(default_factory=HandshakeCheck)
-    return_path: ReturnPathCheck = field(default_factory=ReturnPathCheck)
-    dns: DnsCheck = field(default_factory=DnsCheck)
-    exit_ip: ExitIpCheck = field(default_factory=ExitIpCheck)
-    bind: BindCheck = field(default_factory=BindCheck)
-    webui: WebuiCheck = field(default_factory=WebuiCheck)
-    ipv6: Ipv6Check = field(default_factory=Ipv6Check)
-
-
 def _unit_or_empty(v: str) -> str | None:
     # A systemd unit name as an argv element: never an option, never a path.
     if v == "" or (re.fullmatch(r"[A-Za-z0-9:_.@\\-]+", v) and not v.startswith("-")):
@@ -283,36 +168,402 @@ def _tag(v: str) -> str | None:
     return "a non-empty qBittorrent tag without commas or surrounding spaces"
 
 
+def _listen_address(v: str) -> str | None:
+    # The same words for every wrong value, empty or not.
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return LISTEN_ADDRESS_ACCEPTS
+    return None
+
+
+LISTEN_ADDRESS_ACCEPTS = 'an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::")'
+
+
+def _key(default: object = dataclasses.MISSING, *, help: str, check=None, factory=None):
+    """A schema field: its default, one line saying what it means, its validator.
+
+    ``help`` is what ``example-config`` prints above the key, so every key
+    explains itself where an operator reads it.
+    """
+    meta = {"help": help}
+    if check is not None:
+        meta["check"] = check
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _section(cls: type):
+    return field(default_factory=cls, metadata={"help": ""})
+
+
+# --- the schema ---------------------------------------------------------------
+# Each section's docstring is the comment above it in the example config.
+
+
+@dataclass(frozen=True)
+class WatchdogSection:
+    """The poll loop and the HTTP endpoint (/metrics, /healthz)."""
+
+    interval: float = _key(
+        10.0,
+        help="Seconds between poll cycles; the 92-byte failure is caught within two.",
+        check=_positive,
+    )
+    mode: str = _key(
+        "enforce",
+        help='"enforce" stops torrents and restarts the tunnel; "observe" only reports what it would do.',
+        check=_one_of("enforce", "observe"),
+    )
+    listen_address: str = _key(
+        "127.0.0.1",
+        help="Address /metrics and /healthz listen on: "
+        + LISTEN_ADDRESS_ACCEPTS
+        + "; loopback by default.",
+        check=_listen_address,
+    )
+    listen_port: int = _key(DEFAULT_PORT, help="TCP port of /metrics and /healthz.", check=_port)
+    history: int = _key(
+        30, help="Recent results kept per check, for the checks and the policy.", check=_count
+    )
+
+
+@dataclass(frozen=True)
+class WebSection:
+    """HTTPS and basic auth for /metrics and /healthz, as Prometheus exporters offer them.
+    Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files."""
+
+    tls_cert_file: str = _key(
+        "", help='PEM certificate (chain) to serve HTTPS with; "" = plain HTTP.'
+    )
+    tls_key_file: str = _key("", help="PEM private key of tls_cert_file; set both or neither.")
+    tls_min_version: str = _key(
+        "TLS1.2", help="Oldest TLS version accepted.", check=_one_of("TLS1.2", "TLS1.3")
+    )
+    basic_auth_username: str = _key(
+        "", help='User name every request must present (HTTP basic auth); "" = no auth.'
+    )
+    basic_auth_password_file: str = _key(
+        "", help="File holding that user's password; set with basic_auth_username."
+    )
+
+
+def _pairs(cfg: Config) -> list[str]:
+    """Keys that only make sense together."""
+    errors = []
+    w = cfg.web
+    for a, b in (
+        ("tls_cert_file", "tls_key_file"),
+        ("basic_auth_username", "basic_auth_password_file"),
+    ):
+        if bool(getattr(w, a)) != bool(getattr(w, b)):
+            given, missing = (a, b) if getattr(w, a) else (b, a)
+            errors.append(f"web.{missing}: needed because web.{given} is set (set both or neither)")
+    return errors
+
+
+@dataclass(frozen=True)
+class NamespaceSection:
+    """Where the tunnel and qBittorrent live."""
+
+    name: str = _key(
+        "",
+        help='Network namespace holding the tunnel and qBittorrent (`ip netns list`); "" = the root namespace.',
+        check=_netns_name,
+    )
+
+
+@dataclass(frozen=True)
+class WireguardSection:
+    """The tunnel qBittorrent's traffic must take."""
+
+    interface: str = _key("wg0", help="The WireGuard interface.", check=_ifname)
+    reader: str = _key(
+        "auto",
+        help='How to read it: "kernel" (netlink), "uapi" (wireguard-go\'s socket), "auto" (the socket if it exists).',
+        check=_one_of("auto", "kernel", "uapi"),
+    )
+    uapi_dir: str = _key(
+        "/var/run/wireguard", help="Directory of the UAPI sockets (<uapi_dir>/<interface>.sock)."
+    )
+
+
+@dataclass(frozen=True)
+class QbittorrentSection:
+    """qBittorrent's Web API. The password comes from a file, never from this one."""
+
+    url: str = _key(
+        "http://127.0.0.1:8080",
+        help="The WebUI as the watchdog reaches it (the LAN side of the namespace).",
+        check=_url,
+    )
+    username: str = _key("admin", help="WebUI user name.")
+    password_file: str = _key(
+        "",
+        help="File holding the WebUI password (an empty file: none); must exist at start.",
+    )
+    password_credential: str = _key(
+        "qbittorrent-password",
+        help="systemd LoadCredential= name; $CREDENTIALS_DIRECTORY/<this> wins over password_file.",
+    )
+    forwarded_port: int = _key(
+        0,
+        help="Port forwarded to qBittorrent in AirVPN's client area; 0 = none (else `bind` checks it).",
+        check=_port_or_zero,
+    )
+    timeout: float = _key(5.0, help="Seconds per Web API request.", check=_positive)
+
+
+# Keys every check has. A subclass re-declares the ones whose default differs.
+@dataclass(frozen=True)
+class CheckBase:
+    enabled: bool = _key(True, help="Run this check.")
+    timeout: float = _key(
+        5.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
+    )
+    interval: float = _key(0.0, help="Seconds between runs; 0 = every cycle.", check=_non_negative)
+    fail_after: int = _key(
+        2, help="Failed results in a row before remediation acts on them.", check=_count
+    )
+    recover_after: int = _key(
+        3, help="Passed results in a row before held torrents are resumed.", check=_count
+    )
+
+
+@dataclass(frozen=True)
+class HandshakeCheck(CheckBase):
+    """Age of the last WireGuard handshake."""
+
+    timeout: float = _key(
+        2.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
+    )
+    max_age: float = _key(
+        180.0,
+        help="Seconds; WireGuard's REJECT_AFTER_TIME: older session keys carry nothing.",
+        check=_positive,
+    )
+
+
+@dataclass(frozen=True)
+class ReturnPathCheck(CheckBase):
+    """Traffic goes out through the tunnel and nothing comes back: the 92-byte failure."""
+
+    min_tx_bytes: int = _key(
+        1024,
+        help="Bytes sent with nothing received before that is evidence (keepalives never count).",
+        check=_count,
+    )
+
+
+@dataclass(frozen=True)
+class DnsCheck(CheckBase):
+    """Lookups through the VPN's resolver, from inside the namespace."""
+
+    timeout: float = _key(
+        3.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
+    )
+    names: list[str] = _key(help="Names to resolve.", check=_names, factory=lambda: ["airvpn.org"])
+    resolver: str = _key(
+        "",
+        help='Resolver address; "" = the first nameserver of the namespace\'s resolv.conf.',
+        check=_ip_or_empty,
+    )
+    slow_after: float = _key(
+        1.0,
+        help='Seconds; a slower answer is degraded (reason "slow"). Unanswered by then: asked again.',
+        check=_positive,
+    )
+
+
+def _ipv4_or_empty(v: str) -> str | None:
+    if v == "":
+        return None
+    try:
+        ipaddress.IPv4Address(v)
+    except ValueError:
+        return 'an IPv4 address inside the tunnel, or "" for the VPN\'s resolver'
+    return None
+
+
+@dataclass(frozen=True)
+class PathMtuCheck(CheckBase):
+    """Packets as large as the tunnel's MTU cross it both ways: a DF-marked ICMP echo of that
+    size to the VPN's gateway each cycle. Reported only (a smaller MTU is a configuration
+    change: docs/runbook.md#qbtvpntunnelmtublackhole). Needs CAP_NET_RAW."""
+
+    # Healthy: two echoes, a millisecond. A black hole is confirmed in about 2 s
+    # plus 4 s (the size and the way); the check's own budget keeps it under this.
+    timeout: float = _key(
+        10.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
+    )
+    target: str = _key(
+        "",
+        help='Who answers the echoes (IPv4, in the tunnel); "" = the VPN\'s resolver (its gateway).',
+        check=_ipv4_or_empty,
+    )
+
+
+@dataclass(frozen=True)
+class ExitIpCheck(CheckBase):
+    """The address the internet sees, asked of an exit-IP endpoint through the tunnel."""
+
+    timeout: float = _key(
+        10.0,
+        help="Seconds the check may take before it fails with reason timeout.",
+        check=_positive,
+    )
+    interval: float = _key(
+        60.0,
+        help="Seconds between runs; AirVPN bans more than 600 requests per 10 minutes.",
+        check=_non_negative,
+    )
+    url: str = _key("https://airvpn.org/api/whatismyip/", help="The endpoint.", check=_url)
+    require_airvpn: bool = _key(
+        True, help='Pass only when the endpoint answers "airvpn": true (else allowed_ips decide).'
+    )
+    allowed_ips: list[str] = _key(
+        help="Exit addresses that pass whatever the endpoint says.", check=_ips, factory=list
+    )
+    host_public_ip: str = _key(
+        "",
+        help='The host\'s own public address: an exit IP equal to it is a leak; "" = unknown.',
+        check=_ip_or_empty,
+    )
+
+
+@dataclass(frozen=True)
+class BindCheck(CheckBase):
+    """qBittorrent bound to the tunnel, listening on it (and on forwarded_port)."""
+
+
+@dataclass(frozen=True)
+class WebuiCheck(CheckBase):
+    """The WebUI answers on the LAN and not through the tunnel."""
+
+    # Exposure is a matter of configuration (a port forward, a bind address),
+    # not of the moment, and each run sends probes through the tunnel to the
+    # VPN server's public address: once a minute, like exit_ip. qBittorrent
+    # going away is seen every cycle by bind.
+    interval: float = _key(
+        60.0,
+        help="Seconds between runs; each run probes through the tunnel.",
+        check=_non_negative,
+    )
+    lan_url: str = _key(
+        "",
+        help='The URL the LAN uses to reach the WebUI; "" = qbittorrent.url.',
+        check=_url_or_empty,
+    )
+    # From inside the namespace, through the tunnel, ask whether a qBittorrent
+    # WebUI answers at the VPN server's public address (the peer endpoint, when
+    # it is an IP) and at probe_addresses, on the WebUI and forwarded ports.
+    probe_exposure: bool = _key(
+        True,
+        help="Ask through the tunnel whether the WebUI answers at the VPN server and the exits.",
+    )
+    probe_addresses: list[str] = _key(
+        help="More public addresses to probe that way.", check=_ips, factory=list
+    )
+
+
+@dataclass(frozen=True)
+class Ipv6Check(CheckBase):
+    """No IPv6 route leaves the namespace except through the tunnel (IPv6 is
+    blocked there; this reads the routing table and sends nothing)."""
+
+    timeout: float = _key(2.0, help="Seconds for one dump of the IPv6 routes.", check=_positive)
+
+
+@dataclass(frozen=True)
+class ChecksSection:
+    """One table per check. Each has enabled, timeout, interval, fail_after and recover_after."""
+
+    handshake: HandshakeCheck = _section(HandshakeCheck)
+    return_path: ReturnPathCheck = _section(ReturnPathCheck)
+    dns: DnsCheck = _section(DnsCheck)
+    path_mtu: PathMtuCheck = _section(PathMtuCheck)
+    exit_ip: ExitIpCheck = _section(ExitIpCheck)
+    bind: BindCheck = _section(BindCheck)
+    webui: WebuiCheck = _section(WebuiCheck)
+    ipv6: Ipv6Check = _section(Ipv6Check)
+
+
 @dataclass(frozen=True)
 class RemediationSection:
-    """What the watchdog does when the tunnel is unsafe (see policy.py, actions.py)."""
+    """What mode = "enforce" does once an unsafe check (return_path, handshake, bind,
+    a DNS or exit-IP leak, an IPv6 route beside the tunnel) has failed fail_after times in a row; degraded ones are
+    only reported. Tunnel restarts go in tiers, each failed one escalates:
+    endpoint, then restart_unit/restart_command, then alternative_endpoints."""
 
-    stop_torrents: bool = True
-    tag: str = field(default="watchdog-stopped", metadata=_v(_tag))
-    # Tier 1 re-sets the peer endpoint to this "host:port", re-resolved through
-    # the host's resolver; "" = the endpoint the peer has now.
-    endpoint: str = field(default="", metadata=_v(_host_port_or_empty))
-    # Tier 2: `systemctl restart <restart_unit>`, or restart_command when set.
-    restart_unit: str = field(default="", metadata=_v(_unit_or_empty))
-    restart_command: list[str] = field(default_factory=list, metadata=_v(_argv))
-    # Tier 3: rotate through these endpoints.
-    alternative_endpoints: list[str] = field(default_factory=list, metadata=_v(_host_ports))
-    restart_backoff_initial: float = field(default=30.0, metadata=_v(_positive))
-    restart_backoff_max: float = field(default=600.0, metadata=_v(_positive))
-    max_restarts_per_hour: int = field(default=6, metadata=_v(_count))
-    rebind: bool = True
-    action_timeout: float = field(default=30.0, metadata=_v(_positive))
+    stop_torrents: bool = _key(
+        True,
+        help="Stop active torrents and tag them; resume only tagged ones (yours stay as you left them).",
+    )
+    tag: str = _key(
+        "watchdog-stopped", help="The tag that marks what the watchdog stopped.", check=_tag
+    )
+    endpoint: str = _key(
+        "",
+        help='Tier 1: re-set the peer endpoint to this "host:port" (host resolver); "" = its current one.',
+        check=_host_port_or_empty,
+    )
+    restart_unit: str = _key(
+        "",
+        help='Tier 2: `systemctl restart` this unit; "" = skip (unless restart_command is set).',
+        check=_unit_or_empty,
+    )
+    restart_command: list[str] = _key(
+        help="Tier 2 instead of the unit: this argv, run without a shell; [] = none.",
+        check=_argv,
+        factory=list,
+    )
+    alternative_endpoints: list[str] = _key(
+        help='Tier 3: rotate through these "host:port" endpoints; [] = skip.',
+        check=_host_ports,
+        factory=list,
+    )
+    restart_backoff_initial: float = _key(
+        30.0,
+        help="Seconds to wait after the first restart (jitter: half to all); doubles after each.",
+        check=_positive,
+    )
+    restart_backoff_max: float = _key(
+        600.0, help="Longest wait between restarts, in seconds.", check=_positive
+    )
+    max_restarts_per_hour: int = _key(
+        6,
+        help='Restarts allowed in any hour; past it the state is "gave_up" and torrents stay stopped.',
+        check=_count,
+    )
+    rebind: bool = _key(
+        True, help="After a restart, or when bind fails, set qBittorrent's interface and port back."
+    )
+    action_timeout: float = _key(
+        30.0,
+        help="Seconds an action may take before it counts as failed (and is killed).",
+        check=_positive,
+    )
 
 
 @dataclass(frozen=True)
 class Config:
-    watchdog: WatchdogSection = field(default_factory=WatchdogSection)
-    namespace: NamespaceSection = field(default_factory=NamespaceSection)
-    wireguard: WireguardSection = field(default_factory=WireguardSection)
-    qbittorrent: QbittorrentSection = field(default_factory=QbittorrentSection)
-    checks: ChecksSection = field(default_factory=ChecksSection)
-    remediation: RemediationSection = field(default_factory=RemediationSection)
-    source: str = field(default="<defaults>", metadata={"internal": True})
+    """qbt-vpn-watchdog configuration: every key, its default, what it means.
+
+    Every key is optional; the value shown is its default. Unknown keys are
+    errors (a typo must not silently disable a check). Durations are seconds.
+    Secrets never go in this file, only paths to files that hold them.
+    Printed by `qbt-vpn-watchdog example-config`, from the schema in
+    watchdog/config.py."""
+
+    watchdog: WatchdogSection = _section(WatchdogSection)
+    web: WebSection = _section(WebSection)
+    namespace: NamespaceSection = _section(NamespaceSection)
+    wireguard: WireguardSection = _section(WireguardSection)
+    qbittorrent: QbittorrentSection = _section(QbittorrentSection)
+    checks: ChecksSection = _section(ChecksSection)
+    remediation: RemediationSection = _section(RemediationSection)
+    source: str = field(default="<defaults>", compare=False, metadata={"internal": True})
 
     @property
     def netns(self) -> str | None:
@@ -350,7 +601,9 @@ def _build(cls: type, data: dict, path: str, errors: list[str]):
     for key in data:
         if key not in known:
             where = f"{path}.{key}" if path else key
-            errors.append(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+            errors.append(
+                f"{where}: unknown key{_hint(key, known)} (known: {', '.join(sorted(known))})"
+            )
     for f in dataclasses.fields(cls):
         if f.metadata.get("internal") or f.name not in data:
             continue
@@ -378,6 +631,35 @@ def _build(cls: type, data: dict, path: str, errors: list[str]):
         return cls(**kwargs)
     except TypeError:  # only reachable when errors were already recorded
         return cls()
+
+
+def _key_paths(cls: type = None, path: str = "") -> list[str]:
+    """Every key of the schema as a dotted path, e.g. "checks.dns.recover_after"."""
+    cls = Config if cls is None else cls
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        where = f"{path}.{f.name}" if path else f.name
+        out += (
+            _key_paths(hints[f.name], where) if dataclasses.is_dataclass(hints[f.name]) else [where]
+        )
+    return out
+
+
+def _hint(key: str, known: set[str]) -> str:
+    """ "; did you mean ..." for a misspelt key, or where a key of another table belongs."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
+    if close:
+        return f'; did you mean "{close[0]}"?'
+    elsewhere = sorted({p.rpartition(".")[0] for p in _key_paths() if p.rpartition(".")[2] == key})
+    if elsewhere:
+        tables = ", ".join(f"[{t}]" for t in elsewhere[:3]) + (
+            ", ..." if len(elsewhere) > 3 else ""
+        )
+        return f"; it belongs in {tables}"
+    return ""
 
 
 def _word(typ) -> str:
@@ -410,12 +692,40 @@ def parse(text: str, source: str = "<string>") -> Config:
         raise ConfigError(source, [f"not valid TOML: {e}"]) from None
     errors: list[str] = []
     cfg = _build(Config, data, "", errors)
+    errors += _pairs(cfg)
     if errors:
         raise ConfigError(source, errors)
     return dataclasses.replace(cfg, source=source)
 
 
-def load(path: str | os.PathLike) -> Config:
+def load(path: str | os.PathLike, *, secrets: bool = False) -> Config:
+    """The config file, validated; with ``secrets``, the files it names must be readable too.
+
+    ``check`` and ``run`` load with ``secrets=True``: a password file that does
+    not exist is a config error at start (exit 2), not a login failure later.
+    """
+    cfg = _load(path)
+    if secrets:
+        errors = secret_errors(cfg)
+        if errors:
+            raise ConfigError(cfg.source, errors)
+    return cfg
+
+
+def secret_errors(cfg: Config) -> list[str]:
+    """One line per secret file the config names that cannot be used (never its content)."""
+    from watchdog.web_security import load_web_security
+
+    errors = []
+    for check in (lambda: read_password(cfg.qbittorrent), lambda: load_web_security(cfg.web)):
+        try:
+            check()
+        except ConfigError as e:
+            errors += e.errors
+    return errors
+
+
+def _load(path: str | os.PathLike) -> Config:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -440,7 +750,12 @@ def read_password(cfg: QbittorrentSection) -> str:
         candidates.append(Path(cfg.password_file))
     if not candidates:
         raise ConfigError(
-            "qbittorrent", ["qbittorrent.password_file: not set and no systemd credential found"]
+            "qbittorrent",
+            [
+                "qbittorrent.password_file: not set, and no systemd credential"
+                f" {cfg.password_credential!r} in $CREDENTIALS_DIRECTORY"
+                " (an empty file means no password)"
+            ],
         )
     for p in candidates:
         try:
@@ -459,4 +774,49 @@ def read_password(cfg: QbittorrentSection) -> str:
 
 
 def example_path() -> Path:
+    """The shipped example: ``render_example()``'s output (a test keeps it so)."""
     return Path(__file__).with_name("example.toml")
+
+
+def _doc(cls: type) -> list[str]:
+    doc = cls.__doc__ or ""
+    if doc.startswith(cls.__name__ + "("):  # dataclass's generated signature: no docstring
+        return []
+    return inspect.cleandoc(doc).splitlines()
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for the values the schema allows
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(x) for x in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _render_table(cls: type, path: str, out: list[str]) -> None:
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    scalars = [f for f in fields if not dataclasses.is_dataclass(hints[f.name])]
+    defaults = cls()
+    if path:
+        out.append("")
+        out += [f"# {line}".rstrip() for line in _doc(cls)]
+        if scalars:
+            out.append(f"[{path}]")
+    for f in scalars:
+        out.append(f"# {f.metadata['help']}")
+        out.append(f"{f.name} = {_toml(getattr(defaults, f.name))}")
+    for f in fields:
+        if dataclasses.is_dataclass(hints[f.name]):
+            _render_table(hints[f.name], f"{path}.{f.name}" if path else f.name, out)
+
+
+def render_example() -> str:
+    """The example config, from the schema: every key with its default and its meaning."""
+    out = [f"# {line}".rstrip() for line in _doc(Config)]
+    _render_table(Config, "", out)
+    return "\n".join(out) + "\n"

@@ -12,11 +12,20 @@ landing page linking the two endpoints. prometheus_client's own handler is
 not used as the server: it renders on every scrape (here the loop renders
 once per cycle, see ``metrics.Exposition``), closes the connection after
 each one, and answers HEAD with 501.
+
+HTTPS and basic auth come from the config's [web] section (``web_security``),
+as exporter-toolkit's web config gives Go exporters: every path asks for the
+credentials, and TLS is set up per accepted connection, in that connection's
+own thread (a client that never finishes its handshake holds only its thread,
+never the accept loop). A reload swaps ``HttpServer.security``; the next
+connection uses the new certificate, the next request the new password.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +35,9 @@ from urllib.parse import urlsplit
 from prometheus_client.exposition import gzip_accepted
 
 from watchdog import __version__
+from watchdog.web_security import WebSecurity
+
+log = logging.getLogger(__name__)
 
 # The exposition of the current snapshot for an Accept header, gzipped or not:
 # (body, Content-Type).
@@ -54,12 +66,31 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], render: RenderFn, health: HealthFn) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        render: RenderFn,
+        health: HealthFn,
+        security: Callable[[], WebSecurity],
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.render = render
         self.health = health
+        self.security = security
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        ctx = self.security().ssl_context
+        if ctx is not None:  # the handshake happens in the handler's thread
+            sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed handshake (plain HTTP to the TLS port, an old TLS version)
+        # is the client's problem: one debug line, not a traceback on stderr.
+        log.debug("http: connection from %s failed", client_address[0], exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -71,6 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
         super().setup()
         # Headers and body go out in two writes; on a kept connection Nagle
         # and the client's delayed ACK would add 40 ms to every scrape.
@@ -84,7 +118,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, head: bool) -> None:
         path = urlsplit(self.path).path
-        if path == "/metrics":
+        security = self.server.security()
+        if not security.authorized(self.headers.get("Authorization")):
+            self._send(401, b"unauthorized\n", TEXT, head, {"WWW-Authenticate": security.challenge})
+        elif path == "/metrics":
             gz = gzip_accepted(self.headers.get("Accept-Encoding", ""))
             body, ctype = self.server.render(self.headers.get("Accept", ""), gz)
             extra = {"Vary": "Accept, Accept-Encoding"}
@@ -119,9 +156,12 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpServer:
     """/metrics and /healthz on one address; ``move`` binds another before letting go."""
 
-    def __init__(self, render: RenderFn, health: HealthFn) -> None:
+    def __init__(
+        self, render: RenderFn, health: HealthFn, security: WebSecurity | None = None
+    ) -> None:
         self._render = render
         self._health = health
+        self.security = security or WebSecurity()  # swapped by a reload, read per connection
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -131,7 +171,7 @@ class HttpServer:
 
     def start(self, address: tuple[str, int]) -> None:
         """Listen on ``address`` (OSError when it cannot) and serve from a thread."""
-        self._server = _Server(address, self._render, self._health)
+        self._server = _Server(address, self._render, self._health, lambda: self.security)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="http",
             daemon=True,

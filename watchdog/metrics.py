@@ -37,6 +37,8 @@ OWN: tuple[Metric, ...] = (
     _m("last_cycle_timestamp_seconds", "gauge", "When the last poll cycle finished (unix time)."),
     _m("cycles_total", "counter", "Poll cycles completed since start."),
     _m("config_reload_failures_total", "counter", "SIGHUP reloads rejected because the new config was invalid."),
+    _m("config_last_reload_successful", "gauge", "1 when the last config reload (or the start) succeeded, 0 when the last reload was rejected."),
+    _m("config_last_reload_success_timestamp_seconds", "gauge", "When the config was last loaded successfully, at start or by a reload (unix time)."),
     _m("healthy", "gauge", "1 when every enabled check passed in the last cycle, else 0."),
     # --- every check
     _m("check_success", "gauge", "1 when the check passed on its last run, else 0.", "check"),
@@ -48,10 +50,10 @@ OWN: tuple[Metric, ...] = (
     _m("wireguard_peer_last_handshake_timestamp_seconds", "gauge", "When the last handshake with the peer completed (unix time); 0 = never.", "interface", "public_key"),
     _m("wireguard_peer_receive_bytes_total", "counter", "Bytes received from the peer on the wire, handshake responses (92 bytes each) included.", "interface", "public_key"),
     _m("wireguard_peer_transmit_bytes_total", "counter", "Bytes sent to the peer on the wire, handshake initiations included.", "interface", "public_key"),
-    # --- the tunnel interface (inner, decrypted traffic)
+    # --- the tunnel interface (decrypted traffic on a TUN; wire bytes on the kernel's WireGuard)
     _m("interface_up", "gauge", "1 when the tunnel interface exists and is up in the namespace.", "interface"),
-    _m("interface_receive_bytes_total", "counter", "Decrypted bytes received on the tunnel interface.", "interface"),
-    _m("interface_transmit_bytes_total", "counter", "Bytes sent into the tunnel interface before encryption.", "interface"),
+    _m("interface_receive_bytes_total", "counter", "Bytes received on the tunnel interface: decrypted traffic under wireguard-go or boringtun; on the kernel's WireGuard the wire bytes of every message, handshakes included.", "interface"),
+    _m("interface_transmit_bytes_total", "counter", "Bytes sent on the tunnel interface: before encryption under wireguard-go or boringtun; on the kernel's WireGuard the wire bytes of every message, handshakes included.", "interface"),
     # --- qBittorrent
     _m("qbittorrent_up", "gauge", "1 when the qBittorrent Web API answered the last cycle, else 0."),
     _m("qbittorrent_info", "info", "qBittorrent and Web API versions.", "version", "api_version"),
@@ -65,9 +67,10 @@ OWN: tuple[Metric, ...] = (
     _m("qbittorrent_upload_bytes_total", "counter", "Bytes uploaded in this qBittorrent session."),
     _m("qbittorrent_torrents", "gauge", "Torrents by state.", "state"),
     # --- remediation
-    _m("remediation_state", "gauge", "1 for the remediation state the watchdog is in, 0 for the others.", "state"),
-    _m("remediations_total", "counter", "Remediation actions taken.", "action"),
-    _m("remediation_failures_total", "counter", "Remediation actions that failed.", "action"),
+    _m("remediation_mode", "gauge", "1 for the mode the watchdog runs in (enforce: acts; observe: only reports), 0 for the other.", "mode"),
+    _m("remediation_state", "gauge", "1 for the remediation state the watchdog is in, 0 for the others; in observe mode, the state it would be in.", "state"),
+    _m("remediations_total", "counter", "Remediation actions attempted, failed ones included.", "action"),
+    _m("remediation_failures_total", "counter", "Remediation actions attempted that failed.", "action"),
     _m("torrents_held_stopped", "gauge", "Torrents the watchdog stopped and holds stopped (tagged watchdog-stopped)."),
 )
 
@@ -91,6 +94,8 @@ def exposed_names() -> set[str]:
 
 # qBittorrent's connection_status values (transfer/info), created up front.
 QBT_CONNECTION_STATUSES = ("connected", "firewalled", "disconnected")
+# config watchdog.mode: "enforce" acts, "observe" only reports what it would do.
+REMEDIATION_MODES = ("enforce", "observe")
 # qBittorrent's torrent states (Web API torrents/info, 4.x and 5.x names), created
 # up front so an alert on e.g. stalledDL has a series before the first one.
 QBT_TORRENT_STATES = (
@@ -121,6 +126,9 @@ class Snapshot:
     # Sources whose last read failed (key -> operator message): "down", not "unknown".
     reading_errors: Mapping[str, str] = field(default_factory=dict)
     version: str = __version__
+    reload_ok: bool = True  # the last reload (or the start) took the file
+    reload_success_time: float = 0.0  # unix time the config was last loaded
+    mode: str = "enforce"  # config watchdog.mode
 
     @property
     def healthy(self) -> bool:
@@ -199,6 +207,12 @@ class SnapshotCollector:
         yield f
         f = _family("config_reload_failures_total")
         f.add_metric([], s.reload_failures)
+        yield f
+        f = _family("config_last_reload_successful")
+        f.add_metric([], _b(s.reload_ok))
+        yield f
+        f = _family("config_last_reload_success_timestamp_seconds")
+        f.add_metric([], s.reload_success_time)
         yield f
         f = _family("healthy")
         f.add_metric([], _b(s.healthy))
@@ -306,6 +320,10 @@ class SnapshotCollector:
 
     def _remediation(self, s: Snapshot):
         v = s.remediation
+        f = _family("remediation_mode")
+        for mode in REMEDIATION_MODES:
+            f.add_metric([mode], _b(mode == s.mode))
+        yield f
         f = _family("remediation_state")
         states = REMEDIATION_STATES
         if v.state not in states:

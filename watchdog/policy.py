@@ -30,8 +30,9 @@ after a restart of the watchdog).
 
 Never flap: tunnel restarts happen only while a tunnel check is tripped by
 results newer than the last restart, back off exponentially with jitter
-(tenacity's ``wait_exponential`` gives the ceiling, the injected ``rng`` picks
-between half of it and all of it, so two restarts are never closer than
+(``backoff.Backoff``, the project's one back-off: the ceiling doubles from
+``restart_backoff_initial`` to ``restart_backoff_max``, the injected ``rng``
+picks between half of it and all of it, so two restarts are never closer than
 ``restart_backoff_initial / 2``), and at most ``max_restarts_per_hour`` in any
 3600 s window. Past the cap the state is ``gave_up`` for the rest of the
 incident: no more restarts, torrents stay held, checks go on and a recovery
@@ -43,11 +44,9 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from tenacity import wait_exponential
-
+from watchdog.backoff import Backoff
 from watchdog.checks.registry import classify, reason_of
 from watchdog.results import DEGRADED, SAFE, UNKNOWN, UNSAFE, CheckResult
 
@@ -157,14 +156,11 @@ class Decision:
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
     """Seconds to wait after restart number ``attempt`` (1-based) before the next.
 
-    tenacity's ``wait_exponential`` gives min(initial * 2^(attempt-1), maximum);
-    "equal jitter" then picks uniformly between half of that and all of it, so
-    uncoordinated restarts spread out but never come faster than initial/2.
+    ``Backoff``: min(initial * 2^(attempt-1), maximum), with "equal jitter"
+    between half of that and all of it, so uncoordinated restarts spread out
+    but never come faster than initial/2.
     """
-    ceiling = wait_exponential(multiplier=initial, max=max(maximum, initial))(
-        SimpleNamespace(attempt_number=max(1, attempt))
-    )
-    return rng.uniform(ceiling / 2, ceiling)
+    return Backoff(initial, maximum, rng).delay(attempt)
 
 
 def tier_for(attempt: int, settings: Settings) -> tuple[int, int]:

@@ -45,6 +45,10 @@ class Outcome:
     observations: Mapping[str, float] = field(default_factory=dict)
     facts: Mapping[str, str] = field(default_factory=dict)
     state: Any = None  # the check's own (frozen) state for its next run; not shown
+    # A verdict for now only, awaiting evidence (return_path's probe went
+    # unanswered, its window is not covered yet): the loop runs the check
+    # again within seconds instead of an interval later.
+    provisional: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "observations", _frozen(self.observations))
@@ -72,12 +76,14 @@ class CheckResult:
     started: float  # unix time the check started
     duration: float  # seconds
     state: Any = None  # Outcome.state
+    provisional: bool = False  # Outcome.provisional
 
     @classmethod
     def from_outcome(cls, check: str, o: Outcome, started: float, duration: float) -> CheckResult:
         return cls(
-            check, o.ok, o.reason, o.detail, o.observations, o.facts, started, duration, o.state
-        )
+            check, o.ok, o.reason, o.detail, o.observations, o.facts, started, duration, o.state,
+            o.provisional,
+        )  # fmt: skip
 
 
 # The remediation states, in the order a bad night goes through them.
@@ -91,6 +97,6 @@ class RemediationView:
     state: str = "ok"  # one of REMEDIATION_STATES
     observe_only: bool = False  # mode = "observe": actions are only reported
     held_stopped: int = 0  # torrents we stopped and hold (tagged)
-    actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> count since start
+    actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> attempts since start
     failures_total: Mapping[str, int] = field(default_factory=dict)
     summary: str = ""  # one line, e.g. "holding 3 torrents: return_path failing for 2 cycles"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from watchdog.metrics import Snapshot
-from watchdog.results import CheckResult, RemediationView
+from watchdog.results import UNSAFE, CheckResult, RemediationView
 
 if TYPE_CHECKING:
     from watchdog.checks import CheckSpec, Context
@@ -26,10 +26,12 @@ log = logging.getLogger("watchdog.daemon")
 class ResultStore:
     """Bounded histories, latest results and readings; builds the snapshot and the summaries."""
 
-    def __init__(self, history: int) -> None:
+    def __init__(self, history: int, loaded_at: float = 0.0) -> None:
         self.maxlen = history
         self.cycles = 0
         self.reload_failures = 0
+        self.reload_ok = True  # the running config is the file's
+        self.reload_success_time = loaded_at  # when the file was last taken (start or reload)
         self.snapshot: Snapshot | None = None  # read by the HTTP threads; replaced, never mutated
         self._histories: dict[str, deque[CheckResult]] = {}
         self._last_run: dict[str, float] = {}
@@ -73,8 +75,24 @@ class ResultStore:
 
     def reload_failed(self) -> None:
         self.reload_failures += 1
+        self.reload_ok = False
+        self._republish()
+
+    def reload_succeeded(self, now: float) -> None:
+        self.reload_ok, self.reload_success_time = True, now
+        self._republish()
+
+    def _republish(self) -> None:
+        # A reload's result shows at the next scrape, not only after the next cycle.
         if self.snapshot is not None:
-            self.publish(dataclasses.replace(self.snapshot, reload_failures=self.reload_failures))
+            self.publish(
+                dataclasses.replace(
+                    self.snapshot,
+                    reload_failures=self.reload_failures,
+                    reload_ok=self.reload_ok,
+                    reload_success_time=self.reload_success_time,
+                )
+            )
 
     # --- reading -------------------------------------------------------------------
 
@@ -94,6 +112,28 @@ class ResultStore:
     def last_run(self, name: str) -> float | None:
         return self._last_run.get(name)
 
+    def unsettled(
+        self, cfg: Config, names: Iterable[str], specs: Mapping[str, CheckSpec]
+    ) -> list[str]:
+        """Checks to confirm soon: their latest result is provisional, or unsafe but
+        not yet ``fail_after`` times in a row (remediation does not act on one)."""
+        out = []
+        for name in names:
+            h = self._histories.get(name)
+            if not h or name not in specs:
+                continue
+            if h[-1].provisional:
+                out.append(name)
+                continue
+            n = 0
+            for r in reversed(h):
+                if r.ok or specs[name].reason(r.reason).severity != UNSAFE:
+                    break
+                n += 1
+            if 0 < n < cfg.check(name).fail_after:
+                out.append(name)
+        return out
+
     def build_snapshot(
         self,
         cfg: Config,
@@ -110,6 +150,9 @@ class ResultStore:
             last_cycle=finished,
             cycles=self.cycles,
             reload_failures=self.reload_failures,
+            reload_ok=self.reload_ok,
+            reload_success_time=self.reload_success_time,
+            mode=cfg.watchdog.mode,
             checks=tuple(names),
             reasons={n: specs[n].all_reasons for n in names},
             interface=cfg.wireguard.interface,
@@ -145,7 +188,12 @@ class ResultStore:
         age = now - snap.last_cycle
         if age > limit:
             return 503, f"stalled: the last cycle finished {age:.0f} s ago (limit {limit:.0f} s)"
-        return 200, f"alive; {status}"
+        mode = (
+            " (observe mode: reports what it would do, never acts)"
+            if cfg.watchdog.mode == "observe"
+            else ""
+        )
+        return 200, f"alive{mode}; {status}"
 
     def failing_for(self, name: str) -> int:
         """How many of the check's newest results failed in a row."""

@@ -6,7 +6,7 @@
 # airvpn:  a WireGuard server on :1637 with AirVPN's addressing (DNS 10.128.0.1),
 #          dnsmasq, an exit-IP endpoint answering like airvpn.org/api/whatismyip,
 #          and a qbittorrent-nox seeder with its embedded tracker.
-# storage: the seed's host, built from module-confinement.nix.
+# storage: the example storage host, built from module-confinement.nix.
 # lan:     a LAN client for the WebUI.
 #
 # Not run in this project's CI: it has no KVM and no nixpkgs offline.
@@ -230,7 +230,7 @@ in
             metrics + " | grep -E '^qbtvpn_qbittorrent_download_speed_bytes_per_second [1-9]'", timeout=120
         )
 
-    with subtest("the seed's failure: return path cut, torrents stopped"):
+    with subtest("the 92-byte failure: return path cut, torrents stopped"):
         airvpn.succeed(
             "nft -f - <<'EOF'\n"
             "table inet returnpath {\n"

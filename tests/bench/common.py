@@ -31,14 +31,18 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopba
 
 @contextlib.contextmanager
 def lab_up() -> Iterator[Path]:
-    """The lab's watchdog config; brought up (and down afterwards) unless it already was."""
+    """The lab's watchdog config; brought up (and down afterwards) unless it already was.
+
+    Always under the lab lock: a lab that is up may be another session's test
+    run, whose qBittorrent must not get our torrents in the middle of it.
+    """
     from watchdog.lab import control
     from watchdog.lab.state import CONFIG_PATH
 
-    if control.is_up():
-        yield CONFIG_PATH
-        return
-    with control.exclusive(wait=60):
+    with control.exclusive(wait=900):
+        if control.is_up():
+            yield CONFIG_PATH
+            return
         if control.stale():
             control.down()
         path = control.up()

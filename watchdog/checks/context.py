@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         HttpResponse,
         LinkState,
         Listener,
+        PathMtu,
         QbtState,
         Route,
         WgDevice,
@@ -125,8 +126,20 @@ class Context:
         return Context(self.config, self.sources, history, self.now, self._memo)
 
     # DNS and HTTP are not memoized: each query is its own probe.
-    def dns_query(self, name: str, server: str, timeout: float) -> DnsAnswer:
-        return self.sources.dns.query(name, server, timeout)
+    def dns_query(
+        self, name: str, server: str, timeout: float, retransmit_after: float | None = None
+    ) -> DnsAnswer:
+        """One query; with ``retransmit_after``, sent once more when unanswered by then."""
+        if retransmit_after is None:
+            return self.sources.dns.query(name, server, timeout)
+        return self.sources.dns.query(name, server, timeout, retransmit_after=retransmit_after)
+
+    def path_mtu(
+        self, target: str, mtu: int, budget: float, thorough: bool = True
+    ) -> PathMtu | None:
+        """Do packets of ``mtu`` bytes cross the tunnel to ``target`` and back (None: no prober)."""
+        prober = self.sources.pmtu
+        return None if prober is None else prober.measure(target, mtu, budget, thorough)
 
     def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
         return self.sources.http.get(url, timeout, max_bytes)

@@ -3,7 +3,7 @@
 WireGuard re-handshakes at least every REKEY_AFTER_TIME (120 s) while traffic
 flows, and a session older than REJECT_AFTER_TIME (180 s) is no longer
 accepted by either side: a handshake that old means the tunnel carries
-nothing. A fresh handshake does NOT prove the return path works (the seed's
+nothing. A fresh handshake does NOT prove the return path works (the 92-byte failure's
 box had one): that is the ``return_path`` check's job.
 """
 

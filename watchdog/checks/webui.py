@@ -1,6 +1,6 @@
 """webui: the WebUI works from the LAN and is not reachable through the VPN.
 
-Works (seed criteria 5, 10, 11): the watchdog is logged in at
+Works (acceptance criteria 5, 10, 11): the watchdog is logged in at
 ``qbittorrent.url`` (this cycle's state read proves the login), and, when the
 LAN uses another URL (``checks.webui.lan_url``), a qBittorrent WebUI answers
 there from where the watchdog runs (an unauthenticated GET of
@@ -50,6 +50,14 @@ def looks_like_qbittorrent(r: HttpResponse) -> bool:
         return body == b"Forbidden"  # not logged in
     if r.status == 200:
         return _VERSION.fullmatch(body) is not None  # whitelisted or LocalHostAuth off
+    if r.status == 401:
+        # Host header validation (on by default, and kept on by 5.x installs)
+        # answers a Host header whose port is not the WebUI's, which is what a
+        # forward from another public port delivers, with a bare 401. Its
+        # clickjacking headers, sent on every answer, tell it from other 401s.
+        frame = r.headers.get("x-frame-options", "").upper() == "SAMEORIGIN"
+        csp = "form-action 'self'" in r.headers.get("content-security-policy", "")
+        return body == b"Unauthorized" and (frame or csp)
     return False
 
 

@@ -9,9 +9,11 @@ import time
 
 USAGE = """usage: qbt-vpn-watchdog lab COMMAND
 
-  up               build the lab and print the path of the watchdog config for it
+  up               build the lab and print the path of the watchdog config for it;
+                   QBT_VERSION=4.5 (default) or 5.1 picks the confined qBittorrent
   down             remove everything of the lab (idempotent)
-  status           what is running, which faults are applied (JSON)
+  status           what is running, which faults are applied, the confined
+                   qBittorrent's version as it reports it (JSON)
   break FAULT      inject a fault
   heal [FAULT]     undo one fault, or all of them
   restart-tunnel   restart the confined tunnel (what remediation runs)
@@ -37,14 +39,21 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    from watchdog.lab import control, faults
+    from watchdog.lab import control, faults, qbt_versions, services
     from watchdog.lab.topology import LabError
 
     cmd, args = argv[0], argv[1:]
     try:
         if cmd == "up" and not args:
+            qbt_versions.check_installed(qbt_versions.selected())  # before touching anything
             with control.exclusive():
                 if control.is_up():
+                    running = services.client_version()
+                    if running != qbt_versions.selected():
+                        raise LabError(
+                            f"the lab is up with qBittorrent {running}, not "
+                            f"QBT_VERSION={qbt_versions.selected()}: run `lab down` first"
+                        )
                     print(control.write_watchdog_config())
                     return 0
                 if control.stale():

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from watchdog.lab import faults, procs, services, state
+from watchdog.lab import faults, procs, qbt_versions, services, state
 from watchdog.lab import topology as t
 from watchdog.lab.state import CONFIG_PATH, STATE_DIR
 
@@ -78,6 +78,8 @@ def _sockets() -> list[Path]:
 def up() -> Path:
     """Build the whole lab; returns the watchdog config path. Tears down on failure."""
     t0 = time.monotonic()
+    # QBT_VERSION names a version that is installed, or nothing is built.
+    qbt_versions.check_installed(qbt_versions.selected())
     try:
         # Safety first: nothing lab-addressed can leave the root namespace, even
         # before the first link exists.
@@ -191,6 +193,16 @@ def write_watchdog_config() -> Path:
 # --- status ---------------------------------------------------------------------------
 
 
+def running_qbittorrent_version(timeout: float = 3.0) -> str | None:
+    """The confined client's version as it reports it (``app/version``, e.g. "v5.1.0")."""
+    if not procs.running("client-qbt", "qbittorrent-nox"):
+        return None
+    try:
+        return services.qbt_client(timeout).app_version()
+    except Exception:  # noqa: BLE001 - status reports what it can
+        return None
+
+
 def status() -> dict:
     wg = t.run(["wg", "show", t.WG_CLIENT, "dump"], check=False) if t.ns_exists(t.NS_VPN) else ""
     peer = {}
@@ -212,5 +224,6 @@ def status() -> dict:
         "blackholes": t.blackholes_present(),
         "client_peer": peer,
         "webui": f"http://{t.LAN_NS_IP}:{t.WEBUI_PORT}",
+        "qbittorrent_version": running_qbittorrent_version(),
         "metrics": f"http://127.0.0.1:{t.METRICS_PORT}/metrics",
     }

@@ -22,6 +22,10 @@ class Fault:
     summary: str
     break_: Callable[[], None]
     heal: Callable[[], None]
+    # The check and reasons that are this fault's own signature, as opposed to
+    # side effects of breaking it (re-creating the tunnel trips the link
+    # checks first). None: any failing check counts.
+    signature: tuple[str, tuple[str, ...]] | None = None
 
 
 def _table(name: str) -> str:
@@ -38,16 +42,16 @@ def restart_tunnel() -> None:
     t.confined("restart-tunnel")
 
 
-# --- return-path: the seed's failure --------------------------------------------
+# --- return-path: the 92-byte failure -------------------------------------------
 
 
 def break_return_path() -> None:
     # The first handshake response (92 bytes of WireGuard, 120 at layer 3) gets
     # back; nothing after it. The client tunnel is restarted behind the rule so
     # its counters start from 0 and that one response is all it ever receives:
-    # peer rx stays at 92 while tx climbs, exactly as the seed saw. qBittorrent
+    # peer rx stays at 92 while tx climbs, exactly as in the 92-byte failure. qBittorrent
     # is then moved onto the new tunnel, so it keeps sending into it (the
-    # seed's box sent 3.51 GB) instead of sitting on sockets of the old one.
+    # failing box sent 3.51 GB) instead of sitting on sockets of the old one.
     t.confined("tunnel-down")
     t.nft(
         t.NS_SRV,
@@ -92,6 +96,71 @@ table inet {_table("blackhole")} {{
 
 def heal_blackhole() -> None:
     _drop_table(t.NS_SRV, "blackhole")
+
+
+# --- mtu: a path-MTU black hole between client and server ------------------------
+
+# WireGuard adds 32 bytes to an inner packet (16 of header, 16 of tag) after
+# padding it to a multiple of 16 (never past the tunnel's MTU), and the outer
+# UDP/IPv4 headers add 28: a full-size inner packet of MTU 1320 is a 1380-byte
+# outer packet. On a VPN link, outer packets above some size vanish without an
+# ICMP "fragmentation needed" (or WireGuard ignores it): that is why AirVPN sets
+# MTU 1320. Here outer packets above 1340 bytes are dropped, so the largest
+# inner packet that still crosses is 1280 bytes (1280 + 60 = 1340; 1281 pads to
+# 1296, 1356 outer): the tunnel must be set to MTU 1280, which the NixOS
+# module accepts (IPv6 needs at least 1280). Handshakes (148/92), keepalives
+# (32), DNS, pings and small HTTP all still pass; full-size TCP segments
+# (1320 inner, 1380 outer) do not.
+MTU_FAULT_OUTER_MAX = 1340
+MTU_FAULT_INNER_MAX = 1280
+
+
+def _mtu_rules(down: bool, up: bool) -> str:
+    lines = []
+    if down:  # server -> client: what downloads need
+        lines.append(
+            f"  chain output {{\n    type filter hook output priority filter; policy accept;\n"
+            f"    udp sport {t.WG_PORT} ip length > {MTU_FAULT_OUTER_MAX} drop\n  }}"
+        )
+    if up:  # client -> server: what uploads need
+        lines.append(
+            f"  chain input {{\n    type filter hook input priority filter; policy accept;\n"
+            f"    udp dport {t.WG_PORT} ip length > {MTU_FAULT_OUTER_MAX} drop\n  }}"
+        )
+    return "\n".join(lines)
+
+
+def _break_mtu(name: str, down: bool, up: bool) -> None:
+    table = _table(name)
+    t.nft(
+        t.NS_SRV,
+        f"table inet {table}\ndelete table inet {table}\n"
+        f"table inet {table} {{\n{_mtu_rules(down, up)}\n}}\n",
+    )
+
+
+def break_mtu() -> None:
+    _break_mtu("mtu", down=True, up=True)
+
+
+def heal_mtu() -> None:
+    _drop_table(t.NS_SRV, "mtu")
+
+
+def break_mtu_down() -> None:
+    _break_mtu("mtu-down", down=True, up=False)
+
+
+def heal_mtu_down() -> None:
+    _drop_table(t.NS_SRV, "mtu-down")
+
+
+def break_mtu_up() -> None:
+    _break_mtu("mtu-up", down=False, up=True)
+
+
+def heal_mtu_up() -> None:
+    _drop_table(t.NS_SRV, "mtu-up")
 
 
 # --- dns: the VPN's resolver stops answering, the tunnel still carries data ------
@@ -334,15 +403,37 @@ FAULTS: dict[str, Fault] = {
     for f in (
         Fault(
             "return-path",
-            "only the first handshake response comes back (the seed's failure)",
+            "only the first handshake response comes back (the 92-byte failure)",
             break_return_path,
             heal_return_path,
+            signature=("return_path", ("handshake_only", "no_return_traffic")),
         ),
         Fault(
             "blackhole",
             "everything from the VPN server is dropped",
             break_blackhole,
             heal_blackhole,
+        ),
+        Fault(
+            "mtu",
+            f"outer packets over {MTU_FAULT_OUTER_MAX} bytes are lost both ways "
+            "(a path-MTU black hole)",
+            break_mtu,
+            heal_mtu,
+        ),
+        Fault(
+            "mtu-down",
+            f"outer packets over {MTU_FAULT_OUTER_MAX} bytes from the server are lost "
+            "(downloads stall)",
+            break_mtu_down,
+            heal_mtu_down,
+        ),
+        Fault(
+            "mtu-up",
+            f"outer packets over {MTU_FAULT_OUTER_MAX} bytes to the server are lost "
+            "(uploads stall)",
+            break_mtu_up,
+            heal_mtu_up,
         ),
         Fault("dns", "the VPN's resolver stops answering", break_dns, heal_dns),
         Fault(

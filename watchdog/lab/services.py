@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from watchdog.lab import procs
+from watchdog.lab import procs, qbt_versions
 from watchdog.lab import topology as t
-from watchdog.lab.state import FAULT_DIR, PASSWORD_FILE, STATE_DIR, WG_DIR
+from watchdog.lab.state import FAULT_DIR, PASSWORD_FILE, QBT_VERSION_FILE, STATE_DIR, WG_DIR
 
 SEED_DIR = STATE_DIR / "seed"
 TORRENT_NAME = "qvl-test.bin"
@@ -160,7 +160,11 @@ def write_qbt_profile(
     password: str,
     save_path: Path,
     tracker: bool = False,
+    protections: bool = False,
 ) -> None:
+    """A qBittorrent profile. ``protections``: keep the WebUI's host header
+    validation on (CSRF and clickjacking protection are on either way), as a
+    real install has them; off, the profile is the one the lab used for 4.5."""
     conf = profile / "qBittorrent" / "config" / "qBittorrent.conf"
     conf.parent.mkdir(parents=True, exist_ok=True)
     save_path.mkdir(parents=True, exist_ok=True)
@@ -194,9 +198,10 @@ def write_qbt_profile(
         f"WebUI\\Username={USERNAME}",
         f"WebUI\\Password_PBKDF2={pbkdf2_entry(password)}",
         "WebUI\\LocalHostAuth=true",
-        "WebUI\\HostHeaderValidation=false",
         "WebUI\\UseUPnP=false",
     ]
+    if not protections:
+        lines.append("WebUI\\HostHeaderValidation=false")
     if tracker:
         lines += ["Advanced\\trackerEnabled=true", f"Advanced\\trackerPort={t.TRACKER_PORT}"]
     conf.write_text("\n".join(lines) + "\n")
@@ -259,7 +264,19 @@ def client_password() -> str:
     return PASSWORD_FILE.read_text().rstrip("\n")
 
 
+def client_version() -> str:
+    """The qBittorrent version of the confined client: the one the lab went up with."""
+    try:
+        return QBT_VERSION_FILE.read_text().strip()
+    except OSError:
+        return qbt_versions.selected()
+
+
 def write_client_profile() -> None:
+    version = qbt_versions.selected()
+    qbt_versions.check_installed(version)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    QBT_VERSION_FILE.write_text(version + "\n")
     password = secrets.token_urlsafe(18)
     _write_secret(PASSWORD_FILE, password + "\n")
     write_qbt_profile(
@@ -271,14 +288,21 @@ def write_client_profile() -> None:
         webui_port=t.WEBUI_PORT,
         password=password,
         save_path=CLIENT_DOWNLOADS,
+        # 5.1 as a NixOS host runs it: every WebUI protection on.
+        protections=version != "4.5",
     )
 
 
 def start_client_qbt() -> None:
     if not procs.running("client-qbt", "qbittorrent-nox"):
+        argv = qbt_versions.command(
+            ["qbittorrent-nox", f"--profile={CLIENT_PROFILE}"],
+            binds=[STATE_DIR],  # the profile and the downloads
+            version=client_version(),
+        )
         procs.start(
             "client-qbt",
-            ["qbittorrent-nox", f"--profile={CLIENT_PROFILE}"],
+            argv,
             netns=t.NS_VPN,
             env={"HOME": str(CLIENT_PROFILE)},
         )

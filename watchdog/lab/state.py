@@ -12,6 +12,9 @@ WG_DIR = STATE_DIR / "wg"
 CONFIG_PATH = STATE_DIR / "watchdog.toml"
 PASSWORD_FILE = STATE_DIR / "qbt-password"
 UP_MARKER = STATE_DIR / "up"
+# The QBT_VERSION the lab was brought up with: a heal or a restart later starts
+# the same qBittorrent, whatever the environment of whoever runs it.
+QBT_VERSION_FILE = STATE_DIR / "qbt-version"
 
 
 def applied_faults() -> list[str]:

@@ -3,6 +3,11 @@
 Answers AirVPN's JSON shape with the address the request came from. While the
 fault file exists (the `exit-ip` fault) it claims a non-AirVPN exit instead.
 
+It is also the lab's bulk peer on "the internet", for tests that need real
+traffic through the tunnel: ``GET /bytes/N`` sends N bytes (full-size TCP
+segments: what an MTU black hole swallows), ``POST /sink`` reads the body and
+answers how many bytes arrived.
+
     python -m watchdog.lab.whatismyip --bind ADDR --port 80 --fault-file PATH
 """
 
@@ -14,6 +19,8 @@ import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 OTHER_IP = "198.18.9.9"  # what the `exit-ip` fault reports: not the VPN's exit
+MAX_BULK = 1 << 34  # 16 GiB: a typo in a test must not stream forever
+_CHUNK = bytes(1 << 16)
 
 
 def answer(peer_ip: str, faulty: bool) -> dict:
@@ -36,7 +43,45 @@ def main(argv: list[str] | None = None) -> int:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.startswith("/bytes/"):
+                return self._bulk(self.path.removeprefix("/bytes/"))
             body = json.dumps(answer(self.client_address[0], os.path.exists(a.fault_file))).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _bulk(self, count: str) -> None:
+            n = int(count) if count.isdigit() else -1
+            if not 0 <= n <= MAX_BULK:
+                self.send_error(400, f"want /bytes/N with 0 <= N <= {MAX_BULK}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            try:
+                while n > 0:
+                    k = min(n, len(_CHUNK))
+                    self.wfile.write(_CHUNK[:k])
+                    n -= k
+            except OSError:
+                pass  # the client gave up (a test's timeout, a stalled tunnel)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            if self.path != "/sink":
+                self.send_error(404)
+                return
+            left = int(self.headers.get("Content-Length") or 0)
+            got = 0
+            try:
+                while left > 0 and (data := self.rfile.read(min(left, 1 << 16))):
+                    got += len(data)
+                    left -= len(data)
+            except OSError:
+                return
+            body = json.dumps({"received": got}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -11,6 +11,7 @@ Where each lives:
   netns.py        sockets opened inside a network namespace (never creates one)
   dns.py          one DNS query through a given resolver, inside the namespace
   http.py         one size-capped HTTP(S) GET, inside the namespace
+  pmtu.py         path MTU through the tunnel: DF echoes of the tunnel's MTU, both ways
   qbittorrent.py  qBittorrent Web API (qbittorrent-api), one fetch per cycle
   tunnel.py       which peer, addresses and sockets are the tunnel's
   build.py        the real adapters from a config (the one place that knows them all)
@@ -117,7 +118,42 @@ class DnsAnswer:
     server: str
     rcode: str  # "NOERROR", "SERVFAIL", "NXDOMAIN", ...
     addresses: tuple[str, ...]
-    latency: float  # seconds
+    latency: float  # seconds, from the first send
+    retransmitted: bool = False  # the answer came after the query was sent a second time
+
+
+# --- Path MTU ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathMtu:
+    """One measurement. Sizes are IP total lengths inside the tunnel, in bytes."""
+
+    target: str
+    tunnel_mtu: int
+    answered: bool  # any echo came back: the far end answers this probe
+    full_size: bool  # an echo of tunnel_mtu bytes came back (both directions carry full size)
+    largest: int | None  # the largest echo answered (tunnel_mtu when full_size); None: unknown
+    # The reply to a full-size echo sent up in small fragments came back (the way
+    # down carries full size); None: not tried (full size passed, or no answer at all).
+    down_full_size: bool | None
+    rtt: float | None  # seconds, the fastest reply seen
+    probes: int  # packets sent
+
+    @property
+    def direction(self) -> str:
+        """Where large packets are lost: "down" (from the VPN), "up" (to it), or "" (unknown).
+
+        "down" does not rule out "up" as well: with the way down losing full
+        size, nothing tells whether full-size requests arrived.
+        """
+        if self.full_size or not self.answered:
+            return ""
+        if self.down_full_size is True:
+            return "up"
+        if self.down_full_size is False:
+            return "down"
+        return ""
 
 
 # --- HTTP --------------------------------------------------------------------
@@ -193,7 +229,17 @@ class DnsClient(Protocol):
 
     def nameserver(self) -> str | None: ...
 
-    def query(self, name: str, server: str, timeout: float) -> DnsAnswer: ...
+    def query(
+        self, name: str, server: str, timeout: float, *, retransmit_after: float | None = None
+    ) -> DnsAnswer: ...
+
+
+class PathMtuProber(Protocol):
+    """Do full-size packets cross the tunnel both ways (pmtu.py)?"""
+
+    def measure(
+        self, target: str, mtu: int, budget: float = 8.0, thorough: bool = True
+    ) -> PathMtu: ...
 
 
 class HttpClient(Protocol):
@@ -239,6 +285,8 @@ class Sources:
     qbittorrent: QbittorrentClient
     # None: only the poll loop notices the tunnel going away.
     events: LinkEventSource | None = None
+    # None: the path_mtu check cannot measure (it says so and stays degraded).
+    pmtu: PathMtuProber | None = None
 
     def close(self) -> None:
         """Close every adapter that holds something open (sockets, threads); best effort."""

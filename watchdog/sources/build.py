@@ -12,6 +12,7 @@ def build_sources(cfg: Config) -> Sources:
     from watchdog.sources.dns import Resolver, vpn_resolver
     from watchdog.sources.http import Http
     from watchdog.sources.links import LinkEvents, Links
+    from watchdog.sources.pmtu import PathMtuProbe
     from watchdog.sources.qbittorrent import Qbittorrent
     from watchdog.sources.wireguard import make_reader
 
@@ -26,4 +27,5 @@ def build_sources(cfg: Config) -> Sources:
         http=Http(netns, resolver, nameserver),
         qbittorrent=Qbittorrent(q.url, q.username, partial(read_password, q), q.timeout),
         events=LinkEvents(netns, cfg.wireguard.interface),
+        pmtu=PathMtuProbe(netns),
     )

@@ -48,8 +48,21 @@ class Resolver:
         """The namespace's own resolver (first nameserver of its resolv.conf), if any."""
         return resolv_conf_nameserver(self.netns, self._etc)
 
-    def query(self, name: str, server: str, timeout: float, rdtype: str = "A") -> DnsAnswer:
+    def query(
+        self,
+        name: str,
+        server: str,
+        timeout: float,
+        rdtype: str = "A",
+        retransmit_after: float | None = None,
+    ) -> DnsAnswer:
         """Ask ``server`` for ``name``; addresses are the answer's A (or ``rdtype``) records.
+
+        With ``retransmit_after`` (seconds, less than ``timeout``) the same
+        query is sent once more on the same socket when no answer has come by
+        then, and an answer to either counts: behind a saturated tunnel the
+        first query may have been dropped from a full queue, or its answer is
+        merely late. ``latency`` is always measured from the first send.
 
         Raises ``SourceError`` with kind ``timeout`` (no answer in time),
         ``bad_response`` (junk, a reply to another question, a reply from
@@ -71,16 +84,30 @@ class Resolver:
         except dns.exception.DNSException as e:
             raise SourceError(f"cannot ask for {name!r}: {e}", kind="bad_response") from None
         sock = socket_in(self.netns, family, socket.SOCK_DGRAM)
+        retransmitted = False
         try:
             sock.setblocking(False)  # dnspython requires it for a caller's socket
+            dest = (server, self.port)
+            wire = q.to_wire()
             t0 = time.monotonic()
+            # dnspython's expirations are absolute time.time() values.
+            end = time.time() + timeout
             try:
-                # ignore_errors=False: a malformed reply or a reply to another
-                # question is reported, not silently waited past.
-                r = dns.query.udp(q, server, timeout=timeout, port=self.port, sock=sock)
+                dns.query.send_udp(sock, wire, dest, end)
+                r = None
+                if retransmit_after is not None and 0 < retransmit_after < timeout:
+                    try:
+                        r = self._receive(sock, dest, q, time.time() + retransmit_after)
+                    except dns.exception.Timeout:
+                        dns.query.send_udp(sock, wire, dest, end)
+                        retransmitted = True
+                if r is None:
+                    r = self._receive(sock, dest, q, end)
             except dns.exception.Timeout:
+                again = " (sent twice)" if retransmitted else ""
                 raise SourceError(
-                    f"no answer from {server} for {name} within {timeout:g} s", kind="timeout"
+                    f"no answer from {server} for {name} within {timeout:g} s{again}",
+                    kind="timeout",
                 ) from None
             except dns.query.UnexpectedSource as e:
                 raise SourceError(
@@ -105,4 +132,15 @@ class Resolver:
         addresses = tuple(
             rd.to_text() for rrset in r.answer if rrset.rdtype == want for rd in rrset
         )
-        return DnsAnswer(name, server, dns.rcode.to_text(r.rcode()), addresses, latency)
+        return DnsAnswer(
+            name, server, dns.rcode.to_text(r.rcode()), addresses, latency, retransmitted
+        )
+
+    @staticmethod
+    def _receive(sock: socket.socket, dest: tuple, q: dns.message.Message, expiration: float):
+        # ignore_errors=False: a malformed reply or a reply to another
+        # question is reported, not silently waited past (as dns.query.udp).
+        r, _ = dns.query.receive_udp(sock, dest, expiration, query=q)
+        if not q.is_response(r):
+            raise dns.query.BadResponse
+        return r

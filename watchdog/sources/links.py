@@ -6,9 +6,11 @@ small raw netlink client in ``rtnl.py`` (see there why not pyroute2). A
 missing namespace is a ``SourceError(kind="missing")`` naming it, and is never
 created.
 
-For a WireGuard link the interface counters count decrypted inner traffic
-(what went through the tunnel), unlike the peer counters which count bytes on
-the wire including handshakes.
+For a userspace WireGuard (wireguard-go, boringtun: a TUN device) the
+interface counters count decrypted inner traffic, unlike the peer counters
+which count bytes on the wire including handshakes. The kernel's WireGuard
+counts every message at its wire size on the link too, handshakes included
+(measured in tests/vm); return_path tells them apart by the packet count.
 
 Listening sockets come from NETLINK_SOCK_DIAG (what `ss` reads): they say
 which device a socket is bound to, which qBittorrent's preferences cannot.

@@ -128,7 +128,10 @@ def entered(netns: str | None) -> Iterator[None]:
 
 
 def socket_in(
-    netns: str | None, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM
+    netns: str | None,
+    family: int = socket.AF_INET,
+    type: int = socket.SOCK_STREAM,
+    proto: int = 0,
 ) -> socket.socket:
     """A new socket created inside the named namespace (None: the current one).
 
@@ -136,7 +139,7 @@ def socket_in(
     it never creates one.
     """
     with entered(netns):
-        return socket.socket(family, type)
+        return socket.socket(family, type, proto)
 
 
 def resolv_conf_nameserver(netns: str | None, etc: str = "/etc") -> str | None:

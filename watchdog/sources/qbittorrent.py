@@ -39,7 +39,16 @@ from urllib.parse import urlsplit, urlunsplit
 import qbittorrentapi
 import requests
 from qbittorrentapi import exceptions as qe
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+)
 
+from watchdog.backoff import Backoff
 from watchdog.sources import HttpResponse, QbtState, SourceError, TorrentBrief
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,8 @@ NO_PROXIES = {"http": None, "https": None, "all": None}
 LOGIN_BACKOFF_MIN = 600.0  # seconds after the first failure
 LOGIN_BACKOFF_MAX = 3600.0
 BAN_SECONDS = 3600.0  # qBittorrent's default WebUI\BanDuration
+# A stop or start is sent this often at most before it counts as failed.
+SEND_ATTEMPTS = 2
 
 
 class LoginGate:
@@ -98,7 +109,7 @@ class LoginGate:
         """The wait after the last failure: 10 min, doubling to 1 h; >= 1 h after a ban."""
         if self.failures == 0:
             return 0.0
-        backoff = min(self.backoff_max, self.backoff_min * 2 ** (self.failures - 1))
+        backoff = Backoff(self.backoff_min, self.backoff_max).delay(self.failures)
         return max(backoff, BAN_SECONDS) if self.banned else backoff
 
     def wait_left(self, password: str) -> float:
@@ -528,6 +539,49 @@ class _WebSession:
         return self.client
 
 
+def send_until_shown(
+    what: str,
+    hashes: list[str],
+    send: Callable[[list[str]], object],
+    left_after: Callable[[list[str]], list[str]],
+) -> list[str]:
+    """Send ``what`` for ``hashes``; ``left_after(sent)`` says which do not show it yet.
+
+    Those are sent again, ``SEND_ATTEMPTS`` times in all (a pause sent about
+    1 s after a resume was seen to be lost; sending it again fixes that).
+    Returns the hashes that never showed it.
+    """
+    left = list(hashes)
+
+    def attempt() -> list[str]:
+        nonlocal left
+        send(left)
+        left = left_after(left)
+        return left
+
+    def resend(rs: RetryCallState) -> None:
+        log.warning("qBittorrent: %d torrent(s) did not %s; re-sending", len(left), what)
+
+    return Retrying(
+        stop=stop_after_attempt(SEND_ATTEMPTS),
+        retry=retry_if_result(bool),
+        before_sleep=resend,
+        retry_error_callback=lambda rs: rs.outcome.result(),
+    )(attempt)
+
+
+def poll_until_empty(
+    left_now: Callable[[], list[str]], timeout: float, interval: float
+) -> list[str]:
+    """Ask ``left_now()`` every ``interval`` s until it is empty or ``timeout`` s passed."""
+    return Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(interval),
+        retry=retry_if_result(bool),
+        retry_error_callback=lambda rs: rs.outcome.result(),
+    )(left_now)
+
+
 class Qbittorrent:
     """qBittorrent Web API adapter; thread-safe (one request sequence at a time)."""
 
@@ -664,20 +718,18 @@ class Qbittorrent:
             self._call(
                 "torrents/addTags", lambda: c.torrents_add_tags(tags=tag, torrent_hashes=targets)
             )
-            # torrents_stop sends torrents/pause before Web API 2.11.0 (qBittorrent 4.x),
-            # torrents/stop from 2.11.0 (5.x).
-            self._call("torrents/stop", lambda: c.torrents_stop(torrent_hashes=targets))
 
             def stopped(t: TorrentBrief) -> bool:
                 return t.state in STOPPED_STATES or t.state in UNCONFIRMABLE_STATES
 
-            left = self._wait(targets, stopped)
-            if left:
-                log.warning(
-                    "qBittorrent: %d torrent(s) still running after stop; re-sending", len(left)
-                )
-                self._call("torrents/stop", lambda: c.torrents_stop(torrent_hashes=left))
-                left = self._wait(left, stopped)
+            # torrents_stop sends torrents/pause before Web API 2.11.0 (qBittorrent 4.x),
+            # torrents/stop from 2.11.0 (5.x).
+            left = send_until_shown(
+                "stop",
+                targets,
+                lambda h: self._call("torrents/stop", lambda: c.torrents_stop(torrent_hashes=h)),
+                lambda h: self._wait(h, stopped),
+            )
             if left:
                 raise SourceError(
                     f"qBittorrent: {len(left)} torrent(s) still running after stop was sent twice: "
@@ -701,18 +753,16 @@ class Qbittorrent:
             targets = [t.hash for t in self._torrents() if tag in t.tags]
             if not targets:
                 return []
-            self._call("torrents/start", lambda: c.torrents_start(torrent_hashes=targets))
 
             def started(t: TorrentBrief) -> bool:
                 return t.state not in STOPPED_STATES
 
-            left = self._wait(targets, started)
-            if left:
-                log.warning(
-                    "qBittorrent: %d torrent(s) still stopped after start; re-sending", len(left)
-                )
-                self._call("torrents/start", lambda: c.torrents_start(torrent_hashes=left))
-                left = self._wait(left, started)
+            left = send_until_shown(
+                "start",
+                targets,
+                lambda h: self._call("torrents/start", lambda: c.torrents_start(torrent_hashes=h)),
+                lambda h: self._wait(h, started),
+            )
             if left:
                 raise SourceError(
                     f"qBittorrent: {len(left)} torrent(s) still stopped after start was sent "
@@ -726,23 +776,20 @@ class Qbittorrent:
             return targets
 
     def _wait(self, hashes: list[str], good: Callable[[TorrentBrief], bool]) -> list[str]:
-        """Poll until every torrent is ``good`` and still is ``verify_settle`` s later."""
-        deadline = time.monotonic() + self.verify_timeout
-        settled = False
-        while True:
+        """Poll until every torrent is ``good`` and still is ``verify_settle`` s later;
+        the ones that are not by ``verify_timeout``."""
+
+        def not_yet() -> list[str]:
             now = {t.hash: t for t in self._torrents(hashes)}
             # A torrent that vanished (deleted meanwhile) needs nothing more.
             left = [h for h in hashes if h in now and not good(now[h])]
-            if not left:
-                if settled or self.verify_settle <= 0:
-                    return []
-                settled = True
-                time.sleep(self.verify_settle)
-                continue
-            settled = False
-            if time.monotonic() >= deadline:
-                return left
-            time.sleep(self.poll_interval)
+            if not left and self.verify_settle > 0:
+                time.sleep(self.verify_settle)  # still so a moment later?
+                now = {t.hash: t for t in self._torrents(hashes)}
+                left = [h for h in hashes if h in now and not good(now[h])]
+            return left
+
+        return poll_until_empty(not_yet, self.verify_timeout, self.poll_interval)
 
     def set_binding(self, interface: str, listen_port: int | None = None) -> None:
         """Bind qBittorrent to ``interface`` (and ``listen_port`` when given); verified."""
