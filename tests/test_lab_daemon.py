@@ -40,6 +40,7 @@ DETECT = {
     "bind": {"bind": 2},
     "tunnel-down": {"handshake": 2, "return_path": 2},
     "webui-exposed": {"webui": 3},
+    "ipv6": {"ipv6": 2},
     "qbt-down": {"bind": 2, "webui": 3},
 }
 

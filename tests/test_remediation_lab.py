@@ -311,6 +311,25 @@ def test_tunnel_down_restart_brings_it_back(scenario):
     torrents.finish_download()
 
 
+def test_ipv6_beside_the_tunnel_holds_and_the_tunnel_restart_removes_it(scenario):
+    from watchdog.lab import topology as t
+
+    lab, torrents, make = scenario
+    w = make().start()
+    healthy_and_downloading(lab, torrents, w)
+    lab.break_("ipv6")
+    wait_for("torrents stopped and tagged", torrents.all_held, 60)
+    assert torrents.user_untouched()
+    # No heal: the tunnel's restart (the script's restart-tunnel) turns IPv6
+    # off in the namespace again, which takes the address and routes with it.
+    wait_for("torrents resumed", torrents.all_resumed, 120)
+    routes = lab.exec_in(t.NS_VPN, ["ip", "-6", "route", "show", "table", "all"]).stdout
+    assert routes.strip() == ""
+    assert w.metrics()["qbtvpn_remediations_total"]['action="restart_tunnel"'] >= 1
+    assert torrents.user_untouched()
+    torrents.finish_download()
+
+
 def test_bind_is_reasserted(scenario):
     from watchdog.lab import topology as t
 
