@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
 from tests.procs import wait_for
-from watchdog.sources.qbittorrent import STOPPED_STATES
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
@@ -45,7 +45,7 @@ def free_port() -> int:
 
 def lab_watchdog_config(lab_config: Path, out: Path, port: int, **remediation) -> Path:
     """The lab's generated config with our metrics port and remediation settings."""
-    from watchdog.lab import control
+    from qbt_vpn_watchdog.lab import control
 
     text = lab_config.read_text()
     # Drop the lab's own [remediation] table (we write a complete one below).
@@ -84,7 +84,7 @@ class Watchdog:
         env.pop("NOTIFY_SOCKET", None)
         with open(self.log, "ab") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "watchdog", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(self.config)],
                 stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         wait_for(
@@ -134,7 +134,7 @@ class Watchdog:
 
 
 def make_torrent(tmp: Path, name: str, size: int = 256 * 1024) -> Path:
-    from watchdog.lab import topology as t
+    from qbt_vpn_watchdog.lab import topology as t
 
     data = tmp / name
     data.write_bytes(os.urandom(size))
@@ -151,7 +151,7 @@ class Torrents:
     """The three torrents of a scenario, by role, with qBittorrent's view of them."""
 
     def __init__(self, lab, tmp: Path) -> None:
-        from watchdog.lab import services
+        from qbt_vpn_watchdog.lab import services
 
         self.c = lab.qbt()
         self.save = services.CLIENT_DOWNLOADS / "qvr"
@@ -312,7 +312,7 @@ def test_tunnel_down_restart_brings_it_back(scenario):
 
 
 def test_ipv6_beside_the_tunnel_holds_and_the_tunnel_restart_removes_it(scenario):
-    from watchdog.lab import topology as t
+    from qbt_vpn_watchdog.lab import topology as t
 
     lab, torrents, make = scenario
     w = make().start()
@@ -331,7 +331,7 @@ def test_ipv6_beside_the_tunnel_holds_and_the_tunnel_restart_removes_it(scenario
 
 
 def test_bind_is_reasserted(scenario):
-    from watchdog.lab import topology as t
+    from qbt_vpn_watchdog.lab import topology as t
 
     lab, torrents, make = scenario
     w = make().start()

@@ -23,7 +23,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from watchdog.lab.services import write_qbt_profile
+from qbt_vpn_watchdog.lab.services import write_qbt_profile
 
 SERVER_NS = "airvpn"
 WAN_HOST, WAN_SRV = "vpnwan0", "vpnwan1"
