@@ -20,6 +20,7 @@
   requests,
   pytestCheckHook,
   hypothesis,
+  watchdog, # PyPI's filesystem-events package: a test imports it beside ours
   makeWrapper,
   iproute2,
   wireguard-tools,
@@ -83,6 +84,7 @@ buildPythonApplication {
   nativeCheckInputs = [
     pytestCheckHook
     hypothesis
+    watchdog
   ];
 
   # The build sandbox has no root, no network namespaces and no lab; those
@@ -97,7 +99,7 @@ buildPythonApplication {
     "tests/test_nixos_eval.py"
   ];
 
-  pythonImportsCheck = [ "watchdog" ];
+  pythonImportsCheck = [ "qbt_vpn_watchdog" ];
 
   meta = {
     description = "Watchdog and Prometheus exporter for qBittorrent confined to a WireGuard (AirVPN) tunnel";

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent  # noqa: E402
 from tests.qbt_nox import PASSWORD, USERNAME, QbtNox  # noqa: E402
-from watchdog.sources.qbittorrent import Qbittorrent  # noqa: E402
 
 
 def main() -> None:

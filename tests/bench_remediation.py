@@ -65,7 +65,7 @@ def return_path_rounds(lab: LabHandle, k: int, interval: float | None = None) ->
                 r"(?m)^interval = [\d.]+$", f"interval = {interval}", cfg.read_text(), count=1
             )
             cfg.write_text(text)
-        from watchdog.config import load
+        from qbt_vpn_watchdog.config import load
 
         interval = load(cfg).watchdog.interval
         torrents = Torrents(lab, tmp)
@@ -113,8 +113,8 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    from watchdog.config import load
-    from watchdog.lab import control
+    from qbt_vpn_watchdog.config import load
+    from qbt_vpn_watchdog.lab import control
 
     started_lab = False
     if not control.is_up():
@@ -124,7 +124,7 @@ def main() -> int:
         path = control.up()
         started_lab = True
     else:
-        from watchdog.lab.state import CONFIG_PATH
+        from qbt_vpn_watchdog.lab.state import CONFIG_PATH
 
         path = CONFIG_PATH
     lab = LabHandle(Path(path), 0.0)

@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from watchdog.lab import qbt_versions
-from watchdog.sources.qbittorrent import STOPPED_STATES
+from qbt_vpn_watchdog.lab import qbt_versions
+from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
 
 # The recorded set for each QBT_VERSION.
 RECORDED = {"4.5": "4.5.2", "5.1": "5.1.0"}

@@ -6,9 +6,9 @@ tests against real wireguard-go, dnsmasq, qbittorrent-nox and loopback servers.
 
 from __future__ import annotations
 
-from watchdog.checks import Context
-from watchdog.config import Config
-from watchdog.sources import Listener, SourceError, Sources
+from qbt_vpn_watchdog.checks import Context
+from qbt_vpn_watchdog.config import Config
+from qbt_vpn_watchdog.sources import Listener, SourceError, Sources
 
 
 class Fixed:

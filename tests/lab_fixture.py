@@ -25,27 +25,27 @@ class LabHandle:
     # Addresses and names, for tests that probe the topology directly.
     @property
     def t(self):
-        from watchdog.lab import topology
+        from qbt_vpn_watchdog.lab import topology
 
         return topology
 
     def break_(self, fault: str) -> None:
-        from watchdog.lab import faults
+        from qbt_vpn_watchdog.lab import faults
 
         faults.break_fault(fault)
 
     def heal(self, fault: str | None = None) -> list[str]:
-        from watchdog.lab import faults
+        from qbt_vpn_watchdog.lab import faults
 
         return faults.heal_fault(fault)
 
     def applied(self) -> list[str]:
-        from watchdog.lab import state
+        from qbt_vpn_watchdog.lab import state
 
         return state.applied_faults()
 
     def qbt(self):
-        from watchdog.lab import services
+        from qbt_vpn_watchdog.lab import services
 
         return services.qbt_client()
 
@@ -104,8 +104,8 @@ class LabHandle:
     def run_checks(self, only: list[str] | None = None) -> dict:
         """Every enabled check once against the lab config (the CLI's one-shot path):
         {name: CheckResult}."""
-        from watchdog.cli import run_once
-        from watchdog.config import load
+        from qbt_vpn_watchdog.cli import run_once
+        from qbt_vpn_watchdog.config import load
 
         return {r.check: r for r in run_once(load(self.config_path), only)}
 
@@ -117,7 +117,7 @@ LOCK_WAIT = 900.0  # seconds: another session's lab tests take a few minutes
 def lab():
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    from watchdog.lab import control
+    from qbt_vpn_watchdog.lab import control
 
     # One lab per machine: a concurrent test session waits for this one.
     with control.exclusive(wait=LOCK_WAIT):

@@ -19,7 +19,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
-from watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab import topology as t
 
 BULK_URL = f"http://{t.WHATISMYIP_IP}/bytes/{1 << 34}"
 _LINE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")

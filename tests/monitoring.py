@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from watchdog.metrics import BY_NAME
+from qbt_vpn_watchdog.metrics import BY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "qbt-vpn-watchdog.rules.yml"
@@ -95,7 +95,7 @@ def problems(expr: str, recorded: set[str] = frozenset()) -> list[str]:
     out = []
     for name in sorted(metric_names(expr)):
         if name not in BY_NAME and name not in PROMETHEUS_OWN and name not in recorded:
-            out.append(f"{name}: not in watchdog.metrics.CATALOGUE")
+            out.append(f"{name}: not in qbt_vpn_watchdog.metrics.CATALOGUE")
     for sel in selectors(expr):
         if sel.name is None or sel.name in recorded:
             continue

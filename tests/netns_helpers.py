@@ -19,7 +19,7 @@ import time
 import dns.message
 import dns.query
 
-from watchdog.sources.netns import socket_in
+from qbt_vpn_watchdog.sources.netns import socket_in
 
 
 def sh(*args: str) -> str:

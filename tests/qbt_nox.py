@@ -40,7 +40,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from watchdog.lab import qbt_versions
+from qbt_vpn_watchdog.lab import qbt_versions
 
 USERNAME = "admin"
 PASSWORD = "qvq-test-Pa55word"  # a throwaway WebUI password for tests only

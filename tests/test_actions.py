@@ -18,11 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from qbt_vpn_watchdog import config as config_mod
+from qbt_vpn_watchdog.actions import (
+    ActionError,
+    Remediator,
+    resolve_endpoint,
+    run_command,
+    run_retrying,
+)
+from qbt_vpn_watchdog.sources import Listener, SourceError
 from tests.session_names import SESSION, unique
 from tests.test_policy import CHECKS, ModelQbt, ModelWg, Srcs, res
-from watchdog import config as config_mod
-from watchdog.actions import ActionError, Remediator, resolve_endpoint, run_command, run_retrying
-from watchdog.sources import Listener, SourceError
 
 BAD = {"return_path": "no_return_traffic"}
 
@@ -168,8 +174,8 @@ def test_rebind_without_forwarded_port_keeps_qbittorrents_own_port():
 
 
 def test_rebind_that_opens_no_socket_fails_with_why():
+    from qbt_vpn_watchdog.actions import rebind
     from tests.test_policy import ModelLinks
-    from watchdog.actions import rebind
 
     class Deaf(ModelLinks):
         def tcp_listeners(self, port):
@@ -223,7 +229,7 @@ def test_qbittorrent_down_at_start_then_back():
 def test_stop_failure_is_retried_each_cycle_and_logged_once(caplog):
     d, qbt, wg, _ = make()
     qbt.down = True
-    caplog.set_level(logging.ERROR, "watchdog.actions")
+    caplog.set_level(logging.ERROR, "qbt_vpn_watchdog.actions")
     d.cycle(**BAD)
     d.cycle(**BAD)
     d.cycle(**BAD)
@@ -326,7 +332,7 @@ def test_a_hung_action_times_out_and_counts_as_failed():
 
 def test_observe_mode_says_what_it_would_do(caplog):
     d, qbt, wg, commands = make(mode="observe")
-    caplog.set_level(logging.WARNING, "watchdog.actions")
+    caplog.set_level(logging.WARNING, "qbt_vpn_watchdog.actions")
     d.cycle(**BAD)
     v = d.cycle(**BAD)
     assert v.observe_only and v.state == "restarting" and v.held_stopped == 0
@@ -343,9 +349,9 @@ def test_observe_mode_says_what_it_would_do(caplog):
 def test_observe_mode_would_stop_what_the_adapter_stops(monkeypatch, drift):
     # "would stop N" counts by the adapter's own definition of an active
     # torrent (the one stop_active uses), whatever that definition becomes.
-    from watchdog.metrics import QBT_TORRENT_STATES
-    from watchdog.sources import TorrentBrief
-    from watchdog.sources import qbittorrent as adapter
+    from qbt_vpn_watchdog.metrics import QBT_TORRENT_STATES
+    from qbt_vpn_watchdog.sources import TorrentBrief
+    from qbt_vpn_watchdog.sources import qbittorrent as adapter
 
     if drift:  # qBittorrent grows a state that is not active
         monkeypatch.setattr(adapter, "NOT_ACTIVE_STATES", adapter.NOT_ACTIVE_STATES | {"queuedDL"})
@@ -489,7 +495,7 @@ def wireguard_go():
 
 @pytest.mark.root
 def test_tier1_resets_the_endpoint_of_a_real_wireguard_go(wireguard_go):
-    from watchdog.sources.wireguard import UapiReader
+    from qbt_vpn_watchdog.sources.wireguard import UapiReader
 
     qbt = ModelQbt(1)
     config = config_mod.parse(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qbt_vpn_watchdog.metrics import CATALOGUE
 from tests.monitoring import (
     ALERTMANAGER,
     JOB,
@@ -35,7 +36,6 @@ from tests.monitoring import (
     recording_rules,
     selectors,
 )
-from watchdog.metrics import CATALOGUE
 
 needs_promtool = pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
 needs_amtool = pytest.mark.skipif(not shutil.which("amtool"), reason="amtool not installed")
@@ -231,8 +231,8 @@ def test_the_metric_name_reader_skips_functions_keywords_and_labels():
 def test_reasons_in_the_rules_are_reasons_the_checks_return():
     # Alerts match reasons by name: a reason renamed in a check would silently
     # disable its alert. Compare with the registry.
-    from watchdog.checks import load_all
-    from watchdog.results import COMMON_REASONS, OK
+    from qbt_vpn_watchdog.checks import load_all
+    from qbt_vpn_watchdog.results import COMMON_REASONS, OK
 
     specs = load_all()
     checked = 0

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from watchdog.backoff import Backoff
+from qbt_vpn_watchdog.backoff import Backoff
 
 
 def test_doubles_from_initial_and_stops_at_maximum():

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
+from qbt_vpn_watchdog.checks import bind
+from qbt_vpn_watchdog.config import Config, QbittorrentSection
+from qbt_vpn_watchdog.sources import LinkState, Listener, QbtState, SourceError
 from tests.fakes import FakeLinks, Fixed, context
-from watchdog.checks import bind
-from watchdog.config import Config, QbittorrentSection
-from watchdog.sources import LinkState, Listener, QbtState, SourceError
 
 TESTED: set[str] = set()
 
@@ -178,12 +178,12 @@ def test_every_reason_is_covered():
 @pytest.mark.root
 @pytest.mark.qbittorrent
 def test_against_real_qbittorrent_nox():
+    from qbt_vpn_watchdog.checks import Context
+    from qbt_vpn_watchdog.config import WireguardSection
+    from qbt_vpn_watchdog.sources import Sources
+    from qbt_vpn_watchdog.sources.links import Links
+    from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent
     from tests.qbt_nox import LISTEN_PORT, PASSWORD, USERNAME, QbtNox
-    from watchdog.checks import Context
-    from watchdog.config import WireguardSection
-    from watchdog.sources import Sources
-    from watchdog.sources.links import Links
-    from watchdog.sources.qbittorrent import Qbittorrent
 
     q = QbtNox("bind", root_link=True)
     q.start()

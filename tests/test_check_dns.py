@@ -15,14 +15,14 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-import watchdog.checks.dns  # noqa: F401 - registers the check
+import qbt_vpn_watchdog.checks.dns  # noqa: F401 - registers the check
+from qbt_vpn_watchdog.checks import REGISTRY, Context, Runner
+from qbt_vpn_watchdog.config import parse
+from qbt_vpn_watchdog.results import Outcome
+from qbt_vpn_watchdog.sources import SourceError, Sources
+from qbt_vpn_watchdog.sources.dns import Resolver
 from tests.netns_helpers import dnsmasq, netns, udp_server, veth
 from tests.session_names import unique
-from watchdog.checks import REGISTRY, Context, Runner
-from watchdog.config import parse
-from watchdog.results import Outcome
-from watchdog.sources import SourceError, Sources
-from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root
 
@@ -258,7 +258,7 @@ def test_through_the_runner_no_answer_beats_the_runner_timeout(net, tmp_path):
 
 def test_with_the_real_route_lookup(net):
     # The same decision with the real rtnetlink lookup in the namespace.
-    from watchdog.sources.links import Links as RealLinks
+    from qbt_vpn_watchdog.sources.links import Links as RealLinks
 
     cfg = parse(
         f"""
@@ -287,7 +287,7 @@ def test_with_the_real_route_lookup(net):
 
 
 def test_a_real_answer_becomes_the_check_s_own_series(net, tmp_path):
-    from watchdog.results import CheckResult
+    from qbt_vpn_watchdog.results import CheckResult
 
     o, _ = _run(tmp_path, names=("airvpn.test", "other.test"))
     latency, info = REGISTRY["dns"].render(CheckResult.from_outcome("dns", o, 0.0, 0.1))

@@ -8,16 +8,16 @@ import time
 
 import pytest
 
-import watchdog.checks.exit_ip  # noqa: F401 - registers the check
+import qbt_vpn_watchdog.checks.exit_ip  # noqa: F401 - registers the check
+from qbt_vpn_watchdog.checks import REGISTRY, Context, Runner
+from qbt_vpn_watchdog.checks.exit_ip import parse_whatismyip
+from qbt_vpn_watchdog.config import parse
+from qbt_vpn_watchdog.results import Outcome
+from qbt_vpn_watchdog.sources import Sources
+from qbt_vpn_watchdog.sources.dns import Resolver
+from qbt_vpn_watchdog.sources.http import Http
 from tests.netns_helpers import dnsmasq, http_server, netns
 from tests.session_names import unique
-from watchdog.checks import REGISTRY, Context, Runner
-from watchdog.checks.exit_ip import parse_whatismyip
-from watchdog.config import parse
-from watchdog.results import Outcome
-from watchdog.sources import Sources
-from watchdog.sources.dns import Resolver
-from watchdog.sources.http import Http
 
 NS = unique("qvp-cexit")
 EXIT = "10.99.0.7"

@@ -1,6 +1,6 @@
+from qbt_vpn_watchdog.checks import handshake
+from qbt_vpn_watchdog.sources import SourceError, WgDevice, WgPeer
 from tests.fakes import FakeWireguard, context
-from watchdog.checks import handshake
-from watchdog.sources import SourceError, WgDevice, WgPeer
 
 NOW = 1_000_000.0
 

@@ -2,10 +2,10 @@
 
 import socket
 
+from qbt_vpn_watchdog.checks import classify, ipv6, reason_of
+from qbt_vpn_watchdog.results import UNSAFE
+from qbt_vpn_watchdog.sources import Route, SourceError
 from tests.fakes import FakeLinks, context
-from watchdog.checks import classify, ipv6, reason_of
-from watchdog.results import UNSAFE
-from watchdog.sources import Route, SourceError
 
 
 def run(*routes, error=None):

@@ -7,12 +7,12 @@ import random
 
 import pytest
 
+from qbt_vpn_watchdog.checks import classify, load_all, path_mtu
+from qbt_vpn_watchdog.config import parse
+from qbt_vpn_watchdog.policy import Memory, Settings, decide
+from qbt_vpn_watchdog.results import DEGRADED, CheckResult
+from qbt_vpn_watchdog.sources import LinkState, PathMtu, SourceError
 from tests.fakes import FakeDns, FakeLinks, context
-from watchdog.checks import classify, load_all, path_mtu
-from watchdog.config import parse
-from watchdog.policy import Memory, Settings, decide
-from watchdog.results import DEGRADED, CheckResult
-from watchdog.sources import LinkState, PathMtu, SourceError
 
 GW = "10.128.0.1"
 

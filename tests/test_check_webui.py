@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from qbt_vpn_watchdog.checks import webui
+from qbt_vpn_watchdog.config import (
+    ChecksSection,
+    Config,
+    ExitIpCheck,
+    QbittorrentSection,
+    WebuiCheck,
+)
+from qbt_vpn_watchdog.sources import (
+    HttpResponse,
+    LinkState,
+    QbtState,
+    SourceError,
+    WgDevice,
+    WgPeer,
+)
 from tests.fakes import FakeLinks, FakeWireguard, Fixed, context
-from watchdog.checks import webui
-from watchdog.config import ChecksSection, Config, ExitIpCheck, QbittorrentSection, WebuiCheck
-from watchdog.sources import HttpResponse, LinkState, QbtState, SourceError, WgDevice, WgPeer
 
 TESTED: set[str] = set()
 FORBIDDEN = HttpResponse(403, {"content-type": "text/plain; charset=UTF-8"}, b"Forbidden", 0.002)
@@ -219,13 +232,13 @@ def test_against_real_qbittorrent_nox():
     import dataclasses
     import subprocess
 
+    from qbt_vpn_watchdog.checks import Context
+    from qbt_vpn_watchdog.config import NamespaceSection, WireguardSection
+    from qbt_vpn_watchdog.sources import Sources
+    from qbt_vpn_watchdog.sources.http import Http
+    from qbt_vpn_watchdog.sources.links import Links
+    from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent
     from tests.qbt_nox import PASSWORD, USERNAME, QbtNox
-    from watchdog.checks import Context
-    from watchdog.config import NamespaceSection, WireguardSection
-    from watchdog.sources import Sources
-    from watchdog.sources.http import Http
-    from watchdog.sources.links import Links
-    from watchdog.sources.qbittorrent import Qbittorrent
 
     q = QbtNox("webui", root_link=True)
     q.start()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from watchdog import privileges
-from watchdog.cli import render_table
-from watchdog.config import example_path, load, render_example
-from watchdog.results import CheckResult
+from qbt_vpn_watchdog import privileges
+from qbt_vpn_watchdog.cli import render_table
+from qbt_vpn_watchdog.config import example_path, load, render_example
+from qbt_vpn_watchdog.results import CheckResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ url = "nope"
 
 def cli(*args, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "watchdog", *args], capture_output=True, text=True, timeout=60, **kw
+        [sys.executable, "-m", "qbt_vpn_watchdog", *args], capture_output=True, text=True, timeout=60, **kw
     )
 
 
@@ -81,7 +81,7 @@ def _unprivileged(*args: str, workdir: Path) -> subprocess.CompletedProcess:
     """This CLI as uid/gid 65534 (nobody), which has no capabilities."""
     return subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-         sys.executable, "-m", "watchdog", *args],
+         sys.executable, "-m", "qbt_vpn_watchdog", *args],
         capture_output=True, text=True, timeout=60, cwd=workdir,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip

@@ -6,8 +6,8 @@ import typing
 
 import pytest
 
-from watchdog import config
-from watchdog.config import ConfigError
+from qbt_vpn_watchdog import config
+from qbt_vpn_watchdog.config import ConfigError
 
 
 def _flat(table: dict, path: str = "") -> dict:
@@ -19,7 +19,7 @@ def _flat(table: dict, path: str = "") -> dict:
 
 
 def test_the_shipped_example_is_generated_from_the_schema():
-    # Regenerate with: python -c "from watchdog.config import *; example_path().write_text(render_example())"
+    # Regenerate with: python -c "from qbt_vpn_watchdog.config import *; example_path().write_text(render_example())"
     assert config.example_path().read_text() == config.render_example()
 
 

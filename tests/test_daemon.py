@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.checks import CheckSpec, load_all
-from watchdog.daemon import Daemon
-from watchdog.logs import _JournalFormatter, setup_logging
-from watchdog.metrics import exposed_names
-from watchdog.results import Outcome, RemediationView
-from watchdog.sources import (
+from qbt_vpn_watchdog.checks import CheckSpec, load_all
+from qbt_vpn_watchdog.daemon import Daemon
+from qbt_vpn_watchdog.logs import _JournalFormatter, setup_logging
+from qbt_vpn_watchdog.metrics import exposed_names
+from qbt_vpn_watchdog.results import Outcome, RemediationView
+from qbt_vpn_watchdog.sources import (
     LinkState,
     QbtState,
     SourceError,
@@ -41,7 +41,7 @@ from watchdog.sources import (
     WgDevice,
     WgPeer,
 )
-from watchdog.systemd import Notifier
+from qbt_vpn_watchdog.systemd import Notifier
 
 REPO = Path(__file__).resolve().parent.parent
 PUB = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -670,7 +670,7 @@ def test_history_is_bounded_and_passed_to_the_remediator(tmp_path):
 
 
 def test_state_changes_are_logged_once(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="watchdog.daemon")
+    caplog.set_level(logging.INFO, logger="qbt_vpn_watchdog.daemon")
     d, world, _ = make_daemon(tmp_path, clock=Clock())
     d.run_cycle()
     world.qbt_up = False
@@ -752,7 +752,7 @@ def test_reload_in_process_keeps_state_and_reconfigures_the_remediator(tmp_path)
 
 
 def test_invalid_config_at_start_raises_config_error(tmp_path):
-    from watchdog.config import ConfigError
+    from qbt_vpn_watchdog.config import ConfigError
 
     p = tmp_path / "bad.toml"
     p.write_text("[watchdog]\ninterval = 0\n")
@@ -770,8 +770,8 @@ def test_a_broken_install_fails_at_start_instead_of_observing_only(tmp_path):
         + "".join(f"[checks.{n}]\nenabled = false\n" for n in load_all())
     )
     code = (
-        "import sys; sys.modules['watchdog.actions'] = None\n"
-        "from watchdog.daemon import main; sys.exit(main(sys.argv[1]))"
+        "import sys; sys.modules['qbt_vpn_watchdog.actions'] = None\n"
+        "from qbt_vpn_watchdog.daemon import main; sys.exit(main(sys.argv[1]))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     try:
@@ -782,7 +782,7 @@ def test_a_broken_install_fails_at_start_instead_of_observing_only(tmp_path):
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"still running after 20 s without remediation: {e.stderr}")
     assert p.returncode == 1, p.stderr
-    assert "cannot start" in p.stderr and "watchdog.actions" in p.stderr
+    assert "cannot start" in p.stderr and "qbt_vpn_watchdog.actions" in p.stderr
 
 
 def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch):
@@ -795,8 +795,8 @@ def test_journald_lines_carry_a_priority_and_no_timestamp(tmp_path, monkeypatch)
         root.handlers.clear()
         try:
             setup_logging(stream)
-            logging.getLogger("watchdog.daemon").warning("dns failed: timeout")
-            logging.getLogger("watchdog.daemon").info("dns recovered")
+            logging.getLogger("qbt_vpn_watchdog.daemon").warning("dns failed: timeout")
+            logging.getLogger("qbt_vpn_watchdog.daemon").info("dns recovered")
         finally:
             root.handlers[:] = saved
     assert f.read_text() == "<4>dns failed: timeout\n<6>dns recovered\n"
@@ -947,7 +947,7 @@ def test_the_mode_is_exported_and_healthz_says_observe(tmp_path, mode, caplog):
 
 
 def test_the_start_log_says_observe_mode(running, caplog):
-    caplog.set_level(logging.INFO, "watchdog.daemon")
+    caplog.set_level(logging.INFO, "qbt_vpn_watchdog.daemon")
     running(mode="observe")
     started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("started")]
     assert started and started[0].startswith(

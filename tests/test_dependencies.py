@@ -20,7 +20,7 @@ def _imported_top_levels() -> set[str]:
                 names |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"watchdog"}
+    return names - set(sys.stdlib_module_names) - {"qbt_vpn_watchdog"}
 
 
 def _declared() -> set[str]:

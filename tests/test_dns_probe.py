@@ -10,10 +10,10 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.dns import Resolver
 from tests.netns_helpers import dnsmasq, netns, udp_server
 from tests.session_names import unique
-from watchdog.sources import SourceError
-from watchdog.sources.dns import Resolver
 
 pytestmark = pytest.mark.root
 

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.dns import Resolver
+from qbt_vpn_watchdog.sources.http import Http
 from tests.netns_helpers import dnsmasq, http_server, netns, self_signed_cert
 from tests.session_names import unique
-from watchdog.sources import SourceError
-from watchdog.sources.dns import Resolver
-from watchdog.sources.http import Http
 
 pytestmark = pytest.mark.root
 

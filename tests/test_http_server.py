@@ -1,6 +1,6 @@
 """The HTTP endpoints with real clients: format negotiation, gzip, HEAD, the landing page.
 
-The server is the daemon's (watchdog.http_server) on a loopback port, serving a
+The server is the daemon's (qbt_vpn_watchdog.http_server) on a loopback port, serving a
 full snapshot through the real Exposition; the clients are requests, the
 standard library's http.client and curl.
 """
@@ -22,9 +22,9 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from qbt_vpn_watchdog.http_server import HttpServer
+from qbt_vpn_watchdog.metrics import Exposition
 from tests.test_metrics_collector import full_snapshot
-from watchdog.http_server import HttpServer
-from watchdog.metrics import Exposition
 
 # What Prometheus 2.x sends when it scrapes (scrape.go's acceptHeader, and gzip).
 PROMETHEUS = {

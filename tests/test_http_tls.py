@@ -1,7 +1,7 @@
 """/metrics over HTTPS with basic auth, with real clients: requests, curl, and Prometheus itself.
 
-The server is the daemon's (watchdog.http_server) with the security the [web]
-config section gives (watchdog.web_security), on a loopback port. The
+The server is the daemon's (qbt_vpn_watchdog.http_server) with the security the [web]
+config section gives (qbt_vpn_watchdog.web_security), on a loopback port. The
 certificate is a throwaway one made by openssl for 127.0.0.1.
 """
 
@@ -17,14 +17,14 @@ import pytest
 import requests
 import yaml
 
+from qbt_vpn_watchdog import config
+from qbt_vpn_watchdog.http_server import HttpServer
+from qbt_vpn_watchdog.metrics import Exposition
+from qbt_vpn_watchdog.web_security import WebSecurity, load_web_security
 from tests.monitoring import free_port
 from tests.procs import Proc, wait_for
 from tests.test_metrics_collector import full_snapshot
 from tests.tls_files import self_signed
-from watchdog import config
-from watchdog.http_server import HttpServer
-from watchdog.metrics import Exposition
-from watchdog.web_security import WebSecurity, load_web_security
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from watchdog.lab import cli, control
+from qbt_vpn_watchdog.lab import cli, control
 
 
 def test_needs_root(monkeypatch, capsys):
@@ -39,7 +39,7 @@ def test_unknown_command_is_a_usage_error(capsys):
 @pytest.mark.root
 def test_lab_in_use_is_not_torn_down_by_another_process(lab):
     p = subprocess.run(
-        [sys.executable, "-m", "watchdog.lab", "down"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "qbt_vpn_watchdog.lab", "down"], capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 1
     assert "in use by process" in p.stderr

@@ -16,9 +16,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from watchdog.lab import procs
-from watchdog.lab import topology as t
-from watchdog.lab.state import LOG_DIR, STATE_DIR
+from qbt_vpn_watchdog.lab import procs
+from qbt_vpn_watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab.state import LOG_DIR, STATE_DIR
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
@@ -40,6 +40,7 @@ DETECT = {
     "bind": {"bind": 2},
     "tunnel-down": {"handshake": 2, "return_path": 2},
     "webui-exposed": {"webui": 3},
+    "ipv6": {"ipv6": 2},
     "qbt-down": {"bind": 2, "webui": 3},
 }
 
@@ -87,7 +88,7 @@ def daemon(lab):
     cfg.write_text(text)
     log = open(LOG_DIR / "daemon-observe.log", "ab")  # noqa: SIM115 - handed to the child
     p = subprocess.Popen(
-        [sys.executable, "-m", "watchdog", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(cfg)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -156,7 +157,7 @@ def test_tunnel_down_is_reported_at_once_whatever_the_interval(healed_lab):
     cfg = STATE_DIR / "watchdog-slow.toml"
     cfg.write_text(text)
     p = subprocess.Popen(
-        [sys.executable, "-m", "watchdog", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(cfg)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip

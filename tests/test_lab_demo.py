@@ -7,9 +7,9 @@ return path re-created the tunnel: the link checks failed at once
 
 from __future__ import annotations
 
-from watchdog.checks import REGISTRY, load_all
-from watchdog.lab import faults
-from watchdog.lab.demo import Detection, failing_checks
+from qbt_vpn_watchdog.checks import REGISTRY, load_all
+from qbt_vpn_watchdog.lab import faults
+from qbt_vpn_watchdog.lab.demo import Detection, failing_checks
 
 EXPOSITION = """\
 # HELP qbtvpn_check_reason Why each check last ended as it did: 1 for the current reason.

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from qbt_vpn_watchdog.lab import faults
+from qbt_vpn_watchdog.lab import topology as t
 from tests.procs import wait_for
-from watchdog.lab import faults
-from watchdog.lab import topology as t
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
@@ -337,7 +337,7 @@ def test_a_recreated_tunnel_leaves_qbittorrent_on_the_old_interface(healed_lab):
     # right, and it can reach no peer. The bind check must see it; the rebind
     # the watchdog does must fix it. qBittorrent 5.1 follows the new link by
     # itself (measured: 10 of 10 restarts): there the check must stay ok.
-    from watchdog.lab import control, qbt_versions, services
+    from qbt_vpn_watchdog.lab import control, qbt_versions, services
 
     lab = healed_lab
     control.restart_tunnel()

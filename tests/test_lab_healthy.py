@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from watchdog.config import load
-from watchdog.lab import qbt_versions, services
-from watchdog.lab import topology as t
+from qbt_vpn_watchdog.config import load
+from qbt_vpn_watchdog.lab import qbt_versions, services
+from qbt_vpn_watchdog.lab import topology as t
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
@@ -106,7 +106,7 @@ def test_webui_answers_from_the_root_namespace_over_the_lan_link(lab):
 
 def test_lab_status_reports_the_running_qbittorrent_version(lab):
     p = subprocess.run(
-        [sys.executable, "-m", "watchdog.lab", "status"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "qbt_vpn_watchdog.lab", "status"], capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 0, p.stderr
     reported = json.loads(p.stdout)["qbittorrent_version"]

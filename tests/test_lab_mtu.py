@@ -14,10 +14,10 @@ import time
 
 import pytest
 
+from qbt_vpn_watchdog.lab.faults import MTU_FAULT_INNER_MAX
 from tests.lab_load import scrape
 from tests.procs import wait_for
 from tests.test_remediation_lab import Watchdog, free_port, lab_watchdog_config
-from watchdog.lab.faults import MTU_FAULT_INNER_MAX
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 

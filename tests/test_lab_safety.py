@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.lab import control, state
-from watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab import control, state
+from qbt_vpn_watchdog.lab import topology as t
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -84,7 +84,7 @@ def _leftovers() -> list[str]:
         found.append(str(state.STATE_DIR))
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     for line in ps.splitlines():
-        if any(s in line for s in ("qvl-lab", "wireguard-go -f qvl", "watchdog.lab.whatismyip")):
+        if any(s in line for s in ("qvl-lab", "wireguard-go -f qvl", "qbt_vpn_watchdog.lab.whatismyip")):
             found.append(f"process {line.strip()}")
     return found
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.links import LinkEvents, Links
+from qbt_vpn_watchdog.sources.netlink_thread import NetlinkThread
 from tests.session_names import unique
 from tests.wg_pair import wg_pair_fixture
-from watchdog.sources import SourceError
-from watchdog.sources.links import LinkEvents, Links
-from watchdog.sources.netlink_thread import NetlinkThread
 
 wg_pair = wg_pair_fixture("qvw")  # namespaces qvw<session>-a/-b, interfaces qvw<session>a0/b0
 

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from watchdog.metrics import (
+from qbt_vpn_watchdog.metrics import (
     CATALOGUE,
     QBT_CONNECTION_STATUSES,
     QBT_TORRENT_STATES,
@@ -19,8 +19,8 @@ from watchdog.metrics import (
     SnapshotCollector,
     exposed_names,
 )
-from watchdog.results import OK, REMEDIATION_STATES, CheckResult, RemediationView
-from watchdog.sources import LinkState, QbtState, TorrentBrief, WgDevice, WgPeer
+from qbt_vpn_watchdog.results import OK, REMEDIATION_STATES, CheckResult, RemediationView
+from qbt_vpn_watchdog.sources import LinkState, QbtState, TorrentBrief, WgDevice, WgPeer
 
 T0 = 1_760_000_000.0
 PUB = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="

@@ -10,10 +10,10 @@ import time
 import pytest
 from pyroute2 import netns as pr_netns
 
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.netns import _first_nameserver, resolv_conf_nameserver, socket_in
 from tests.netns_helpers import netns, ns_exists
 from tests.session_names import unique
-from watchdog.sources import SourceError
-from watchdog.sources.netns import _first_nameserver, resolv_conf_nameserver, socket_in
 
 NS = unique("qvp-ns")
 
@@ -101,7 +101,7 @@ def test_path_like_names_are_rejected(bad):
 
 @pytest.mark.root
 def test_a_file_that_is_not_a_namespace_is_missing(tmp_path, monkeypatch):
-    import watchdog.sources.netns as m
+    import qbt_vpn_watchdog.sources.netns as m
 
     (tmp_path / "qvp-notns").write_text("")
     monkeypatch.setattr(m, "NETNS_RUN_DIR", str(tmp_path))

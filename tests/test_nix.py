@@ -114,7 +114,7 @@ def test_package_installs_the_shared_bringup_script():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]
-    assert "vpn-netns.sh" in data["watchdog"]
+    assert "vpn-netns.sh" in data["qbt_vpn_watchdog"]
 
 
 def test_package_ships_the_rules_the_example_and_the_dashboard():
@@ -251,7 +251,7 @@ def test_settings_merge_creates_the_file(tmp_path):
 
 
 def test_vm_test_names_only_catalogued_metrics():
-    from watchdog import metrics
+    from qbt_vpn_watchdog import metrics
 
     text = (ROOT / "nix" / "tests" / "vm-test.nix").read_text()
     used = set(re.findall(r"\b(qbtvpn_[a-z_]+)", text))

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from qbt_vpn_watchdog import config as wconfig
 from tests import nixos_eval
 from tests.nixos_eval import CONFINEMENT, EXAMPLE, WATCHDOG, EvalError, System
-from watchdog import config as wconfig
 
 pytestmark = pytest.mark.skipif(
     nixos_eval.unavailable() is not None, reason=nixos_eval.unavailable() or ""

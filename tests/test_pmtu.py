@@ -15,8 +15,8 @@ import struct
 
 import pytest
 
-from watchdog.sources import PathMtu
-from watchdog.sources.pmtu import (
+from qbt_vpn_watchdog.sources import PathMtu
+from qbt_vpn_watchdog.sources.pmtu import (
     ICMP_ECHO,
     MIN_SIZE,
     SMALL,

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watchdog import config as config_mod
-from watchdog.actions import Remediator
-from watchdog.checks import load_all, names
-from watchdog.policy import (
+from qbt_vpn_watchdog import config as config_mod
+from qbt_vpn_watchdog.actions import Remediator
+from qbt_vpn_watchdog.checks import load_all, names
+from qbt_vpn_watchdog.policy import (
     DEGRADED,
     SAFE,
     UNKNOWN,
@@ -32,8 +32,8 @@ from watchdog.policy import (
     tier_for,
     tripped,
 )
-from watchdog.results import CheckResult
-from watchdog.sources import LinkState, Listener, QbtState, TorrentBrief, WgDevice, WgPeer
+from qbt_vpn_watchdog.results import CheckResult
+from qbt_vpn_watchdog.sources import LinkState, Listener, QbtState, TorrentBrief, WgDevice, WgPeer
 
 CHECKS = names()
 
@@ -504,7 +504,7 @@ class ModelQbt:
 
     def _up(self):
         if self.down:
-            from watchdog.sources import SourceError
+            from qbt_vpn_watchdog.sources import SourceError
 
             raise SourceError("connection refused", kind="unreachable")
 

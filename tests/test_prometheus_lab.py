@@ -91,7 +91,7 @@ def workdir(tmp_path_factory):
 def watchdog(lab, workdir):
     port = free_port()
     cfg = watchdog_config(lab.config_path, workdir / "watchdog.toml", port)
-    proc = Proc([sys.executable, "-m", "watchdog", "run", "--config", str(cfg)], workdir / "wd.log")
+    proc = Proc([sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(cfg)], workdir / "wd.log")
     try:
         wait_for(
             "the watchdog's /metrics",

@@ -14,10 +14,9 @@ import threading
 
 import pytest
 
-from tests.fake_qbittorrent import FakeQbittorrent, recorded, recorded_json
-from watchdog.sources import SourceError
-from watchdog.sources import qbittorrent as qbittorrent_source
-from watchdog.sources.qbittorrent import (
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources import qbittorrent as qbittorrent_source
+from qbt_vpn_watchdog.sources.qbittorrent import (
     BAN_SECONDS,
     NOT_ACTIVE_STATES,
     STOPPED_STATES,
@@ -26,6 +25,7 @@ from watchdog.sources.qbittorrent import (
     parse_tags,
     safe_url,
 )
+from tests.fake_qbittorrent import FakeQbittorrent, recorded, recorded_json
 
 pytestmark = pytest.mark.qbittorrent  # CI runs this file on 4.5 and on 5.1
 
@@ -357,7 +357,7 @@ def test_maindata_that_does_not_fit_starts_over_from_rid_0(fake):
 
 
 def test_maindata_merge_rules():
-    from watchdog.sources.qbittorrent import MainData
+    from qbt_vpn_watchdog.sources.qbittorrent import MainData
 
     m = MainData()
     full = {

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.lab import qbt_versions
-from watchdog.lab.qbt_versions import VersionError
+from qbt_vpn_watchdog.lab import qbt_versions
+from qbt_vpn_watchdog.lab.qbt_versions import VersionError
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_5_1_missing_says_what_to_run(monkeypatch, tmp_path):
 
 
 def test_lab_up_with_a_bad_version_fails_before_touching_anything(monkeypatch, capsys):
-    from watchdog.lab import cli, control
+    from qbt_vpn_watchdog.lab import cli, control
 
     monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
     monkeypatch.setenv("QBT_VERSION", "9.9")
@@ -88,8 +88,8 @@ def test_the_test_client_runs_the_selected_version_and_leaves_nothing():
             capture_output=True, text=True,
         )  # fmt: skip
         assert r.stdout == "403"  # it answers, and wants a login
+        from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent
         from tests.qbt_nox import PASSWORD, USERNAME
-        from watchdog.sources.qbittorrent import Qbittorrent
 
         s = Qbittorrent(a.url, USERNAME, lambda: PASSWORD, 5.0).state()
         assert qbt_versions.matches(s.version, a.version), (s.version, a.version)

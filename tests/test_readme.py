@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from watchdog.config import example_path, render_example
-from watchdog.metrics import CATALOGUE
+from qbt_vpn_watchdog.config import example_path, render_example
+from qbt_vpn_watchdog.metrics import CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -158,7 +158,7 @@ def _check_table(text: str, header: str, columns: int) -> dict[str, set[str]]:
 
 
 def test_the_check_tables_are_the_registry():
-    from watchdog.checks import load_all
+    from qbt_vpn_watchdog.checks import load_all
 
     want = {name: set(spec.reason_names) for name, spec in load_all().items()}
     assert _check_table(README, "| check | fails when | reasons |", 3) == want

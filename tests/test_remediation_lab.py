@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
 from tests.procs import wait_for
-from watchdog.sources.qbittorrent import STOPPED_STATES
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 
@@ -45,7 +45,7 @@ def free_port() -> int:
 
 def lab_watchdog_config(lab_config: Path, out: Path, port: int, **remediation) -> Path:
     """The lab's generated config with our metrics port and remediation settings."""
-    from watchdog.lab import control
+    from qbt_vpn_watchdog.lab import control
 
     text = lab_config.read_text()
     # Drop the lab's own [remediation] table (we write a complete one below).
@@ -84,7 +84,7 @@ class Watchdog:
         env.pop("NOTIFY_SOCKET", None)
         with open(self.log, "ab") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "watchdog", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(self.config)],
                 stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         wait_for(
@@ -134,7 +134,7 @@ class Watchdog:
 
 
 def make_torrent(tmp: Path, name: str, size: int = 256 * 1024) -> Path:
-    from watchdog.lab import topology as t
+    from qbt_vpn_watchdog.lab import topology as t
 
     data = tmp / name
     data.write_bytes(os.urandom(size))
@@ -151,7 +151,7 @@ class Torrents:
     """The three torrents of a scenario, by role, with qBittorrent's view of them."""
 
     def __init__(self, lab, tmp: Path) -> None:
-        from watchdog.lab import services
+        from qbt_vpn_watchdog.lab import services
 
         self.c = lab.qbt()
         self.save = services.CLIENT_DOWNLOADS / "qvr"
@@ -311,8 +311,27 @@ def test_tunnel_down_restart_brings_it_back(scenario):
     torrents.finish_download()
 
 
+def test_ipv6_beside_the_tunnel_holds_and_the_tunnel_restart_removes_it(scenario):
+    from qbt_vpn_watchdog.lab import topology as t
+
+    lab, torrents, make = scenario
+    w = make().start()
+    healthy_and_downloading(lab, torrents, w)
+    lab.break_("ipv6")
+    wait_for("torrents stopped and tagged", torrents.all_held, 60)
+    assert torrents.user_untouched()
+    # No heal: the tunnel's restart (the script's restart-tunnel) turns IPv6
+    # off in the namespace again, which takes the address and routes with it.
+    wait_for("torrents resumed", torrents.all_resumed, 120)
+    routes = lab.exec_in(t.NS_VPN, ["ip", "-6", "route", "show", "table", "all"]).stdout
+    assert routes.strip() == ""
+    assert w.metrics()["qbtvpn_remediations_total"]['action="restart_tunnel"'] >= 1
+    assert torrents.user_untouched()
+    torrents.finish_download()
+
+
 def test_bind_is_reasserted(scenario):
-    from watchdog.lab import topology as t
+    from qbt_vpn_watchdog.lab import topology as t
 
     lab, torrents, make = scenario
     w = make().start()

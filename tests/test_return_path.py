@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, Sample, assess
+from qbt_vpn_watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, Sample, assess
 
 WINDOW = 15.0
 MIN_TX = 1024
@@ -159,10 +159,10 @@ def test_a_verdict_without_a_window_is_pending_and_says_so_in_a_field():
 
 
 def _check_run(history=(), now=1000.0, rx=92, tx=148, inner_tx=0):
+    from qbt_vpn_watchdog.checks import load_all
+    from qbt_vpn_watchdog.results import CheckResult
+    from qbt_vpn_watchdog.sources import LinkState, WgDevice, WgPeer
     from tests.fakes import FakeLinks, FakeWireguard, context
-    from watchdog.checks import load_all
-    from watchdog.results import CheckResult
-    from watchdog.sources import LinkState, WgDevice, WgPeer
 
     dev = WgDevice(
         "wg0", "uapi", None, (WgPeer(KEY, "192.0.2.1:1637", now - 5, rx, tx, ("0.0.0.0/0",)),)
@@ -176,7 +176,7 @@ def _check_run(history=(), now=1000.0, rx=92, tx=148, inner_tx=0):
 
 
 def test_the_check_keeps_its_sample_in_its_state_and_reads_its_history_from_there():
-    from watchdog.checks.return_path import State, pending
+    from qbt_vpn_watchdog.checks.return_path import State, pending
 
     first = _check_run()
     assert isinstance(first.state, State) and first.state.sample.peer_tx == 148

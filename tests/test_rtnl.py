@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from watchdog.sources import SourceError, rtnl
+from qbt_vpn_watchdog.sources import SourceError, rtnl
 
 
 def test_attributes_are_aligned_and_a_short_one_ends_the_list():
@@ -61,7 +61,7 @@ def test_routes_lists_unicast_routes_with_their_device():
     """A real namespace of our own: what `ip -6 route` shows, minus local and blackhole."""
     import subprocess
 
-    from watchdog.sources.links import Links
+    from qbt_vpn_watchdog.sources.links import Links
 
     ns = "qvt-routes"
     if ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:

@@ -1,9 +1,9 @@
 import threading
 import time
 
+from qbt_vpn_watchdog.checks import CheckSpec, Runner, degraded
+from qbt_vpn_watchdog.results import Outcome
 from tests.fakes import FakeWireguard, context
-from watchdog.checks import CheckSpec, Runner, degraded
-from watchdog.results import Outcome
 
 
 def spec(name, fn, reasons=("broken",)):

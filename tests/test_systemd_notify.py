@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from watchdog.systemd import Notifier
+from qbt_vpn_watchdog.systemd import Notifier
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from watchdog.lab.topology import script_path
+from qbt_vpn_watchdog.lab.topology import script_path
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
+from qbt_vpn_watchdog import config
+from qbt_vpn_watchdog.config import ConfigError
+from qbt_vpn_watchdog.web_security import load_web_security
 from tests.tls_files import self_signed
-from watchdog import config
-from watchdog.config import ConfigError
-from watchdog.web_security import load_web_security
 
 needs_openssl = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
 

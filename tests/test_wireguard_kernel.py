@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from pyroute2.netlink.generic.wireguard import WGPEER_F_UPDATE_ONLY, AsyncWireGuard, wgmsg
 
-from tests.fixtures.wireguard import make_kernel_fixtures as fx
-from watchdog.config import Config, WireguardSection
-from watchdog.sources import SourceError
-from watchdog.sources.wireguard import (
+from qbt_vpn_watchdog.config import Config, WireguardSection
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.wireguard import (
     AutoReader,
     KernelReader,
     UapiReader,
@@ -29,6 +28,7 @@ from watchdog.sources.wireguard import (
     make_reader,
     peer_endpoint_update,
 )
+from tests.fixtures.wireguard import make_kernel_fixtures as fx
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wireguard"
 
@@ -226,7 +226,7 @@ def test_failing_kernel_reads_leak_nothing():
 
 LEAN_IMPORT = """
 import sys
-from watchdog.sources.wireguard import KernelReader
+from qbt_vpn_watchdog.sources.wireguard import KernelReader
 KernelReader("qvwk0").close()
 loaded = {m for m in sys.modules if m.startswith("pyroute2")}
 print(len(loaded), "pyroute2.ndb.main" in loaded, "pyroute2.conntrack" in loaded)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from qbt_vpn_watchdog.sources import SourceError, WgDevice
+from qbt_vpn_watchdog.sources.wireguard import UapiReader, parse_uapi_get
 from tests.wg_pair import WgPair, wg_pair_fixture
-from watchdog.sources import SourceError, WgDevice
-from watchdog.sources.wireguard import UapiReader, parse_uapi_get
 
 wg_pair = wg_pair_fixture("qvw")  # namespaces qvw<session>-a/-b, interfaces qvw<session>a0/b0
 

@@ -1,3 +1,3 @@
-from watchdog.cli import main
+from qbt_vpn_watchdog.cli import main
 
 raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The side effects of remediation, and the ``Remediator`` the daemon calls.
 
-``watchdog.policy.decide`` says what to do; this module does it:
+``qbt_vpn_watchdog.policy.decide`` says what to do; this module does it:
 
 * ``stop_torrents``: ``Qbittorrent.stop_active(tag)`` stops every active
   torrent and tags exactly those (the tag is the persistent memory: a restart
@@ -52,13 +52,13 @@ from tenacity import (
     stop_before_delay,
 )
 
-from watchdog import policy
-from watchdog.backoff import Backoff
-from watchdog.config import Config
-from watchdog.results import CheckResult, RemediationView
-from watchdog.sources import LinkReader, QbittorrentClient, SourceError, Sources
-from watchdog.sources.qbittorrent import is_active
-from watchdog.sources.tunnel import on_tunnel, tunnel_peer
+from qbt_vpn_watchdog import policy
+from qbt_vpn_watchdog.backoff import Backoff
+from qbt_vpn_watchdog.config import Config
+from qbt_vpn_watchdog.results import CheckResult, RemediationView
+from qbt_vpn_watchdog.sources import LinkReader, QbittorrentClient, SourceError, Sources
+from qbt_vpn_watchdog.sources.qbittorrent import is_active
+from qbt_vpn_watchdog.sources.tunnel import on_tunnel, tunnel_peer
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class Remediator:
     """Policy + actions, one ``step`` per cycle (called by the daemon after the checks).
 
     It uses ``sources.qbittorrent``, ``sources.links`` and ``sources.wireguard``
-    (the seams in ``watchdog.sources``). ``run_command`` and ``resolve`` are
+    (the seams in ``qbt_vpn_watchdog.sources``). ``run_command`` and ``resolve`` are
     injectable for tests.
     """
 

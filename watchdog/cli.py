@@ -14,9 +14,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from watchdog import __version__, privileges
-from watchdog.config import Config, ConfigError, load, render_example
-from watchdog.results import CheckResult
+from qbt_vpn_watchdog import __version__, privileges
+from qbt_vpn_watchdog.config import Config, ConfigError, load, render_example
+from qbt_vpn_watchdog.results import CheckResult
 
 DEFAULT_CONFIG = os.environ.get("QBT_VPN_WATCHDOG_CONFIG", "/etc/qbt-vpn-watchdog/config.toml")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "lab":
-        from watchdog.lab.cli import main as lab_main
+        from qbt_vpn_watchdog.lab.cli import main as lab_main
 
         return lab_main(argv[1:])
     args = _parser().parse_args(argv)
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # missing password file), with the same exit status as `check`.
         if not privileged("run") or load_or_report(args.config) is None:
             return EXIT_CONFIG
-        from watchdog.daemon import main as daemon_main
+        from qbt_vpn_watchdog.daemon import main as daemon_main
 
         return daemon_main(args.config)
     if args.command == "check":
@@ -118,9 +118,9 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     (its probe went unanswered and the counters need a window), it is run a
     second time after that window instead of passing on no evidence.
     """
-    from watchdog.checks import Context, Runner, load_all
-    from watchdog.checks.return_path import MIN_WINDOW_SECONDS, pending
-    from watchdog.sources.build import build_sources
+    from qbt_vpn_watchdog.checks import Context, Runner, load_all
+    from qbt_vpn_watchdog.checks.return_path import MIN_WINDOW_SECONDS, pending
+    from qbt_vpn_watchdog.sources.build import build_sources
 
     specs = load_all()
     names = [n for n in specs if n in cfg.enabled_checks() and (not only or n in only)]

@@ -714,7 +714,7 @@ def load(path: str | os.PathLike, *, secrets: bool = False) -> Config:
 
 def secret_errors(cfg: Config) -> list[str]:
     """One line per secret file the config names that cannot be used (never its content)."""
-    from watchdog.web_security import load_web_security
+    from qbt_vpn_watchdog.web_security import load_web_security
 
     errors = []
     for check in (lambda: read_password(cfg.qbittorrent), lambda: load_web_security(cfg.web)):

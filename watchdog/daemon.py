@@ -28,19 +28,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from watchdog.checks import CheckSpec, Context, Runner, load_all, ordered
-from watchdog.config import Config, ConfigError
-from watchdog.config import load as load_config
-from watchdog.http_server import HttpServer
-from watchdog.logs import setup_logging
-from watchdog.metrics import Exposition, Snapshot
-from watchdog.results import CheckResult, RemediationView
-from watchdog.sources import Sources
-from watchdog.store import ResultStore
-from watchdog.systemd import Notifier
-from watchdog.web_security import load_web_security
+from qbt_vpn_watchdog.checks import CheckSpec, Context, Runner, load_all, ordered
+from qbt_vpn_watchdog.config import Config, ConfigError
+from qbt_vpn_watchdog.config import load as load_config
+from qbt_vpn_watchdog.http_server import HttpServer
+from qbt_vpn_watchdog.logs import setup_logging
+from qbt_vpn_watchdog.metrics import Exposition, Snapshot
+from qbt_vpn_watchdog.results import CheckResult, RemediationView
+from qbt_vpn_watchdog.sources import Sources
+from qbt_vpn_watchdog.store import ResultStore
+from qbt_vpn_watchdog.systemd import Notifier
+from qbt_vpn_watchdog.web_security import load_web_security
 
-log = logging.getLogger("watchdog.daemon")
+log = logging.getLogger("qbt_vpn_watchdog.daemon")
 
 # A link event (the tunnel deleted, down, an address gone) runs the checks that
 # read the link (``register(..., on_link_event=True)``) at once, instead of
@@ -55,7 +55,7 @@ SourcesFactory = Callable[[Config], Sources]
 
 
 class Remediator(Protocol):
-    """What the loop calls after each cycle (``watchdog.actions.Remediator``)."""
+    """What the loop calls after each cycle (``qbt_vpn_watchdog.actions.Remediator``)."""
 
     def step(
         self, histories: Mapping[str, Sequence[CheckResult]], now: float
@@ -441,14 +441,14 @@ def _listen(cfg: Config) -> tuple[str, int]:
 def main(config_path: str) -> int:
     """``qbt-vpn-watchdog run``: 0 after SIGTERM, 1 cannot start, 2 invalid config."""
     setup_logging()
-    from watchdog.sources.build import build_sources
+    from qbt_vpn_watchdog.sources.build import build_sources
 
     try:
-        from watchdog.actions import Remediator as Actions
+        from qbt_vpn_watchdog.actions import Remediator as Actions
     except ImportError as e:
         # A broken install must not run on protecting nothing (observe mode
         # needs the module too: it says what would be done).
-        log.error("cannot start: remediation (watchdog.actions) cannot be loaded: %s", e)
+        log.error("cannot start: remediation (qbt_vpn_watchdog.actions) cannot be loaded: %s", e)
         return 1
 
     try:

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 
 from prometheus_client.exposition import gzip_accepted
 
-from watchdog import __version__
-from watchdog.web_security import WebSecurity
+from qbt_vpn_watchdog import __version__
+from qbt_vpn_watchdog.web_security import WebSecurity
 
 log = logging.getLogger(__name__)
 

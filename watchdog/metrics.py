@@ -22,12 +22,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from watchdog import __version__
-from watchdog.checks import CheckSpec, load_all
-from watchdog.results import REMEDIATION_STATES, CheckResult, RemediationView
-from watchdog.series import PREFIX, Metric
-from watchdog.series import flag as _b
-from watchdog.series import metric as _m
+from qbt_vpn_watchdog import __version__
+from qbt_vpn_watchdog.checks import CheckSpec, load_all
+from qbt_vpn_watchdog.results import REMEDIATION_STATES, CheckResult, RemediationView
+from qbt_vpn_watchdog.series import PREFIX, Metric
+from qbt_vpn_watchdog.series import flag as _b
+from qbt_vpn_watchdog.series import metric as _m
 
 log = logging.getLogger(__name__)
 

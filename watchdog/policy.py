@@ -2,7 +2,7 @@
 
 ``decide(histories, memory, settings, now, rng)`` looks only at its arguments
 and returns a ``Decision``: the actions to take this cycle, the state to
-report, and the next ``Memory``. ``watchdog.actions.Remediator`` performs the
+report, and the next ``Memory``. ``qbt_vpn_watchdog.actions.Remediator`` performs the
 actions and feeds failures back into the memory. Nothing here does I/O, so the
 rules below are tested exhaustively (tests/test_policy.py).
 
@@ -46,12 +46,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from watchdog.backoff import Backoff
-from watchdog.checks.registry import classify, reason_of
-from watchdog.results import DEGRADED, SAFE, UNKNOWN, UNSAFE, CheckResult
+from qbt_vpn_watchdog.backoff import Backoff
+from qbt_vpn_watchdog.checks.registry import classify, reason_of
+from qbt_vpn_watchdog.results import DEGRADED, SAFE, UNKNOWN, UNSAFE, CheckResult
 
 if TYPE_CHECKING:
-    from watchdog.config import Config
+    from qbt_vpn_watchdog.config import Config
 
 __all__ = ["DEGRADED", "SAFE", "UNKNOWN", "UNSAFE", "classify", "decide"]
 

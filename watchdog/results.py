@@ -23,7 +23,7 @@ TIMEOUT = "timeout"  # the check did not finish within its timeout
 COMMON_REASONS = (ERROR, TIMEOUT)
 
 # How remediation counts a result (each check declares it per reason; see
-# watchdog.checks.registry.Reason and watchdog.policy).
+# qbt_vpn_watchdog.checks.registry.Reason and qbt_vpn_watchdog.policy).
 SAFE = "ok"
 DEGRADED = "degraded"  # reported only
 UNKNOWN = "unknown"  # the watchdog cannot tell: never starts a hold, blocks resuming one

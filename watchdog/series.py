@@ -1,6 +1,6 @@
 """What a series is: its name, type, help and labels, and the family that renders it.
 
-The catalogue (``watchdog.metrics.CATALOGUE``) is built from these: the
+The catalogue (``qbt_vpn_watchdog.metrics.CATALOGUE``) is built from these: the
 watchdog's own series in metrics.py, and each check's series declared in the
 check's own file (``register(..., series=...)``).
 """

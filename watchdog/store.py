@@ -13,14 +13,14 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from watchdog.metrics import Snapshot
-from watchdog.results import UNSAFE, CheckResult, RemediationView
+from qbt_vpn_watchdog.metrics import Snapshot
+from qbt_vpn_watchdog.results import UNSAFE, CheckResult, RemediationView
 
 if TYPE_CHECKING:
-    from watchdog.checks import CheckSpec, Context
-    from watchdog.config import Config
+    from qbt_vpn_watchdog.checks import CheckSpec, Context
+    from qbt_vpn_watchdog.config import Config
 
-log = logging.getLogger("watchdog.daemon")
+log = logging.getLogger("qbt_vpn_watchdog.daemon")
 
 
 class ResultStore:

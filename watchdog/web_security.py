@@ -18,7 +18,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.config import ConfigError, WebSection
+from qbt_vpn_watchdog.config import ConfigError, WebSection
 
 TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
 REALM = "qbt-vpn-watchdog"

@@ -75,10 +75,10 @@ def ok(cond: bool, miss: str = "") -> str:
 
 def cycle_cpu(config: Path, n: int) -> dict[str, float]:
     """Median and p90 CPU ms of the fast checks' cycle, and of all six, in this process."""
-    from watchdog.checks import Context
-    from watchdog.daemon import Daemon as D
-    from watchdog.sources.build import build_sources
-    from watchdog.systemd import Notifier
+    from qbt_vpn_watchdog.checks import Context
+    from qbt_vpn_watchdog.daemon import Daemon as D
+    from qbt_vpn_watchdog.sources.build import build_sources
+    from qbt_vpn_watchdog.systemd import Notifier
 
     d = D(config, build_sources, None, notifier=Notifier(None))
     try:
@@ -167,7 +167,7 @@ def sequential_scrapes(proc: Proc, port: int, n: int) -> dict[str, float]:
 
 
 def measure_at(label: str, base: Path, tmp: Path, args, password: str, ours: dict) -> None:
-    from watchdog.lab import topology as t
+    from qbt_vpn_watchdog.lab import topology as t
 
     print(f"\n[{label}]", flush=True)
     if "cycle" in args.only:
@@ -216,8 +216,8 @@ def measure_at(label: str, base: Path, tmp: Path, args, password: str, ours: dic
 
 
 def stop_resume_all(password: str, interval: float) -> None:
-    from watchdog.lab import topology as t
-    from watchdog.sources.qbittorrent import Qbittorrent
+    from qbt_vpn_watchdog.lab import topology as t
+    from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent
 
     q = Qbittorrent(f"http://{t.LAN_NS_IP}:{t.WEBUI_PORT}", "admin", lambda: password, 30.0,
                     verify_timeout=60.0)  # fmt: skip
@@ -260,9 +260,9 @@ def rss_run(base: Path, tmp: Path, cycles: int) -> None:
 
 
 def detect(base: Path, tmp: Path, k: int) -> None:
+    from qbt_vpn_watchdog.lab import faults
     from tests.bench_remediation import return_path_rounds
     from tests.lab_fixture import LabHandle
-    from watchdog.lab import faults
 
     lab = LabHandle(base, 0.0)
     rows = return_path_rounds(lab, k, 10.0)
@@ -320,7 +320,7 @@ def main() -> int:
         return 2
     args.cycles = 40 if args.quick else 200
     args.scrapes = 50 if args.quick else 250
-    from watchdog.lab import services, topology
+    from qbt_vpn_watchdog.lab import services, topology
 
     started = time.strftime("%Y-%m-%d %H:%M")
     tmp = Path(tempfile.mkdtemp(prefix="qvb-bench-"))
@@ -349,7 +349,7 @@ def main() -> int:
         finally:
             remove_torrents(client)
         if "slow" in args.only:
-            from watchdog.lab import topology as t
+            from qbt_vpn_watchdog.lab import topology as t
 
             print("\n[qBittorrent answering 2 s late]", flush=True)
             proxy = SlowProxy((t.LAN_NS_IP, t.WEBUI_PORT), 2.0)

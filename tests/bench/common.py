@@ -36,8 +36,8 @@ def lab_up() -> Iterator[Path]:
     Always under the lab lock: a lab that is up may be another session's test
     run, whose qBittorrent must not get our torrents in the middle of it.
     """
-    from watchdog.lab import control
-    from watchdog.lab.state import CONFIG_PATH
+    from qbt_vpn_watchdog.lab import control
+    from qbt_vpn_watchdog.lab.state import CONFIG_PATH
 
     with control.exclusive(wait=900):
         if control.is_up():
@@ -77,7 +77,7 @@ def config_for(
 
 class Daemon(Proc):
     def __init__(self, config: Path, port: int, log: Path) -> None:
-        super().__init__([sys.executable, "-m", "watchdog", "run", "--config", str(config)], log)
+        super().__init__([sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(config)], log)
         self.port = port
         wait_for("the daemon's first cycle", lambda: self.metric("qbtvpn_cycles_total") >= 1, 60)
 

@@ -55,7 +55,7 @@ def down() -> None:
 
 
 def ours():
-    from watchdog.sources.links import Links
+    from qbt_vpn_watchdog.sources.links import Links
 
     links = Links(NS)
     return {

@@ -7,4 +7,6 @@ run them there, each directory as one pytest session.
 
 import os
 
-collect_ignore_glob = [] if os.environ.get("QVW_IN_VM") else ["guest/*", "systemd_guest/*"]
+collect_ignore_glob = (
+    [] if os.environ.get("QVW_IN_VM") else ["guest/*", "systemd_guest/*", "reboot_guest/*"]
+)

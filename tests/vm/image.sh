@@ -15,8 +15,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${QVW_VM_CACHE:-/var/cache/qbt-vpn-watchdog/vm}"
 
+stamp="$(cat "$here/init" "$here/image.sh" | sha256sum)"
 if [ "${1:-}" != "--force" ] && [ -s "$cache/VERSION" ] && [ -f "$cache/initramfs.cpio.gz" ] \
-    && [ "$(cat "$cache/init.sha256" 2>/dev/null)" = "$(sha256sum < "$here/init")" ]; then
+    && [ "$(cat "$cache/init.sha256" 2>/dev/null)" = "$stamp" ]; then
     exit 0
 fi
 mkdir -p "$cache"
@@ -60,7 +61,7 @@ done
 # Modules the init needs before the host's root is there, with their
 # dependencies in load order (after that, the host's modprobe loads the rest).
 : > "$work/modules"
-for m in virtio_pci 9pnet_virtio 9p overlay; do
+for m in virtio_pci 9pnet_virtio 9p overlay virtio_blk ext4; do
     modprobe -d "$cache/kernel" -S "$version" --show-depends "$m" | while read -r kind path _; do
         [ "$kind" = insmod ] || continue
         name="$(basename "$path")"
@@ -73,6 +74,6 @@ cp "$here/init" "$work/init"
 chmod +x "$work/init"
 (cd "$work" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > initramfs.cpio.gz.new
 mv initramfs.cpio.gz.new initramfs.cpio.gz
-sha256sum < "$here/init" > init.sha256
+echo "$stamp" > init.sha256
 echo "$version" > VERSION
 echo "image.sh: kernel $version and initramfs ready in $cache"

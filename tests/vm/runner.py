@@ -32,6 +32,10 @@ powers off through systemd. Files given in ``overlay`` (guest path -> text;
 ``symlinks``: guest path -> target) are put on the guest's root first:
 units, and ``qvw.target.wants/`` links to start them at boot.
 
+``state_disk`` (an ext4 image, ``make_state_disk``) holds the overlay's upper
+directory instead of a tmpfs: boot twice with the same one and the second boot
+finds what the first wrote (a reboot, with the host's root still read-only).
+
 ``python -m tests.vm.runner [--systemd] COMMAND...`` runs one command in the VM.
 """
 
@@ -116,7 +120,7 @@ class Vm:
                 return f"no {self.cache / name}: run tests/vm/image.sh (scripts/setup.sh does)"
         return None
 
-    def qemu_argv(self, job: Path, mode: str) -> list[str]:
+    def qemu_argv(self, job: Path, mode: str, state_disk: Path | None = None) -> list[str]:
         append = [
             "console=ttyS0",
             "panic=-1",  # a panic reboots, and -no-reboot turns that into QEMU exiting
@@ -127,6 +131,10 @@ class Vm:
         ]
         if mode == "systemd":
             append += ["systemd.unit=qvw.target", "systemd.show_status=error"]
+        disk: list[str] = []
+        if state_disk is not None:
+            append.append("qvw.state=1")
+            disk = ["-drive", f"file={state_disk},if=virtio,format=raw"]
         return [
             QEMU,
             "-accel", "tcg", "-cpu", "max",
@@ -141,6 +149,7 @@ class Vm:
             "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
             "-fsdev", f"local,id=job,path={job},security_model=none,multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=job,mount_tag=job",
+            *disk,
         ]  # fmt: skip
 
     def run(
@@ -151,6 +160,7 @@ class Vm:
         mode: str = "command",
         overlay: dict[str, str] | None = None,
         symlinks: dict[str, str] | None = None,
+        state_disk: Path | None = None,
         on_output=None,
     ) -> VmResult:
         """Boot, run ``command`` (bash) as root in the guest, power off; never raises on failure.
@@ -181,7 +191,7 @@ class Vm:
         console.touch()
         started = time.monotonic()
         proc = subprocess.Popen(
-            self.qemu_argv(job, mode),
+            self.qemu_argv(job, mode, state_disk),
             stdin=subprocess.DEVNULL,
             stdout=open(job / "qemu.log", "wb"),  # noqa: SIM115 - closed with the process
             stderr=subprocess.STDOUT,
@@ -220,6 +230,14 @@ class Vm:
             job=job,
             timed_out=timed_out,
         )
+
+
+def make_state_disk(path: Path, mib: int = 256) -> Path:
+    """An empty ext4 image for ``Vm.run(state_disk=...)``."""
+    with open(path, "wb") as f:
+        f.truncate(mib << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(path)], check=True, capture_output=True)
+    return path
 
 
 def main(argv: list[str]) -> int:

@@ -23,7 +23,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from watchdog.lab.services import write_qbt_profile
+from qbt_vpn_watchdog.lab.services import write_qbt_profile
 
 SERVER_NS = "airvpn"
 WAN_HOST, WAN_SRV = "vpnwan0", "vpnwan1"
@@ -109,10 +109,23 @@ restart_backoff_initial = 5.0
 """
 
 
-def main() -> None:
+STATE = Path("/var/lib/qvw-airvpn")  # the server's side of the keys, kept across a reboot
+
+
+def host_config() -> tuple[str, str, str]:
+    """The host's config (first boot only) and the server's keys: (server key, psk, client pub)."""
+    if (STATE / "server.key").exists():  # a reboot: the host keeps its config, the server its keys
+        return tuple((STATE / n).read_text() for n in ("server.key", "psk", "client.pub"))  # type: ignore[return-value]
     server_key, client_key, psk = run("wg", "genkey"), run("wg", "genkey"), run("wg", "genpsk")
     server_pub = run("wg", "pubkey", input=server_key).strip()
-    client_pub = run("wg", "pubkey", input=client_key).strip()
+    client_pub = run("wg", "pubkey", input=client_key)
+    write_host_config(server_pub, client_key, psk)
+    for name, text in (("server.key", server_key), ("psk", psk), ("client.pub", client_pub)):
+        secret(STATE / name, text)
+    return server_key, psk, client_pub
+
+
+def write_host_config(server_pub: str, client_key: str, psk: str) -> None:
     secret(ETC_VPN / "airvpn.key", client_key)
     secret(
         ETC_VPN / "airvpn.conf",
@@ -135,7 +148,11 @@ def main() -> None:
         save_path=PROFILE / "downloads",
     )
 
-    # The server side.
+
+def main() -> None:
+    server_key, psk, client_pub = host_config()
+    client_pub = client_pub.strip()
+    # The server side (network namespaces do not survive a reboot: made at every boot).
     run("ip", "netns", "add", SERVER_NS)
     run("ip", "link", "add", WAN_HOST, "type", "veth", "peer", "name", WAN_SRV, "netns", SERVER_NS)
     run("ip", "addr", "add", WAN_HOST_ADDR, "dev", WAN_HOST)

@@ -100,6 +100,39 @@ def test_systemd_session_in_vm():
         shutil.rmtree(r.job, ignore_errors=True)
 
 
+@pytest.mark.systemd_vm
+def test_reboot_comes_back_healthy(tmp_path):
+    vm = Vm()
+    problem = vm.missing()
+    if problem:
+        pytest.skip(f"kernel VM not set up: {problem}")
+    from tests.vm.runner import make_state_disk
+
+    disk = make_state_disk(tmp_path / "state.img")
+    files, links = install()
+    seconds = []
+    for boot in ("first", "second"):
+        command = (
+            f"cd {REPO} && exec {sys.executable} -m pytest -q -p no:cacheprovider -rA"
+            f" --junitxml=/run/qvw-job/junit.xml tests/vm/reboot_guest -k {boot}_boot"
+        )
+        r = vm.run(
+            command, mode="systemd", overlay=files, symlinks=links, state_disk=disk,
+            timeout=SESSION_TIMEOUT,
+        )  # fmt: skip
+        try:
+            junit = r.job / "junit.xml"
+            assert junit.exists(), (
+                f"{boot} boot: no results (exit {r.exit_code}):\n{r.console[-6000:]}"
+            )
+            cases = junit_cases(junit)
+            assert [o for o, _ in cases.values()] == ["passed"], f"{boot} boot: {cases}"
+            seconds.append(r.seconds)
+        finally:
+            shutil.rmtree(r.job, ignore_errors=True)
+    print(f"reboot: first boot {seconds[0]:.0f} s, second boot {seconds[1]:.0f} s")
+
+
 def test_readme_gives_the_tested_watchdog_unit():
     # What the systemd VM runs is what docs/systemd.md tells a user to install.
     import re

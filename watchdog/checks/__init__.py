@@ -15,8 +15,8 @@ section in ``config.ChecksSection``, and a test; ``load_all`` finds it.
 
 from __future__ import annotations
 
-from watchdog.checks.context import Context
-from watchdog.checks.registry import (
+from qbt_vpn_watchdog.checks.context import Context
+from qbt_vpn_watchdog.checks.registry import (
     REGISTRY,
     CheckFn,
     CheckSpec,
@@ -31,7 +31,7 @@ from watchdog.checks.registry import (
     unknown,
     unsafe,
 )
-from watchdog.checks.runner import Runner
+from qbt_vpn_watchdog.checks.runner import Runner
 
 __all__ = [
     "REGISTRY", "CheckFn", "CheckSpec", "Context", "Reason", "Runner", "classify", "degraded",

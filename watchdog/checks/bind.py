@@ -32,10 +32,10 @@ watchdog's rebind moves the listen port away and back, which opens new sockets.
 
 from __future__ import annotations
 
-from watchdog.checks import Context, degraded, register, unknown, unsafe
-from watchdog.results import UNSAFE, Outcome
-from watchdog.sources import LinkState, Listener, QbtState, SourceError
-from watchdog.sources.tunnel import ip_of, on_tunnel, routable
+from qbt_vpn_watchdog.checks import Context, degraded, register, unknown, unsafe
+from qbt_vpn_watchdog.results import UNSAFE, Outcome
+from qbt_vpn_watchdog.sources import LinkState, Listener, QbtState, SourceError
+from qbt_vpn_watchdog.sources.tunnel import ip_of, on_tunnel, routable
 
 # qBittorrent unreachable moves no traffic: unknown (blocks resuming, never starts a hold).
 # The socket problems (not_listening, stale_listener) cannot leak: nothing is

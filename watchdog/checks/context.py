@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from watchdog.results import CheckResult
-from watchdog.sources import Sources
+from qbt_vpn_watchdog.results import CheckResult
+from qbt_vpn_watchdog.sources import Sources
 
 if TYPE_CHECKING:
-    from watchdog.config import Config
-    from watchdog.sources import (
+    from qbt_vpn_watchdog.config import Config
+    from qbt_vpn_watchdog.sources import (
         DnsAnswer,
         HttpResponse,
         LinkState,
@@ -88,7 +88,7 @@ class Context:
 
     def resolver(self) -> str | None:
         """The VPN's resolver (``sources.dns.vpn_resolver``: the one rule for picking it)."""
-        from watchdog.sources.dns import vpn_resolver
+        from qbt_vpn_watchdog.sources.dns import vpn_resolver
 
         return self._once("resolver", lambda: vpn_resolver(self.config, self.sources.dns))
 

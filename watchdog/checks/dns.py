@@ -31,10 +31,10 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from watchdog.checks import Context, degraded, register, unsafe
-from watchdog.results import UNKNOWN, CheckResult, Outcome
-from watchdog.series import metric
-from watchdog.sources import SourceError
+from qbt_vpn_watchdog.checks import Context, degraded, register, unsafe
+from qbt_vpn_watchdog.results import UNKNOWN, CheckResult, Outcome
+from qbt_vpn_watchdog.series import metric
+from qbt_vpn_watchdog.sources import SourceError
 
 LATENCY_PREFIX = "latency_seconds:"
 

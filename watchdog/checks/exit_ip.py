@@ -24,10 +24,10 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from watchdog.checks import Context, degraded, register, unsafe
-from watchdog.results import UNKNOWN, CheckResult, Outcome
-from watchdog.series import metric
-from watchdog.sources import SourceError
+from qbt_vpn_watchdog.checks import Context, degraded, register, unsafe
+from qbt_vpn_watchdog.results import UNKNOWN, CheckResult, Outcome
+from qbt_vpn_watchdog.series import metric
+from qbt_vpn_watchdog.sources import SourceError
 
 MAX_BYTES = 64 * 1024
 # An exit that is the host's own, or not the VPN's, is a leak: unsafe. The

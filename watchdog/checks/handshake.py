@@ -9,10 +9,10 @@ box had one): that is the ``return_path`` check's job.
 
 from __future__ import annotations
 
-from watchdog.checks import Context, register, unsafe
-from watchdog.results import UNSAFE, Outcome
-from watchdog.sources import SourceError
-from watchdog.sources.tunnel import tunnel_peer
+from qbt_vpn_watchdog.checks import Context, register, unsafe
+from qbt_vpn_watchdog.results import UNSAFE, Outcome
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.tunnel import tunnel_peer
 
 
 @register(

@@ -21,9 +21,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from watchdog.checks import Context, register, unknown, unsafe
-from watchdog.results import Outcome
-from watchdog.sources import Route, SourceError
+from qbt_vpn_watchdog.checks import Context, register, unknown, unsafe
+from qbt_vpn_watchdog.results import Outcome
+from qbt_vpn_watchdog.sources import Route, SourceError
 
 _SHOWN = 5  # routes named in the detail; the count says how many there are
 

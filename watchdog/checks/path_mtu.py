@@ -11,7 +11,7 @@ MTU, and a small one, to the VPN's gateway (``checks.path_mtu.target``, by
 default the VPN's resolver, which on AirVPN is the gateway); the reply is as
 large as the request, so one answer proves both directions. How it measures,
 which way fails and how the largest passing size is found: see
-``watchdog.sources.pmtu``.
+``qbt_vpn_watchdog.sources.pmtu``.
 
 Reasons:
 
@@ -41,10 +41,10 @@ job, which the alert and docs/runbook.md#qbtvpntunnelmtublackhole say how to do.
 
 from __future__ import annotations
 
-from watchdog.checks import Context, degraded, register
-from watchdog.results import DEGRADED, CheckResult, Outcome
-from watchdog.series import metric
-from watchdog.sources import SourceError
+from qbt_vpn_watchdog.checks import Context, degraded, register
+from qbt_vpn_watchdog.results import DEGRADED, CheckResult, Outcome
+from qbt_vpn_watchdog.series import metric
+from qbt_vpn_watchdog.sources import SourceError
 
 REASONS = (degraded("large_packets_lost"), degraded("no_echo"), degraded("not_measured"))
 # The check's own budget is under the runner's timeout, so that a long search

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from watchdog.results import (
+from qbt_vpn_watchdog.results import (
     COMMON_REASONS,
     DEGRADED,
     ERROR,
@@ -32,8 +32,8 @@ from watchdog.results import (
 )
 
 if TYPE_CHECKING:
-    from watchdog.checks.context import Context
-    from watchdog.series import Metric
+    from qbt_vpn_watchdog.checks.context import Context
+    from qbt_vpn_watchdog.series import Metric
 
 CheckFn = Callable[["Context"], Outcome]
 # A check's own series from its latest result (None: it has not run yet):
@@ -153,11 +153,11 @@ def load_all() -> dict[str, CheckSpec]:
     global _loaded
     if _loaded:
         return REGISTRY
-    import watchdog.checks as pkg
+    import qbt_vpn_watchdog.checks as pkg
 
     for m in pkgutil.iter_modules(pkg.__path__):
         if m.name not in _NOT_CHECKS:
-            importlib.import_module(f"watchdog.checks.{m.name}")
+            importlib.import_module(f"qbt_vpn_watchdog.checks.{m.name}")
     ordered = sorted(REGISTRY.values(), key=lambda s: (s.order, s.name))
     if list(REGISTRY) != [s.name for s in ordered]:
         items = [(s.name, s) for s in ordered]

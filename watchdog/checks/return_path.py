@@ -36,10 +36,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watchdog.checks import Context, register, unsafe
-from watchdog.results import UNSAFE, CheckResult, Outcome
-from watchdog.sources import SourceError
-from watchdog.sources.tunnel import tunnel_peer
+from qbt_vpn_watchdog.checks import Context, register, unsafe
+from qbt_vpn_watchdog.results import UNSAFE, CheckResult, Outcome
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.tunnel import tunnel_peer
 
 HANDSHAKE_RESPONSE_BYTES = 92
 # KEEPALIVE_TIMEOUT (10 s) + a margin for the probe's own timeout and scheduling.

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 
-from watchdog.checks.context import Context
-from watchdog.checks.registry import CheckSpec
-from watchdog.results import COMMON_REASONS, ERROR, TIMEOUT, CheckResult, Outcome
+from qbt_vpn_watchdog.checks.context import Context
+from qbt_vpn_watchdog.checks.registry import CheckSpec
+from qbt_vpn_watchdog.results import COMMON_REASONS, ERROR, TIMEOUT, CheckResult, Outcome
 
-log = logging.getLogger("watchdog.checks")
+log = logging.getLogger("qbt_vpn_watchdog.checks")
 
 
 class Runner:

@@ -28,11 +28,11 @@ import ipaddress
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from watchdog.checks import Context, degraded, register
-from watchdog.checks.bind import source_reason
-from watchdog.results import DEGRADED, Outcome
-from watchdog.sources import HttpResponse, SourceError
-from watchdog.sources.tunnel import routable, tunnel_peer
+from qbt_vpn_watchdog.checks import Context, degraded, register
+from qbt_vpn_watchdog.checks.bind import source_reason
+from qbt_vpn_watchdog.results import DEGRADED, Outcome
+from qbt_vpn_watchdog.sources import HttpResponse, SourceError
+from qbt_vpn_watchdog.sources.tunnel import routable, tunnel_peer
 
 # All reported, never acted on. ``exposed`` is a security problem, but stopping
 # torrents does not close the WebUI and it does not leak torrent traffic: it is

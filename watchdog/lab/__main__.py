@@ -1,5 +1,5 @@
 import sys
 
-from watchdog.lab.cli import main
+from qbt_vpn_watchdog.lab.cli import main
 
 raise SystemExit(main(sys.argv[1:]))

@@ -24,7 +24,7 @@ All need root. Faults: {faults}
 
 
 def _usage() -> str:
-    from watchdog.lab.faults import FAULTS
+    from qbt_vpn_watchdog.lab.faults import FAULTS
 
     return USAGE.format(faults=", ".join(FAULTS))
 
@@ -39,8 +39,8 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    from watchdog.lab import control, faults, qbt_versions, services
-    from watchdog.lab.topology import LabError
+    from qbt_vpn_watchdog.lab import control, faults, qbt_versions, services
+    from qbt_vpn_watchdog.lab.topology import LabError
 
     cmd, args = argv[0], argv[1:]
     try:
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
             control.restart_tunnel()
             return 0
         if cmd == "demo" and not args:
-            from watchdog.lab.demo import demo
+            from qbt_vpn_watchdog.lab.demo import demo
 
             with control.exclusive():
                 return demo()
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
 
 
 def _require_up(control) -> None:
-    from watchdog.lab.topology import LabError
+    from qbt_vpn_watchdog.lab.topology import LabError
 
     if not control.is_up():
         raise LabError("the lab is not up (run `qbt-vpn-watchdog lab up`)")

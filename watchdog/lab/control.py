@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from watchdog.lab import faults, procs, qbt_versions, services, state
-from watchdog.lab import topology as t
-from watchdog.lab.state import CONFIG_PATH, STATE_DIR
+from qbt_vpn_watchdog.lab import faults, procs, qbt_versions, services, state
+from qbt_vpn_watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab.state import CONFIG_PATH, STATE_DIR
 
 # The lab is one per machine. Whoever builds or tears it down (a test session,
 # the demo, `lab up`/`lab down`) holds this lock meanwhile, so two test sessions
@@ -131,7 +131,7 @@ def restart_tunnel() -> None:
 
 
 def restart_command() -> list[str]:
-    return [sys.executable, "-m", "watchdog.lab", "restart-tunnel"]
+    return [sys.executable, "-m", "qbt_vpn_watchdog.lab", "restart-tunnel"]
 
 
 def _toml_list(items) -> str:

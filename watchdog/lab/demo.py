@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from watchdog.lab import control, faults, procs, services
-from watchdog.lab import topology as t
-from watchdog.lab.state import LOG_DIR, PID_DIR
-from watchdog.results import OK
+from qbt_vpn_watchdog.lab import control, faults, procs, services
+from qbt_vpn_watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab.state import LOG_DIR, PID_DIR
+from qbt_vpn_watchdog.results import OK
 
 METRICS = f"http://127.0.0.1:{t.METRICS_PORT}"
 # Loopback only, and never through a proxy from the environment.
@@ -160,7 +160,7 @@ def start_daemon(config: str) -> int:
     PID_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
     p = subprocess.Popen(
-        [sys.executable, "-m", "watchdog", "run", "--config", config],
+        [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", config],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -201,7 +201,7 @@ def demo() -> int:
             time.sleep(0.3)
         say(f"   {torrent_states()}")
 
-        say(f"\n2. Starting the watchdog: {sys.executable} -m watchdog run --config {config}")
+        say(f"\n2. Starting the watchdog: {sys.executable} -m qbt_vpn_watchdog run --config {config}")
         start_daemon(config)
         say(
             f"   metrics: {METRICS}/metrics   health: {METRICS}/healthz   log: {LOG_DIR}/daemon.log"

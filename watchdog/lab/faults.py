@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from watchdog.lab import procs, services, state
-from watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab import procs, services, state
+from qbt_vpn_watchdog.lab import topology as t
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from watchdog.lab.state import LOG_DIR, PID_DIR
+from qbt_vpn_watchdog.lab.state import LOG_DIR, PID_DIR
 
 # What each recorded process runs, to recognise it in /proc before signalling.
 PROGRAMS = ("wireguard-go", "dnsmasq", "qbittorrent-nox", "python")

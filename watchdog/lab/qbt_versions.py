@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from watchdog.lab.topology import LabError
+from qbt_vpn_watchdog.lab.topology import LabError
 
 ENV = "QBT_VERSION"
 VERSIONS = ("4.5", "5.1")

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from watchdog.lab import procs, qbt_versions
-from watchdog.lab import topology as t
-from watchdog.lab.state import FAULT_DIR, PASSWORD_FILE, QBT_VERSION_FILE, STATE_DIR, WG_DIR
+from qbt_vpn_watchdog.lab import procs, qbt_versions
+from qbt_vpn_watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab.state import FAULT_DIR, PASSWORD_FILE, QBT_VERSION_FILE, STATE_DIR, WG_DIR
 
 SEED_DIR = STATE_DIR / "seed"
 TORRENT_NAME = "qvl-test.bin"
@@ -126,7 +126,7 @@ def start_whatismyip() -> None:
             [
                 sys.executable,
                 "-m",
-                "watchdog.lab.whatismyip",
+                "qbt_vpn_watchdog.lab.whatismyip",
                 "--bind",
                 t.WHATISMYIP_IP,
                 "--port",
@@ -321,9 +321,9 @@ def rebind_client_qbt() -> None:
     """
     if not procs.running("client-qbt", "qbittorrent-nox"):
         return
-    from watchdog.actions import rebind
-    from watchdog.sources.links import Links
-    from watchdog.sources.qbittorrent import Qbittorrent
+    from qbt_vpn_watchdog.actions import rebind
+    from qbt_vpn_watchdog.sources.links import Links
+    from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent
 
     qbt = Qbittorrent(f"http://{t.LAN_NS_IP}:{t.WEBUI_PORT}", USERNAME, client_password, 5.0)
     links = Links(t.NS_VPN)

@@ -19,7 +19,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from watchdog.lab.state import LOG_DIR, PID_DIR, WG_DIR
+from qbt_vpn_watchdog.lab.state import LOG_DIR, PID_DIR, WG_DIR
 
 # Namespaces. The confined one plays the host's "vpn" namespace.
 NS_VPN = "qvl-vpn"
@@ -130,7 +130,7 @@ def link_exists(name: str, netns: str | None = None) -> bool:
 
 
 def script_path() -> Path:
-    return Path(str(resources.files("watchdog").joinpath("vpn-netns.sh")))
+    return Path(str(resources.files("qbt_vpn_watchdog").joinpath("vpn-netns.sh")))
 
 
 def client_conf() -> Path:

@@ -8,7 +8,7 @@ traffic through the tunnel: ``GET /bytes/N`` sends N bytes (full-size TCP
 segments: what an MTU black hole swallows), ``POST /sink`` reads the body and
 answers how many bytes arrived.
 
-    python -m watchdog.lab.whatismyip --bind ADDR --port 80 --fault-file PATH
+    python -m qbt_vpn_watchdog.lab.whatismyip --bind ADDR --port 80 --fault-file PATH
 """
 
 from __future__ import annotations

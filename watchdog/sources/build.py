@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from functools import partial
 
-from watchdog.config import Config, read_password
-from watchdog.sources import Sources
+from qbt_vpn_watchdog.config import Config, read_password
+from qbt_vpn_watchdog.sources import Sources
 
 
 def build_sources(cfg: Config) -> Sources:
-    from watchdog.sources.dns import Resolver, vpn_resolver
-    from watchdog.sources.http import Http
-    from watchdog.sources.links import LinkEvents, Links
-    from watchdog.sources.pmtu import PathMtuProbe
-    from watchdog.sources.qbittorrent import Qbittorrent
-    from watchdog.sources.wireguard import make_reader
+    from qbt_vpn_watchdog.sources.dns import Resolver, vpn_resolver
+    from qbt_vpn_watchdog.sources.http import Http
+    from qbt_vpn_watchdog.sources.links import LinkEvents, Links
+    from qbt_vpn_watchdog.sources.pmtu import PathMtuProbe
+    from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent
+    from qbt_vpn_watchdog.sources.wireguard import make_reader
 
     netns = cfg.netns
     resolver = Resolver(netns)

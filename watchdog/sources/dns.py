@@ -18,12 +18,12 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from watchdog.sources import DnsAnswer, SourceError
-from watchdog.sources.netns import resolv_conf_nameserver, socket_in
+from qbt_vpn_watchdog.sources import DnsAnswer, SourceError
+from qbt_vpn_watchdog.sources.netns import resolv_conf_nameserver, socket_in
 
 if TYPE_CHECKING:
-    from watchdog.config import Config
-    from watchdog.sources import DnsClient
+    from qbt_vpn_watchdog.config import Config
+    from qbt_vpn_watchdog.sources import DnsClient
 
 
 def vpn_resolver(config: Config, dns: DnsClient) -> str | None:

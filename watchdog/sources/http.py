@@ -16,8 +16,8 @@ import ssl
 import time
 from urllib.parse import urlsplit
 
-from watchdog.sources import HttpResponse, SourceError
-from watchdog.sources.netns import socket_in
+from qbt_vpn_watchdog.sources import HttpResponse, SourceError
+from qbt_vpn_watchdog.sources.netns import socket_in
 
 USER_AGENT = "qbt-vpn-watchdog"
 _CHUNK = 16384

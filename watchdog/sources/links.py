@@ -26,8 +26,8 @@ import socket
 import threading
 from collections.abc import Callable
 
-from watchdog.sources import LinkState, Listener, Route, SourceError, rtnl
-from watchdog.sources.netns import netns_ident
+from qbt_vpn_watchdog.sources import LinkState, Listener, Route, SourceError, rtnl
+from qbt_vpn_watchdog.sources.netns import netns_ident
 
 IFF_UP = 0x1
 # Operational states that mean "cannot pass traffic". A WireGuard or TUN link

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from watchdog.sources import SourceError
-from watchdog.sources.netns import netns_ident  # noqa: F401 - re-exported for callers
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.netns import netns_ident  # noqa: F401 - re-exported for callers
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources import SourceError
 
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` bind-mounts namespaces
 CLONE_NEWNET = 0x40000000

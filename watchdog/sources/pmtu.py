@@ -47,8 +47,8 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 
-from watchdog.sources import PathMtu, SourceError
-from watchdog.sources.netns import socket_in
+from qbt_vpn_watchdog.sources import PathMtu, SourceError
+from qbt_vpn_watchdog.sources.netns import socket_in
 
 # <linux/in.h>; Python's socket module does not export these.
 IP_MTU_DISCOVER = 10

@@ -48,8 +48,8 @@ from tenacity import (
     wait_fixed,
 )
 
-from watchdog.backoff import Backoff
-from watchdog.sources import HttpResponse, QbtState, SourceError, TorrentBrief
+from qbt_vpn_watchdog.backoff import Backoff
+from qbt_vpn_watchdog.sources import HttpResponse, QbtState, SourceError, TorrentBrief
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import struct
 import threading
 from collections.abc import Iterator
 
-from watchdog.sources import SourceError
-from watchdog.sources.netns import entered, netns_ident
+from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources.netns import entered, netns_ident
 
 NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from watchdog.sources import LinkState, Listener, WgDevice, WgPeer
+from qbt_vpn_watchdog.sources import LinkState, Listener, WgDevice, WgPeer
 
 # The tunnel's peer: the one routing everything (AirVPN's AllowedIPs = 0.0.0.0/0).
 _DEFAULT_ROUTES = {"0.0.0.0/0", "::/0"}

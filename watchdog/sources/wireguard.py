@@ -29,11 +29,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from watchdog.sources import SourceError, WgDevice, WgPeer
-from watchdog.sources.netns import netns_ident
+from qbt_vpn_watchdog.sources import SourceError, WgDevice, WgPeer
+from qbt_vpn_watchdog.sources.netns import netns_ident
 
 if TYPE_CHECKING:
-    from watchdog.config import Config
+    from qbt_vpn_watchdog.config import Config
 
 UAPI_DIR = "/var/run/wireguard"
 # A UAPI answer is ~300 bytes per peer plus 20 per allowed IP; a cap stops a
@@ -444,7 +444,7 @@ def _pyroute2() -> tuple[type, type]:
     wireguard = importlib.import_module("pyroute2.netlink.generic.wireguard")
     exceptions = importlib.import_module("pyroute2.netlink.exceptions")
 
-    from watchdog.sources.netlink_thread import closed_on_failure
+    from qbt_vpn_watchdog.sources.netlink_thread import closed_on_failure
 
     return closed_on_failure(wireguard.WireGuard), exceptions.NetlinkError
 
@@ -462,7 +462,7 @@ class KernelReader:
         self.netns = netns
         self._where = f"{interface} in namespace {netns}" if netns else interface
         self._socket_class, self._error = _pyroute2()  # before netlink_thread imports pyroute2
-        from watchdog.sources.netlink_thread import NetlinkThread
+        from qbt_vpn_watchdog.sources.netlink_thread import NetlinkThread
 
         self._nl = NetlinkThread(
             self._open, netns=netns, name=f"wg-netlink-{interface}", timeout=timeout

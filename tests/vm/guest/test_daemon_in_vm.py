@@ -1,7 +1,7 @@
 """The daemon itself on the kernel's WireGuard, beside the same daemon on wireguard-go.
 
 Two pairs in the VM (tests/wg_pair.py): one with the kernel's WireGuard, one
-with wireguard-go. A daemon (``python -m watchdog run``) watches each, the
+with wireguard-go. A daemon (``python -m qbt_vpn_watchdog run``) watches each, the
 same config but ``wireguard.reader``. Both must report the tunnel healthy
 through /metrics; their RSS after the same number of cycles is written to
 the job directory (rss.json) for the host to print: the memory of the kernel
@@ -67,7 +67,7 @@ class Daemon:
         env.pop("NOTIFY_SOCKET", None)
         with open(log, "wb") as f:
             self.p = subprocess.Popen(
-                [sys.executable, "-m", "watchdog", "run", "--config", str(config)],
+                [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(config)],
                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
 

@@ -20,15 +20,15 @@ import time
 import pytest
 from pyroute2 import netns as pr_netns
 
+from qbt_vpn_watchdog.checks import Context, Runner, load_all
+from qbt_vpn_watchdog.checks.bind import on_tunnel
+from qbt_vpn_watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, PENDING
+from qbt_vpn_watchdog.config import parse
+from qbt_vpn_watchdog.sources.build import build_sources
+from qbt_vpn_watchdog.sources.links import LinkEvents, Links
+from qbt_vpn_watchdog.sources.wireguard import KernelReader
 from tests.vm.guest.helpers import DnsResponder
 from tests.wg_pair import ECHO_PORT, WgPair, _run
-from watchdog.checks import Context, Runner, load_all
-from watchdog.checks.bind import on_tunnel
-from watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, PENDING
-from watchdog.config import parse
-from watchdog.sources.build import build_sources
-from watchdog.sources.links import LinkEvents, Links
-from watchdog.sources.wireguard import KernelReader
 
 pytestmark = pytest.mark.kernel_vm
 
