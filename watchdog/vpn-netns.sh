@@ -161,6 +161,8 @@ ipv6_block() {
   # unit's reload (the watchdog's remedy) also takes away an IPv6 path that
   # appeared meanwhile.
   local f
+  # A kernel without IPv6 (ipv6.disable=1) has no such files: nothing to block.
+  ip netns exec "$NETNS" "$BASH" -c '[ -d /proc/sys/net/ipv6/conf ]' || return 0
   ns_write /proc/sys/net/ipv6/conf/default/disable_ipv6 1
   ns_write /proc/sys/net/ipv6/conf/all/disable_ipv6 1
   for f in $(ip netns exec "$NETNS" "$BASH" -c 'echo /proc/sys/net/ipv6/conf/*/disable_ipv6'); do
