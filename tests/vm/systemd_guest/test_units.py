@@ -140,8 +140,13 @@ def test_hardening_is_in_force_and_the_watchdog_still_works():
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
-    cap_sys_admin, cap_net_admin = 1 << 21, 1 << 12
-    assert int(status["CapBnd"], 16) == cap_sys_admin | cap_net_admin, status["CapBnd"]
+    # The bounding set is exactly what the unit file names (capability numbers
+    # from linux/capability.h).
+    numbers = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
+    named = show(WATCHDOG, "CapabilityBoundingSet")["CapabilityBoundingSet"].split()
+    assert sorted(named) == ["cap_net_admin", "cap_net_raw", "cap_sys_admin"], named
+    want = sum(1 << numbers[n.upper()] for n in named)
+    assert int(status["CapBnd"], 16) == want, status["CapBnd"]
     assert status["NoNewPrivs"].strip() == "1"
     assert status["Seccomp"].strip() == "2"  # RestrictAddressFamilies= is a seccomp filter
     # ProtectSystem=strict: the unit's view of /usr and /etc is read-only.
