@@ -24,7 +24,7 @@ from tests.vm.guest.helpers import DnsResponder
 from tests.wg_pair import ECHO_PORT, WgPair, _run
 from watchdog.checks import Context, Runner, load_all
 from watchdog.checks.bind import on_tunnel
-from watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, PENDING
+from watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, pending
 from watchdog.config import parse
 from watchdog.sources.build import build_sources
 from watchdog.sources.links import LinkEvents, Links
@@ -261,7 +261,7 @@ def test_data_dropped_while_handshake_responses_pass(pair):
     assert not last.ok and last.reason == "handshake_only", last
     # Never a pass on evidence while the return path was broken; only "collecting".
     for r in results:
-        assert not r.ok or r.detail == PENDING, r
+        assert not r.ok or pending(r), r
 
 
 # --- link events ------------------------------------------------------------------------
