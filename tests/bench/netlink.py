@@ -1,14 +1,20 @@
-"""rtnetlink and sock_diag: the hand-written client (watchdog/sources/rtnl.py) beside pyroute2.
+"""What rtnetlink and sock_diag through pyroute2 cost the watchdog: CPU per cycle and RSS.
 
-``sudo .venv/bin/python -m tests.bench.netlink [--runs N]`` prints CPU per
-request and the RSS each costs in a fresh process. A benchmark: nothing here
-passes or fails. It makes one namespace of its own (``qvw-nlb``: a veth pair,
-an address, a listening socket) and deletes it at the end; nothing leaves it.
+``sudo .venv/bin/python -m tests.bench.netlink [--runs N] [--compare CHECKOUT]``
+prints CPU per request and the RSS of a fresh process that imports the
+daemon and asks each question once. A benchmark: nothing here passes or fails.
+It makes one namespace of its own (``qvw-nlb``: a veth pair, an address, a
+listening socket) and deletes it at the end; nothing leaves it.
 
-What is compared is what one watchdog cycle asks of the kernel:
+What is measured is what one watchdog cycle asks of the kernel, through
+``qbt_vpn_watchdog.sources.links.Links`` (pyroute2's ``IPRoute`` and ``DiagSocket``):
   link        the tunnel link (flags, MTU, counters) and its addresses
   route       the interface the route to the resolver leaves by
   listeners   TCP sockets listening on qBittorrent's port (IPv4 and IPv6)
+
+``--compare CHECKOUT`` runs the same measurements on another checkout of the
+project (e.g. ``git worktree add /tmp/old <commit>``) beside this one, in
+fresh processes, so two versions are compared on the same machine and load.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
 
 NS = "qvw-nlb"
 IF, PEER = "qvwnb0", "qvwnb1"
 ADDR, OTHER = "10.77.0.1", "10.77.0.2"
 PORT = 51413
+QUESTIONS = ("link", "route", "listeners")
 
 
 def ip(*args: str) -> None:
@@ -39,9 +46,9 @@ def up() -> socket.socket:
     ip("-n", NS, "addr", "add", f"{ADDR}/30", "dev", IF)
     for dev in ("lo", IF, PEER):
         ip("-n", NS, "link", "set", dev, "up")
-    from pyroute2 import netns
+    from qbt_vpn_watchdog.sources.netns import socket_in
 
-    s = netns.create_socket(NS, socket.AF_INET, socket.SOCK_STREAM, flags=0)
+    s = socket_in(NS, socket.AF_INET, socket.SOCK_STREAM)
     s.bind((ADDR, PORT))
     s.listen()
     return s
@@ -49,61 +56,6 @@ def up() -> socket.socket:
 
 def down() -> None:
     subprocess.run(["ip", "netns", "del", NS], capture_output=True)
-
-
-# --- the two implementations of the same three questions ------------------------------
-
-
-def ours():
-    from qbt_vpn_watchdog.sources.links import Links
-
-    links = Links(NS)
-    return {
-        "link": lambda: links.link(IF),
-        "route": lambda: links.route_interface(OTHER),
-        "listeners": lambda: links.tcp_listeners(PORT),
-    }, links.close
-
-
-def theirs():
-    # Only the modules used, not the package's __init__ (which pulls NDB and more).
-    from pyroute2.iproute.linux import IPRoute
-    from pyroute2.netlink.diag import DiagSocket
-    from pyroute2.netns import popns, pushns
-
-    ipr = IPRoute(netns=NS, flags=0)
-    pushns(NS)  # DiagSocket has no netns argument: make it inside the namespace
-    try:
-        diag = DiagSocket()
-        diag.bind()
-    finally:
-        popns()
-
-    def link():
-        (msg,) = ipr.link("get", ifname=IF)
-        index = msg["index"]
-        addrs = [a.get("IFA_LOCAL") or a.get("IFA_ADDRESS") for a in ipr.addr("dump")
-                 if a["index"] == index]  # fmt: skip
-        return msg.get("IFLA_IFNAME"), msg.get("IFLA_STATS64"), addrs
-
-    def route():
-        (r,) = ipr.route("get", dst=OTHER)
-        (msg,) = ipr.link("get", index=r.get("RTA_OIF"))
-        return msg.get("IFLA_IFNAME")
-
-    def listeners():
-        out = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for m in diag.get_sock_stats(family=family, states=1 << 10):
-                if m["idiag_sport"] == PORT:
-                    out.append((m["idiag_src"], m["idiag_sport"], m["idiag_if"]))
-        return out
-
-    def close():
-        ipr.close()
-        diag.close()
-
-    return {"link": link, "route": route, "listeners": listeners}, close
 
 
 def cpu_per_call(fn, runs: int) -> float:
@@ -114,61 +66,82 @@ def cpu_per_call(fn, runs: int) -> float:
     return (time.process_time() - t0) / runs
 
 
-def rss_child(which: str) -> None:
-    """In a fresh process: one of each question, then print VmRSS (MiB)."""
-    impl, close = (ours if which == "ours" else theirs)()
-    for fn in impl.values():
-        fn()
-    close()
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            print(json.dumps({"rss_mib": int(line.split()[1]) / 1024}))
+def child(runs: int) -> None:
+    """In a fresh process of the checkout on sys.path: RSS after the daemon's imports and
+    one of each question, then CPU per question; one JSON line."""
+    import qbt_vpn_watchdog.cli  # noqa: F401 - the daemon's own imports
+    import qbt_vpn_watchdog.daemon  # noqa: F401
+    import qbt_vpn_watchdog.sources.build  # noqa: F401
+    from qbt_vpn_watchdog.sources.links import Links
+
+    links = Links(NS)
+    calls = {
+        "link": lambda: links.link(IF),
+        "route": lambda: links.route_interface(OTHER),
+        "listeners": lambda: links.tcp_listeners(PORT),
+    }
+    for fn in calls.values():
+        assert fn() is not None
+    rss = next(
+        int(line.split()[1]) / 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    modules = sum(1 for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2."))
+    cpu = {q: sorted(cpu_per_call(fn, runs) for _ in range(5))[2] for q, fn in calls.items()}
+    links.close()
+    print(json.dumps({"rss_mib": rss, "pyroute2_modules": modules, "cpu": cpu}))
 
 
-def rss(which: str, runs: int = 5) -> list[float]:
+def measure(checkout: Path, runs: int, repeat: int) -> list[dict]:
     out = []
-    for _ in range(runs):
+    for _ in range(repeat):
         p = subprocess.run(
-            [sys.executable, "-m", "tests.bench.netlink", "--rss-child", which],
-            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+            [sys.executable, __file__, "--child", str(checkout), "--runs", str(runs)],
+            capture_output=True, text=True, check=True, cwd="/",
         )  # fmt: skip
-        out.append(json.loads(p.stdout.strip().splitlines()[-1])["rss_mib"])
+        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
     return out
+
+
+def report(name: str, results: list[dict]) -> None:
+    cpu = {q: sorted(r["cpu"][q] for r in results)[len(results) // 2] for q in QUESTIONS}
+    print(f"{name}")
+    for q in QUESTIONS:
+        print(f"  {q:10s} {cpu[q] * 1e3:.3f} ms CPU per call")
+    per_cycle = sum(cpu.values()) + cpu["link"]  # return_path reads the link again
+    print(
+        f"  one cycle: {per_cycle * 1e3:.2f} ms CPU; at a 10 s interval "
+        f"{per_cycle / 10 * 100:.3f} % of a core, {per_cycle * 8640:.0f} s CPU a day"
+    )
+    rss = " ".join(f"{r['rss_mib']:.1f}" for r in results)
+    print(f"  RSS after the daemon's imports and one of each (MiB): {rss}")
+    print(f"  pyroute2 modules imported: {results[0]['pyroute2_modules']}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=2000)
-    ap.add_argument("--rss-child", choices=("ours", "pyroute2"))
+    ap.add_argument("--runs", type=int, default=1000, help="calls per CPU sample (5 samples)")
+    ap.add_argument("--repeat", type=int, default=5, help="fresh processes per checkout")
+    ap.add_argument("--compare", type=Path, help="another checkout of the project to measure too")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.rss_child:
-        rss_child(args.rss_child)
+    if args.child:  # a fresh process, with the checkout's watchdog package
+        sys.path.insert(0, str(args.child))
+        child(args.runs)
         return 0
     down()
+    sys.path.insert(0, str(ROOT))
     listener = up()
     try:
-        print(f"CPU per call, median of 5 x {args.runs} calls (user+sys of this process)")
-        results = {}
-        for name, make in (("ours", ours), ("pyroute2", theirs)):
-            impl, close = make()
-            results[name] = {
-                q: sorted(cpu_per_call(fn, args.runs) for _ in range(5))[2]
-                for q, fn in impl.items()
-            }
-            close()
-        for q in ("link", "route", "listeners"):
-            a, b = results["ours"][q], results["pyroute2"][q]
-            print(f"  {q:10s} ours {a * 1e3:.3f} ms   pyroute2 {b * 1e3:.3f} ms   ({b / a:.0f}x)")
-        for name in ("ours", "pyroute2"):
-            per_cycle = sum(results[name].values()) + results[name]["link"]  # return_path re-reads
-            print(
-                f"  one cycle ({name}): {per_cycle * 1e3:.2f} ms CPU; at a 10 s interval "
-                f"{per_cycle / 10 * 100:.3f} % of a core, {per_cycle * 8640:.0f} s CPU a day"
-            )
-        print("RSS of a fresh process after one of each (MiB, 5 runs)")
-        for name in ("ours", "pyroute2"):
-            xs = rss(name)
-            print(f"  {name:9s} " + " ".join(f"{x:.1f}" for x in xs))
+        print(
+            f"CPU: median of {args.repeat} processes, each the median of 5 x {args.runs} calls "
+            "(user+sys); RSS: VmRSS of each fresh process"
+        )
+        report(f"this checkout ({ROOT})", measure(ROOT, args.runs, args.repeat))
+        if args.compare:
+            other = args.compare.resolve()
+            report(f"compared ({other})", measure(other, args.runs, args.repeat))
     finally:
         listener.close()
         down()

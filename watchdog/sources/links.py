@@ -1,10 +1,17 @@
 """Link state, counters, addresses and routes (rtnetlink), and listening sockets (sock_diag).
 
-``Links(netns)`` keeps one rtnetlink and one sock_diag socket inside the
-namespace for its lifetime (it is called every cycle for years), through the
-small raw netlink client in ``rtnl.py`` (see there why not pyroute2). A
-missing namespace is a ``SourceError(kind="missing")`` naming it, and is never
-created.
+All through pyroute2, the project's netlink library: ``IPRoute`` for links,
+addresses and routes, ``DiagSocket`` for listening sockets, and pyroute2's
+rtnetlink parser for link events. Only the modules used are imported, not the
+package's ``__init__`` (see ``netlink_thread.pyroute2_module``).
+
+``Links(netns)`` keeps one ``IPRoute`` and one ``DiagSocket`` for its lifetime
+(it is called every cycle for years), each owned by one worker thread (see
+netlink_thread for why) and reopened after an error. Both are created inside
+the namespace with setns (``netns.entered``), not with pyroute2's ``netns=``
+(which forks a child per socket and creates a missing namespace by default);
+a missing namespace is a ``SourceError(kind="missing")`` naming it, and is
+never created.
 
 For a userspace WireGuard (wireguard-go, boringtun: a TUN device) the
 interface counters count decrypted inner traffic, unlike the peer counters
@@ -25,9 +32,24 @@ import select
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from qbt_vpn_watchdog.sources import LinkState, Listener, Route, SourceError, rtnl
-from qbt_vpn_watchdog.sources.netns import netns_ident
+from qbt_vpn_watchdog.sources import LinkState, Listener, Route, SourceError
+from qbt_vpn_watchdog.sources.netlink_thread import (
+    NetlinkError,
+    NetlinkThread,
+    closed_on_failure,
+    pyroute2_module,
+)
+from qbt_vpn_watchdog.sources.netns import entered, netns_ident, socket_in
+
+_iproute = pyroute2_module("pyroute2.iproute.linux")
+_diag = pyroute2_module("pyroute2.netlink.diag")
+_rtnl = pyroute2_module("pyroute2.netlink.rtnl")
+_marshal = pyroute2_module("pyroute2.netlink.rtnl.marshal")
+
+_IPRoute = closed_on_failure(_iproute.IPRoute)
+_DiagSocket = closed_on_failure(_diag.DiagSocket)
 
 IFF_UP = 0x1
 # Operational states that mean "cannot pass traffic". A WireGuard or TUN link
@@ -35,60 +57,89 @@ IFF_UP = 0x1
 # counts as up.
 _DOWN_OPERSTATES = frozenset({"DOWN", "LOWERLAYERDOWN", "NOTPRESENT"})
 RTN_UNICAST, RTN_LOCAL = 1, 2
-_NO_SUCH_LINK = frozenset({errno.ENODEV})
+TCP_LISTEN = _diag.SS_LISTEN
+# Errors of `ip route get` that mean "no route", not "netlink broke".
+NO_ROUTE_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL, errno.EPERM}
+)
 
 
 class Links:
     def __init__(self, netns: str | None, timeout: float = 5.0) -> None:
         self.netns = netns or None
         self._in = f" in namespace {self.netns}" if self.netns else ""
-        self._nl = rtnl.NetlinkSocket(
-            self.netns, rtnl.NETLINK_ROUTE, timeout=timeout, what="rtnetlink"
+        where = self.netns or "root"
+        self._nl = NetlinkThread(
+            self._open, netns=self.netns, name=f"rtnl-{where}", timeout=timeout
         )
-        self._diag = rtnl.NetlinkSocket(
-            self.netns, rtnl.NETLINK_SOCK_DIAG, timeout=timeout, what="sock_diag"
+        self._diag = NetlinkThread(
+            self._open_diag, netns=self.netns, name=f"diag-{where}", timeout=timeout
         )
 
-    def _ask(
-        self,
-        nl: rtnl.NetlinkSocket,
-        kind: int,
-        flags: int,
-        body: bytes,
-        what: str,
-        none_on: frozenset[int] = frozenset(),
-    ) -> list[tuple[int, bytes]] | None:
-        """The answer's messages; None when the kernel answers an errno in ``none_on``."""
+    def _open(self) -> Any:
+        # Runs on the worker thread. groups=0: requests only, no multicast
+        # messages piling up between cycles.
         try:
-            return nl.request(kind, flags, body, what)
-        except rtnl.NetlinkError as e:
-            if e.errno in none_on:
-                return None
+            with entered(self.netns):
+                return _IPRoute(groups=0)
+        except OSError as e:
             raise SourceError(
-                f"{what}{self._in}: {os.strerror(e.errno)}", kind="unreachable"
-            ) from e
+                f"rtnetlink socket{self._in}: {e.strerror or e}", kind="unreachable"
+            ) from None
 
-    def _link_msg(self, **key) -> dict | None:
-        what = f"link {key.get('name') or key.get('index')}"
-        msgs = self._ask(
-            self._nl, rtnl.RTM_GETLINK, 0, rtnl.link_request(**key), what, _NO_SUCH_LINK
-        )
-        return rtnl.parse_link(msgs[0][1]) if msgs else None
+    def _open_diag(self) -> Any:
+        # pyroute2's DiagSocket takes no netns argument: made inside the namespace.
+        try:
+            with entered(self.netns):
+                ds = _DiagSocket()
+            try:
+                ds.bind()
+            except BaseException:
+                ds.close()
+                raise
+            return ds
+        except OSError as e:
+            raise SourceError(
+                f"sock_diag socket{self._in}: {e.strerror or e}", kind="unreachable"
+            ) from None
+
+    def _call(self, fn: Callable[[Any], Any], what: str, nl: NetlinkThread | None = None) -> Any:
+        try:
+            return (nl or self._nl).call(fn, what + self._in)
+        except NetlinkError as e:
+            raise SourceError(
+                f"{what}{self._in}: {os.strerror(e.code)}", kind="unreachable"
+            ) from None
+
+    @staticmethod
+    def _link_msg(ipr: Any, **key: Any) -> Any:
+        """The RTM_NEWLINK of one link, or None when there is no such link (ENODEV)."""
+        try:
+            msgs = ipr.link("get", **key)
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return None
+            raise
+        return msgs[0] if msgs else None
 
     def link(self, name: str) -> LinkState | None:
         """The link called ``name``, or None when it does not exist."""
-        msg = self._link_msg(name=name)
-        if msg is None:
-            return None
-        dump = self._ask(
-            self._nl, rtnl.RTM_GETADDR, rtnl.NLM_F_DUMP, rtnl.addr_request(), f"addresses of {name}"
-        )
-        addrs = []
-        for kind, payload in dump:
-            got = rtnl.parse_addr(payload) if kind == rtnl.RTM_NEWADDR else None
-            if got is not None and got[0] == msg["index"]:
-                addrs.append(got[1])
-        return link_state(msg, addrs)
+
+        def get(ipr: Any) -> LinkState | None:
+            msg = self._link_msg(ipr, ifname=name)
+            if msg is None:
+                return None
+            index = msg["index"]
+            addrs = []
+            for a in ipr.addr("dump"):
+                if a["index"] != index:
+                    continue
+                addr = a.get("IFA_LOCAL") or a.get("IFA_ADDRESS")
+                if addr:
+                    addrs.append(f"{addr}/{a['prefixlen']}")
+            return link_state(msg, addrs)
+
+        return self._call(get, f"link {name}")
 
     def route_interface(self, dst: str) -> str | None:
         """The output interface of ``ip route get dst``, or None when dst is not routable.
@@ -98,21 +149,23 @@ class Links:
         """
         ip = ipaddress.ip_address(dst)
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        msgs = self._ask(
-            self._nl,
-            rtnl.RTM_GETROUTE,
-            0,
-            rtnl.route_request(family, ip.packed),
-            f"route to {ip}",
-            rtnl.NO_ROUTE_ERRNOS,
-        )
-        if not msgs:
-            return None
-        rtype, oif = rtnl.parse_route(msgs[0][1])
-        if rtype not in (RTN_UNICAST, RTN_LOCAL) or oif is None:
-            return None
-        link = self._link_msg(index=oif)  # None: deleted between the two requests
-        return link["name"] if link else None
+
+        def get(ipr: Any) -> str | None:
+            try:
+                msgs = ipr.route("get", dst=str(ip), family=family)
+            except NetlinkError as e:
+                if e.code in NO_ROUTE_ERRNOS:
+                    return None
+                raise
+            if not msgs or msgs[0]["type"] not in (RTN_UNICAST, RTN_LOCAL):
+                return None
+            oif = msgs[0].get("RTA_OIF")
+            if oif is None:
+                return None
+            link = self._link_msg(ipr, index=oif)  # None: deleted between the two requests
+            return link.get("IFLA_IFNAME") if link is not None else None
+
+        return self._call(get, f"route to {ip}")
 
     def routes(self, family: int) -> tuple[Route, ...]:
         """Every unicast route of ``family`` (socket.AF_INET/AF_INET6) in every table.
@@ -122,61 +175,64 @@ class Links:
         nothing out of the namespace and are left out.
         """
         name = "IPv6" if family == socket.AF_INET6 else "IPv4"
-        dump = self._ask(
-            self._nl,
-            rtnl.RTM_GETROUTE,
-            rtnl.NLM_F_DUMP,
-            rtnl.route_dump_request(family),
-            f"{name} routes",
-        )
-        names: dict[int, str] = {}
-        out = []
-        for kind, payload in dump:
-            if kind != rtnl.RTM_NEWROUTE:
-                continue
-            rtype, dst, oif, table = rtnl.parse_route_entry(payload)
-            if rtype != RTN_UNICAST:
-                continue
-            if oif is not None and oif not in names:
-                link = self._link_msg(index=oif)
-                names[oif] = link["name"] if link else ""
-            out.append(Route(dst, names.get(oif, "") if oif is not None else "", table))
-        return tuple(out)
+
+        def get(ipr: Any) -> tuple[Route, ...]:
+            names: dict[int, str] = {}
+            out = []
+            for r in ipr.route("dump", family=family):
+                if r["family"] != family or r["type"] != RTN_UNICAST:
+                    continue
+                dst = r.get("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+                oif = r.get("RTA_OIF")
+                if oif is not None and oif not in names:
+                    link = self._link_msg(ipr, index=oif)
+                    names[oif] = (link.get("IFLA_IFNAME") or "") if link is not None else ""
+                table = r.get("RTA_TABLE") or r["table"]
+                dev = names.get(oif, "") if oif is not None else ""
+                out.append(Route(f"{dst}/{r['dst_len']}", dev, table))
+            return tuple(out)
+
+        return self._call(get, f"{name} routes")
 
     def tcp_listeners(self, port: int) -> tuple[Listener, ...]:
         """The TCP sockets listening on ``port`` in the namespace (IPv4 and IPv6)."""
-        out = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            dump = self._ask(
-                self._diag,
-                rtnl.SOCK_DIAG_BY_FAMILY,
-                rtnl.NLM_F_DUMP,
-                rtnl.listeners_request(family),
-                f"listening sockets on port {port}",
-            )
-            for _kind, payload in dump:
-                got = rtnl.parse_diag(payload)
-                if got is not None and got[1] == port:
-                    out.append(Listener(*got))
-        return tuple(out)
+
+        def get(ds: Any) -> tuple[Listener, ...]:
+            out = []
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for m in ds.get_sock_stats(family=family, states=1 << TCP_LISTEN):
+                    if m["idiag_sport"] == port:
+                        out.append(listener(m))
+            return tuple(out)
+
+        return self._call(get, f"listening sockets on port {port}", self._diag)
 
     def close(self) -> None:
         self._nl.close()
         self._diag.close()
 
 
-def link_state(msg: dict, addresses: list[str]) -> LinkState:
-    """Build a LinkState from a parsed RTM_NEWLINK and the link's addresses."""
+def link_state(msg: Any, addresses: list[str]) -> LinkState:
+    """Build a LinkState from a pyroute2 ifinfmsg (RTM_NEWLINK) and the link's addresses."""
+    stats = msg.get("IFLA_STATS64") or msg.get("IFLA_STATS") or {}
+    operstate = msg.get("IFLA_OPERSTATE") or "UNKNOWN"
     return LinkState(
-        name=msg["name"],
+        name=msg.get("IFLA_IFNAME") or "",
         index=int(msg["index"]),
-        up=bool(msg["flags"] & IFF_UP) and msg["operstate"] not in _DOWN_OPERSTATES,
-        mtu=int(msg["mtu"]),
+        up=bool(msg["flags"] & IFF_UP) and operstate not in _DOWN_OPERSTATES,
+        mtu=int(msg.get("IFLA_MTU") or 0),
         addresses=tuple(addresses),
-        rx_bytes=int(msg["rx_bytes"]),
-        tx_bytes=int(msg["tx_bytes"]),
-        rx_packets=int(msg["rx_packets"]),
-        tx_packets=int(msg["tx_packets"]),
+        rx_bytes=int(stats.get("rx_bytes", 0)),
+        tx_bytes=int(stats.get("tx_bytes", 0)),
+        rx_packets=int(stats.get("rx_packets", 0)),
+        tx_packets=int(stats.get("tx_packets", 0)),
+    )
+
+
+def listener(msg: Any) -> Listener:
+    """A Listener from a pyroute2 inet_diag_msg: address, port, bound interface index."""
+    return Listener(
+        address=str(msg["idiag_src"]), port=int(msg["idiag_sport"]), ifindex=int(msg["idiag_if"])
     )
 
 
@@ -193,12 +249,18 @@ class LinkEvents:
     down is no event. Links coming *up* are left to the next cycle, so events
     never hurry a recovery along.
 
+    The subscription is a netlink socket bound to those groups, read with
+    select() so the thread can stop, and its datagrams are parsed by pyroute2's
+    rtnetlink parser (``MarshalRtnl``): an ``IPRoute`` reads through an event
+    loop that may take several datagrams off the socket at once, which select()
+    would then not see.
+
     The socket is (re)made inside the namespace; while the namespace does not
     exist the thread waits and tries again (never creating it), and when it is
     re-created under the same name, it follows.
     """
 
-    GROUPS = rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR
+    GROUPS = _rtnl.RTMGRP_LINK | _rtnl.RTMGRP_IPV4_IFADDR | _rtnl.RTMGRP_IPV6_IFADDR
 
     def __init__(self, netns: str | None, interface: str, poll: float = 1.0) -> None:
         self.netns = netns or None
@@ -207,6 +269,7 @@ class LinkEvents:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_event: Callable[[], None] = lambda: None
+        self._marshal = _marshal.MarshalRtnl()  # pyroute2's rtnetlink parser
 
     def start(self, on_event: Callable[[], None]) -> None:
         self._on_event = on_event
@@ -217,7 +280,13 @@ class LinkEvents:
 
     def _open(self) -> tuple[socket.socket, tuple[int, int] | None]:
         ident = netns_ident(self.netns)
-        return rtnl.open_socket(self.netns, rtnl.NETLINK_ROUTE, self.GROUPS), ident
+        s = socket_in(self.netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            s.bind((0, self.GROUPS))
+        except OSError:
+            s.close()
+            raise
+        return s, ident
 
     def _run(self) -> None:
         sock: socket.socket | None = None
@@ -244,22 +313,22 @@ class LinkEvents:
             sock.close()
 
     def _bad_news(self, data: bytes) -> bool:
-        for kind, _flags, _seq, payload in rtnl.messages(data):
-            if kind == rtnl.RTM_DELADDR:
-                got = rtnl.parse_addr(payload)
+        for msg in self._marshal.parse(data):
+            kind = msg["header"]["type"]
+            if kind == _rtnl.RTM_DELADDR:
+                addr = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
                 # IPv6 link-local addresses come and go with every veth's carrier.
-                if got is not None and not ipaddress.ip_interface(got[1]).is_link_local:
+                if addr and not ipaddress.ip_interface(addr).is_link_local:
                     return True
-            if kind in (rtnl.RTM_DELLINK, rtnl.RTM_NEWLINK):
-                link = rtnl.parse_link(payload)
-                if link["name"] != self.interface:
+            if kind in (_rtnl.RTM_DELLINK, _rtnl.RTM_NEWLINK):
+                if msg.get("IFLA_IFNAME") != self.interface:
                     continue
                 went_down = (
-                    link["change"] != 0xFFFFFFFF  # not a link just created (created down)
-                    and link["change"] & IFF_UP
-                    and not link["flags"] & IFF_UP
+                    msg["change"] != 0xFFFFFFFF  # not a link just created (created down)
+                    and msg["change"] & IFF_UP
+                    and not msg["flags"] & IFF_UP
                 )
-                if kind == rtnl.RTM_DELLINK or went_down:
+                if kind == _rtnl.RTM_DELLINK or went_down:
                     return True
         return False
 

@@ -405,48 +405,19 @@ def _allowed_ip(aip: Any, key: str) -> str:
 def _pyroute2() -> tuple[type, type]:
     """pyroute2's WireGuard socket class (closed when its constructor fails) and NetlinkError.
 
-    Imported only by the kernel reader, and only the modules it uses. Any
-    ``import pyroute2.x`` first runs the package's ``__init__``, which imports
-    every pyroute2 module (NDB, IPDB, conntrack, nftables, ...): measured on top
-    of the daemon's own imports, +10.9 MiB RSS, against +2.9 MiB for the modules
-    the WireGuard socket really needs (163 modules against 17). So unless
-    pyroute2 is already imported in this process, its package is registered
-    without running its ``__init__`` (``module_from_spec`` creates the package
-    module, with its ``__path__``, without executing it) and the submodules are
-    imported from it. Should anything in the process ask the package for a name
-    it has not got (``from pyroute2 import IPRoute``), its ``__init__`` runs
-    then, once, and the name is there as usual.
-    Without the module (or in a vanished namespace) the socket's constructor
-    raises after opening a socket and an event loop: one leaked descriptor per
-    cycle, hence ``closed_on_failure``.
+    Only the modules it uses, not pyroute2's package ``__init__``
+    (``netlink_thread.pyroute2_module``). Without the module (or in a vanished
+    namespace) the socket's constructor raises after opening a socket and an
+    event loop: one leaked descriptor per cycle, hence ``closed_on_failure``.
     """
-    import importlib
-    import importlib.util
-    import sys
+    from qbt_vpn_watchdog.sources.netlink_thread import (
+        NetlinkError,
+        closed_on_failure,
+        pyroute2_module,
+    )
 
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is not None and spec.loader is not None and spec.submodule_search_locations:
-            package = importlib.util.module_from_spec(spec)
-
-            def complete(name: str) -> Any:
-                if name.startswith("__"):
-                    raise AttributeError(name)
-                # `from pyroute2 import netns` (pyroute2's own modules do this): a submodule.
-                if importlib.util.find_spec(f"pyroute2.{name}") is not None:
-                    return importlib.import_module(f"pyroute2.{name}")
-                del package.__getattr__
-                spec.loader.exec_module(package)  # the package's __init__, as a plain import would
-                return getattr(package, name)
-
-            package.__getattr__ = complete  # type: ignore[attr-defined]
-            sys.modules["pyroute2"] = package
-    wireguard = importlib.import_module("pyroute2.netlink.generic.wireguard")
-    exceptions = importlib.import_module("pyroute2.netlink.exceptions")
-
-    from qbt_vpn_watchdog.sources.netlink_thread import closed_on_failure
-
-    return closed_on_failure(wireguard.WireGuard), exceptions.NetlinkError
+    wireguard = pyroute2_module("pyroute2.netlink.generic.wireguard")
+    return closed_on_failure(wireguard.WireGuard), NetlinkError
 
 
 class KernelReader:
@@ -461,7 +432,7 @@ class KernelReader:
         self.interface = interface
         self.netns = netns
         self._where = f"{interface} in namespace {netns}" if netns else interface
-        self._socket_class, self._error = _pyroute2()  # before netlink_thread imports pyroute2
+        self._socket_class, self._error = _pyroute2()
         from qbt_vpn_watchdog.sources.netlink_thread import NetlinkThread
 
         self._nl = NetlinkThread(

@@ -22,7 +22,7 @@ from pyroute2 import netns as pr_netns
 
 from qbt_vpn_watchdog.checks import Context, Runner, load_all
 from qbt_vpn_watchdog.checks.bind import on_tunnel
-from qbt_vpn_watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, PENDING
+from qbt_vpn_watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES, pending
 from qbt_vpn_watchdog.config import parse
 from qbt_vpn_watchdog.sources.build import build_sources
 from qbt_vpn_watchdog.sources.links import LinkEvents, Links
@@ -261,7 +261,7 @@ def test_data_dropped_while_handshake_responses_pass(pair):
     assert not last.ok and last.reason == "handshake_only", last
     # Never a pass on evidence while the return path was broken; only "collecting".
     for r in results:
-        assert not r.ok or r.detail == PENDING, r
+        assert not r.ok or pending(r), r
 
 
 # --- link events ------------------------------------------------------------------------
