@@ -52,11 +52,12 @@ def install() -> tuple[dict[str, str], dict[str, str]]:
         "/usr/local/bin/qbt-vpn-netns": str(REPO / "watchdog" / "vpn-netns.sh"),
     }
     # This machine's Python lives under /root (pyenv), which ProtectHome=yes hides
-    # from the unit: a real host's is in /usr. Only that tree is put back.
+    # from the unit, and a CI checkout (with its .venv) may live under /tmp, which
+    # PrivateTmp=yes hides: a real host's are in /usr. Only those trees are put back.
     hidden = [
         str(p)
         for p in (Path(sys.executable).resolve().parents[1], REPO)
-        if p.is_relative_to("/root") or p.is_relative_to("/home")
+        if any(p.is_relative_to(d) for d in ("/root", "/home", "/tmp", "/var/tmp"))
     ]
     if hidden:
         files["/etc/systemd/system/qbt-vpn-watchdog.service.d/python-under-home.conf"] = (
