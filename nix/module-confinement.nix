@@ -448,6 +448,9 @@ in
         # `ip netns add` bind-mounts /run/netns/<name> for everyone, so this
         # unit must share the host's mount namespace: no ProtectSystem,
         # PrivateTmp or other option that would give it a private one.
+        # The same sandbox as systemd/qbittorrent-vpn-tunnel.service, which the
+        # systemd VM test runs under a real systemd (tests/test_nixos_eval.py keeps
+        # the two equal).
         CapabilityBoundingSet = [
           "CAP_NET_ADMIN" # links, addresses, routes, nftables, WireGuard
           "CAP_SYS_ADMIN" # ip netns add/exec (mounts, setns)
@@ -459,9 +462,20 @@ in
           "AF_INET6"
           "AF_NETLINK"
         ];
-        LockPersonality = true;
-        RestrictRealtime = true;
+        # ip netns add makes a network namespace; ip netns exec a mount namespace.
+        RestrictNamespaces = "net mnt";
+        # @mount: ip netns add/exec bind-mount /run/netns/<name> and /sys.
+        SystemCallFilter = [
+          "@system-service"
+          "@mount"
+        ];
         SystemCallArchitectures = "native";
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        ProtectHostname = true;
+        ProtectClock = true;
       };
     };
 

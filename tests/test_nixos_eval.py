@@ -627,3 +627,65 @@ def test_without_any_nixos_the_reason_says_what_to_set(monkeypatch, tmp_path):
     monkeypatch.setenv("QVN_NIXOS_EVAL", str(tmp_path))
     reason = nixos_eval.unavailable()
     assert "QVN_NIXOS_EVAL" in reason and "NIXPKGS=/path/to/nixpkgs" in reason
+
+
+# --- the plain units carry the NixOS units' sandbox -------------------------------------
+
+# What confines a unit (systemd-analyze security's subject), as opposed to what it runs
+# and where its files are (Nix store paths, ReadWritePaths, how state directories are made).
+SANDBOX_KEYS = frozenset(
+    """User Group CapabilityBoundingSet AmbientCapabilities NoNewPrivileges ProtectSystem
+    ProtectHome PrivateTmp PrivateDevices PrivateUsers PrivateNetwork ProtectKernelTunables
+    ProtectKernelModules ProtectKernelLogs ProtectControlGroups ProtectClock ProtectHostname
+    ProtectProc ProcSubset RestrictNamespaces RestrictRealtime RestrictSUIDSGID
+    LockPersonality MemoryDenyWriteExecute RemoveIPC RestrictAddressFamilies
+    SystemCallArchitectures SystemCallFilter SystemCallErrorNumber UMask NetworkNamespacePath
+    BindReadOnlyPaths InaccessiblePaths""".split()
+)
+PLAIN_UNITS = ROOT / "systemd"
+
+
+def sandbox_of_nixos(service_config: dict) -> dict[str, list[str]]:
+    def tokens(v: object) -> list[str]:
+        if isinstance(v, bool):
+            return ["yes" if v else "no"]
+        if isinstance(v, list):
+            return [t for x in v for t in tokens(x)]
+        return str(v).split()
+
+    return {k: sorted(tokens(v)) for k, v in service_config.items() if k in SANDBOX_KEYS}
+
+
+def sandbox_of_plain(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "Service" and "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            if k in SANDBOX_KEYS:
+                out.setdefault(k, []).extend(
+                    {"true": "yes", "false": "no"}.get(t, t) for t in v.split()
+                )
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("unit", ["qbittorrent-vpn-tunnel", "qbittorrent-vpn", "qbt-vpn-watchdog"])
+def test_plain_units_carry_the_nixos_units_sandbox(unit):
+    # The systemd VM (tests/vm, `systemd_vm`) runs the plain units under a real systemd
+    # with the kernel's WireGuard; NixOS users run the module's. Same sandbox, so what
+    # the VM proves for one holds for the other.
+    nixos = sandbox_of_nixos(ev(EXAMPLE).data["serviceConfig"][unit])
+    plain = sandbox_of_plain((PLAIN_UNITS / f"{unit}.service").read_text())
+    assert plain == nixos
+
+
+def test_the_sandbox_comparison_sees_a_difference():
+    plain = sandbox_of_plain((PLAIN_UNITS / "qbt-vpn-watchdog.service").read_text())
+    sc = dict(ev(EXAMPLE).data["serviceConfig"]["qbt-vpn-watchdog"])
+    assert sandbox_of_nixos(sc) == plain
+    sc["CapabilityBoundingSet"] = [*sc["CapabilityBoundingSet"], "CAP_SYS_PTRACE"]
+    assert sandbox_of_nixos(sc) != plain
+    sc.pop("CapabilityBoundingSet")
+    assert sandbox_of_nixos(sc) != plain

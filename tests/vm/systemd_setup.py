@@ -150,6 +150,8 @@ def write_host_config(server_pub: str, client_key: str, psk: str) -> None:
 
 
 def main() -> None:
+    # The install step a user runs once: the user qbittorrent-nox runs as.
+    run("systemd-sysusers", "/etc/sysusers.d/qbittorrent-vpn.conf")
     server_key, psk, client_pub = host_config()
     client_pub = client_pub.strip()
     # The server side (network namespaces do not survive a reboot: made at every boot).
