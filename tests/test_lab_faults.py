@@ -179,22 +179,19 @@ def small_packets_pass(lab) -> None:
     assert lab.peer()["rx"] > 92
 
 
-def raw_mtu_down(lab) -> float:
-    small_packets_pass(lab)
-    t0 = time.monotonic()
-    assert download(lab) == 0, "a download stalls: every full-size segment from the server is lost"
-    took = time.monotonic() - t0
-    assert upload(lab) == BULK, "the way up still carries full size"
-    return took
+def raw_mtu_one_way(lost, kept):
+    """The raw symptom of an MTU black hole one way: the transfer ``lost`` (download or
+    upload) stalls, every full-size segment that way is lost; ``kept`` still carries full size."""
 
+    def raw(lab) -> float:
+        small_packets_pass(lab)
+        t0 = time.monotonic()
+        assert lost(lab) == 0, f"{lost.__name__}: stalls, every full-size segment that way is lost"
+        took = time.monotonic() - t0
+        assert kept(lab) == BULK, f"{kept.__name__}: the other way still carries full size"
+        return took
 
-def raw_mtu_up(lab) -> float:
-    small_packets_pass(lab)
-    t0 = time.monotonic()
-    assert upload(lab) == 0, "an upload stalls: every full-size segment to the server is lost"
-    took = time.monotonic() - t0
-    assert download(lab) == BULK, "the way down still carries full size"
-    return took
+    return raw
 
 
 def raw_mtu(lab) -> float:
@@ -256,8 +253,8 @@ EXPECT = {
     ),
     # An MTU black hole: small packets pass, so no other check notices.
     "mtu": Expect(raw_mtu, {"path_mtu": {"large_packets_lost"}}),
-    "mtu-down": Expect(raw_mtu_down, {"path_mtu": {"large_packets_lost"}}),
-    "mtu-up": Expect(raw_mtu_up, {"path_mtu": {"large_packets_lost"}}),
+    "mtu-down": Expect(raw_mtu_one_way(download, upload), {"path_mtu": {"large_packets_lost"}}),
+    "mtu-up": Expect(raw_mtu_one_way(upload, download), {"path_mtu": {"large_packets_lost"}}),
     "dns": Expect(raw_dns, {"dns": {"no_answer"}}),
     # path_mtu probes the resolver only through the tunnel: not here.
     "dns-leak": Expect(raw_dns_leak, {"dns": {"leak"}, "path_mtu": {"not_measured"}}),

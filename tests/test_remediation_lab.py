@@ -21,12 +21,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
+from tests.lab_load import scrape
 from tests.procs import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
@@ -34,7 +34,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
 TAG = "watchdog-stopped"
 STOPPED = STOPPED_STATES  # the adapter's: paused* on 4.5, stopped* on 5.1
 SLOW = 48 * 1024  # bytes/s: the 4 MiB test torrent takes ~85 s, so it is mid-way at the fault
-_METRIC = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
 
 
 def free_port() -> int:
@@ -77,7 +76,6 @@ class Watchdog:
     def __init__(self, config: Path, port: int, log: Path) -> None:
         self.config, self.port, self.log = config, port, log
         self.proc: subprocess.Popen | None = None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def start(self) -> Watchdog:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -105,17 +103,7 @@ class Watchdog:
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """{name: {labels: value}}; {} when the daemon does not answer (yet)."""
-        try:
-            with self._opener.open(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
-        out: dict[str, dict[str, float]] = {}
-        for line in text.splitlines():
-            m = _METRIC.match(line)
-            if m:
-                out.setdefault(m.group(1), {})[m.group(2) or ""] = float(m.group(3))
-        return out
+        return scrape(self.port)
 
     def state(self) -> str | None:
         for labels, v in self.metrics().get("qbtvpn_remediation_state", {}).items():
@@ -260,12 +248,19 @@ def scenario(healed_lab, tmp_path):
         torrents.cleanup()
 
 
-def healthy_and_downloading(lab, torrents: Torrents, w: Watchdog) -> None:
+def held_after(lab, torrents: Torrents, w: Watchdog, fault: str) -> float:
+    """The watchdog ok and the download running, then ``fault``: returns the seconds until
+    our torrents are stopped and tagged (the user's torrent untouched)."""
     wait_for("remediation ok", lambda: w.state() == "ok", 30)
     p0 = torrents.progress()
     wait_for("the download to progress", lambda: torrents.progress() > p0, 30)
     assert torrents.progress() < 0.9, "the download should still be running at the fault"
     assert torrents.info(torrents.idle).state not in STOPPED
+    lab.break_(fault)
+    t_fault = time.monotonic()
+    wait_for("torrents stopped and tagged", torrents.all_held, 60)
+    assert torrents.user_untouched()
+    return time.monotonic() - t_fault
 
 
 # --- the scenarios ----------------------------------------------------------------------------
@@ -274,12 +269,7 @@ def healthy_and_downloading(lab, torrents: Torrents, w: Watchdog) -> None:
 def test_return_path_stop_restart_heal_resume(scenario):
     lab, torrents, make = scenario
     w = make().start()
-    healthy_and_downloading(lab, torrents, w)
-    lab.break_("return-path")
-    t_fault = time.monotonic()
-    wait_for("torrents stopped and tagged", torrents.all_held, 60)
-    t_stopped = time.monotonic()
-    assert torrents.user_untouched()
+    fault_to_stopped = held_after(lab, torrents, w, "return-path")
     wait_for(
         "a tunnel restart", lambda: w.count("qbtvpn_remediations_total", "restart_tunnel") >= 1, 30
     )
@@ -292,57 +282,44 @@ def test_return_path_stop_restart_heal_resume(scenario):
     wait_for("remediation ok", lambda: w.state() == "ok", 30)
     assert torrents.user_untouched()
     torrents.finish_download()
-    print(f"fault->stopped {t_stopped - t_fault:.1f} s, heal->resumed {t_resumed - t_heal:.1f} s")
+    print(f"fault->stopped {fault_to_stopped:.1f} s, heal->resumed {t_resumed - t_heal:.1f} s")
 
 
-def test_tunnel_down_restart_brings_it_back(scenario):
-    lab, torrents, make = scenario
-    w = make().start()
-    healthy_and_downloading(lab, torrents, w)
-    lab.break_("tunnel-down")
-    wait_for("torrents stopped and tagged", torrents.all_held, 60)
-    assert torrents.user_untouched()
-    # No heal: tier 1 cannot reach a dead wireguard-go, tier 2 (the lab's
-    # restart-tunnel, what systemd would do) brings the tunnel back.
-    wait_for("torrents resumed", torrents.all_resumed, 120)
-    m = w.metrics()
-    assert m["qbtvpn_remediations_total"]['action="restart_tunnel"'] >= 1
-    assert torrents.user_untouched()
-    torrents.finish_download()
-
-
-def test_ipv6_beside_the_tunnel_holds_and_the_tunnel_restart_removes_it(scenario):
+def no_ipv6_route(lab, torrents: Torrents) -> None:
     from qbt_vpn_watchdog.lab import topology as t
 
-    lab, torrents, make = scenario
-    w = make().start()
-    healthy_and_downloading(lab, torrents, w)
-    lab.break_("ipv6")
-    wait_for("torrents stopped and tagged", torrents.all_held, 60)
-    assert torrents.user_untouched()
-    # No heal: the tunnel's restart (the script's restart-tunnel) turns IPv6
-    # off in the namespace again, which takes the address and routes with it.
-    wait_for("torrents resumed", torrents.all_resumed, 120)
     routes = lab.exec_in(t.NS_VPN, ["ip", "-6", "route", "show", "table", "all"]).stdout
     assert routes.strip() == ""
-    assert w.metrics()["qbtvpn_remediations_total"]['action="restart_tunnel"'] >= 1
-    assert torrents.user_untouched()
-    torrents.finish_download()
 
 
-def test_bind_is_reasserted(scenario):
+def bound_to_the_tunnel(lab, torrents: Torrents) -> None:
     from qbt_vpn_watchdog.lab import topology as t
 
+    assert torrents.c.app_preferences()["current_network_interface"] == t.WG_CLIENT
+
+
+@pytest.mark.parametrize(
+    ("fault", "resumed_within", "action", "then"),
+    [
+        # Tier 1 cannot reach a dead wireguard-go, tier 2 (the lab's
+        # restart-tunnel, what systemd would do) brings the tunnel back.
+        pytest.param("tunnel-down", 120, "restart_tunnel", None, id="tunnel-down"),
+        # The tunnel's restart (the script's restart-tunnel) turns IPv6 off in
+        # the namespace again, which takes the address and routes with it.
+        pytest.param("ipv6", 120, "restart_tunnel", no_ipv6_route, id="ipv6"),
+        # The rebind sets the tunnel interface back, then the hold is released.
+        pytest.param("bind", 90, "rebind", bound_to_the_tunnel, id="bind"),
+    ],
+)
+def test_fixed_by_the_watchdog_alone(scenario, fault, resumed_within, action, then):
+    """No heal: the watchdog's own ``action`` repairs the fault and releases the hold."""
     lab, torrents, make = scenario
     w = make().start()
-    healthy_and_downloading(lab, torrents, w)
-    lab.break_("bind")
-    wait_for("torrents stopped and tagged", torrents.all_held, 60)
-    assert torrents.user_untouched()
-    # No heal: the rebind sets the tunnel interface back, then the hold is released.
-    wait_for("torrents resumed", torrents.all_resumed, 90)
-    assert torrents.c.app_preferences()["current_network_interface"] == t.WG_CLIENT
-    assert w.count("qbtvpn_remediations_total", "rebind") >= 1
+    held_after(lab, torrents, w, fault)
+    wait_for("torrents resumed", torrents.all_resumed, resumed_within)
+    if then is not None:
+        then(lab, torrents)
+    assert w.count("qbtvpn_remediations_total", action) >= 1
     assert torrents.user_untouched()
     torrents.finish_download()
 
@@ -350,9 +327,7 @@ def test_bind_is_reasserted(scenario):
 def test_watchdog_restart_mid_incident_keeps_torrents_stopped(scenario):
     lab, torrents, make = scenario
     w = make().start()
-    healthy_and_downloading(lab, torrents, w)
-    lab.break_("return-path")
-    wait_for("torrents stopped and tagged", torrents.all_held, 60)
+    held_after(lab, torrents, w, "return-path")
     w.stop()
     # A fresh process: it knows nothing but the tag.
     w.start()
@@ -372,9 +347,7 @@ def test_watchdog_restart_mid_incident_keeps_torrents_stopped(scenario):
 def test_never_healed_stays_within_the_cap_and_gives_up(scenario):
     lab, torrents, make = scenario
     w = make(max_restarts_per_hour=2, restart_backoff_initial=2.0, restart_backoff_max=4.0).start()
-    healthy_and_downloading(lab, torrents, w)
-    lab.break_("return-path")
-    wait_for("torrents stopped and tagged", torrents.all_held, 60)
+    held_after(lab, torrents, w, "return-path")
     wait_for("gave_up", lambda: w.state() == "gave_up", 120, step=0.5)
     restarts = w.count("qbtvpn_remediations_total", "restart_tunnel") + w.count(
         "qbtvpn_remediation_failures_total", "restart_tunnel"

@@ -34,7 +34,9 @@ def lab_up() -> Iterator[Path]:
     """The lab's watchdog config; brought up (and down afterwards) unless it already was.
 
     Always under the lab lock: a lab that is up may be another session's test
-    run, whose qBittorrent must not get our torrents in the middle of it.
+    run, whose qBittorrent must not get our torrents in the middle of it. A
+    caller that holds the lock already (the lab fixture) takes it again without
+    waiting: the lock is re-entrant (tests/test_lab_lock.py).
     """
     from qbt_vpn_watchdog.lab import control
     from qbt_vpn_watchdog.lab.state import CONFIG_PATH

@@ -7,6 +7,7 @@ import fcntl
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +27,26 @@ class LabBusy(t.LabError):
     pass
 
 
+# Who holds the lock in this process: (pid, thread id). flock() is per open
+# file, so a second open() of the lock in the same process would wait for the
+# first: the holder's nested exclusive() (a bench that calls lab_up() from inside
+# the lab fixture) is let through instead. The pid keeps a forked child from
+# taking its parent's hold for its own.
+_holder: tuple[int, int] | None = None
+
+
 @contextlib.contextmanager
 def exclusive(wait: float = 0.0) -> Iterator[None]:
-    """Hold the lab lock; wait up to ``wait`` seconds for it, else raise LabBusy."""
+    """Hold the lab lock; wait up to ``wait`` seconds for it, else raise LabBusy.
+
+    Re-entrant: the thread that holds it may take it again (it is released when
+    the outermost hold ends). Another thread or process waits, as before.
+    """
+    global _holder
+    me = (os.getpid(), threading.get_ident())
+    if _holder == me:
+        yield  # the outermost hold releases it
+        return
     LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -47,9 +65,11 @@ def exclusive(wait: float = 0.0) -> Iterator[None]:
                 time.sleep(0.5)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _holder = me
         try:
             yield
         finally:
+            _holder = None
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

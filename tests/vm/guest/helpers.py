@@ -1,13 +1,17 @@
-"""What the guest tests share: the VPN's resolver on the server side of a pair."""
+"""What the guest tests share: a WireGuard pair with the VPN's resolver, and its config."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 
 import dns.message
 import dns.rrset
 from pyroute2 import netns as pr_netns
+
+from tests.wg_pair import WgPair
 
 
 class DnsResponder:
@@ -31,3 +35,45 @@ class DnsResponder:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextlib.contextmanager
+def vpn_pair(prefix: str, kernel: bool = True, echoes: int = 2) -> Iterator[WgPair]:
+    """A WgPair (tests/wg_pair.py) up, the VPN's resolver on b's tunnel address, and
+    ``echoes`` datagrams echoed through the tunnel (the handshake done); all gone on exit.
+
+    The echo timeout is generous: the first handshake under TCG can take seconds.
+    """
+    pair = WgPair(prefix, kernel=kernel).up()
+    try:
+        resolver = DnsResponder(pair.ns_b, pair.tun_b)
+        try:
+            pair.echo(echoes, timeout=10)
+            yield pair
+        finally:
+            resolver.close()
+    finally:
+        pair.down()
+
+
+def watchdog_config(pair: WgPair, reader: str, before: str = "", after: str = "") -> str:
+    """The watchdog's TOML config for namespace a of ``pair``, read with ``reader``
+    ("kernel" or "uapi"); ``before`` and ``after`` are whole tables to add.
+
+    Timeouts are generous: the first call of a reader under TCG can take seconds.
+    """
+    return f"""{before}
+[namespace]
+name = "{pair.ns_a}"
+[wireguard]
+interface = "{pair.wg_a}"
+reader = "{reader}"
+[checks.handshake]
+timeout = 30.0
+[checks.return_path]
+timeout = 30.0
+[checks.dns]
+resolver = "{pair.tun_b}"
+names = ["probe.test"]
+timeout = 30.0
+{after}"""

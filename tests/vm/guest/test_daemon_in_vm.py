@@ -11,6 +11,7 @@ way in both (connection refused), so the difference is the WireGuard path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.guest.helpers import DnsResponder
+from tests.vm.guest.helpers import vpn_pair, watchdog_config
 from tests.wg_pair import WgPair
 
 pytestmark = pytest.mark.kernel_vm
@@ -33,30 +34,19 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def config_text(pair: WgPair, reader: str, port: int, password: Path) -> str:
-    return f"""
+    before = f"""
 [watchdog]
 interval = 1.0
 mode = "observe"
 listen_port = {port}
-[namespace]
-name = "{pair.ns_a}"
-[wireguard]
-interface = "{pair.wg_a}"
-reader = "{reader}"
 [qbittorrent]
 url = "http://127.0.0.1:9"
 password_file = "{password}"
-[checks.handshake]
-timeout = 30.0
-[checks.return_path]
-timeout = 30.0
-[checks.dns]
-resolver = "{pair.tun_b}"
-names = ["probe.test"]
-timeout = 30.0
-[checks.exit_ip]
+"""
+    after = f"""[checks.exit_ip]
 url = "http://{pair.tun_b}:9/"
 """
+    return watchdog_config(pair, reader, before, after)
 
 
 class Daemon:
@@ -103,16 +93,14 @@ class Daemon:
 def test_daemon_on_the_kernel_path_and_its_memory(tmp_path):
     password = tmp_path / "password"
     password.write_text("not-used\n")
-    pairs = {"kernel": WgPair("qvr", kernel=True), "uapi": WgPair("qvu")}
-    resolvers, daemons = [], {}
-    try:
-        for n, (reader, pair) in enumerate(pairs.items()):
-            pair.up()
-            resolvers.append(DnsResponder(pair.ns_b, pair.tun_b))
-            pair.echo(2, timeout=10)
+    daemons = {}
+    with contextlib.ExitStack() as stack:
+        for n, (reader, prefix) in enumerate((("kernel", "qvr"), ("uapi", "qvu"))):
+            pair = stack.enter_context(vpn_pair(prefix, kernel=reader == "kernel"))
             cfg = tmp_path / f"{reader}.toml"
             cfg.write_text(config_text(pair, reader, 9870 + n, password))
             daemons[reader] = Daemon(cfg, 9870 + n, tmp_path / f"{reader}.log")
+            stack.callback(daemons[reader].stop)  # before its pair goes down
         cycles = "qbtvpn_cycles_total"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -128,12 +116,5 @@ def test_daemon_on_the_kernel_path_and_its_memory(tmp_path):
             assert m.get(cycles, 0) >= CYCLES, (reader, d.log.read_text()[-3000:])
             for check in ("handshake", "return_path", "dns"):
                 assert m.get(f'qbtvpn_check_success{{check="{check}"}}') == 1.0, (reader, check)
-    finally:
-        for d in daemons.values():
-            d.stop()
-        for r in resolvers:
-            r.close()
-        for pair in pairs.values():
-            pair.down()
     (JOB / "rss.json").write_text(json.dumps(results))
     print(f"daemon RSS after {CYCLES}+ cycles: {results}")

@@ -27,7 +27,7 @@ from qbt_vpn_watchdog.config import parse
 from qbt_vpn_watchdog.sources.build import build_sources
 from qbt_vpn_watchdog.sources.links import LinkEvents, Links
 from qbt_vpn_watchdog.sources.wireguard import KernelReader
-from tests.vm.guest.helpers import DnsResponder
+from tests.vm.guest.helpers import vpn_pair, watchdog_config
 from tests.wg_pair import ECHO_PORT, WgPair, _run
 
 pytestmark = pytest.mark.kernel_vm
@@ -37,32 +37,12 @@ FAULT_TABLE = "qvk_fault"
 
 @pytest.fixture(scope="module")
 def pair():
-    p = WgPair("qvk", kernel=True).up()
-    dns_server = DnsResponder(p.ns_b, p.tun_b)
-    try:
-        p.echo(3)
+    with vpn_pair("qvk", kernel=True, echoes=3) as p:
         yield p
-    finally:
-        dns_server.close()
-        p.down()
 
 
 def config(pair: WgPair):
-    # Timeouts: the first call of a reader under TCG can take seconds.
-    return parse(f"""
-[namespace]
-name = "{pair.ns_a}"
-[wireguard]
-interface = "{pair.wg_a}"
-reader = "kernel"
-[checks.handshake]
-timeout = 30.0
-[checks.return_path]
-timeout = 30.0
-[checks.dns]
-resolver = "{pair.tun_b}"
-names = ["probe.test"]
-""")
+    return parse(watchdog_config(pair, "kernel"))
 
 
 class Cycles:
