@@ -10,15 +10,14 @@ tests/vm/systemd_guest runs in the VM as one pytest session.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.vm.runner import Vm
-from tests.vm.test_kernel_vm import junit_cases
+from tests.vm.runner import make_state_disk
+from tests.vm.session import defined_tests, guest_session
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "systemd"
@@ -71,67 +70,27 @@ def install() -> tuple[dict[str, str], dict[str, str]]:
 
 @pytest.mark.systemd_vm
 def test_systemd_session_in_vm():
-    vm = Vm()
-    problem = vm.missing()
-    if problem:
-        pytest.skip(f"kernel VM not set up: {problem}")
     files, links = install()
-    command = (
-        f"cd {REPO} && exec {sys.executable} -m pytest -q -p no:cacheprovider -rA"
-        f" --junitxml=/run/qvw-job/junit.xml tests/vm/systemd_guest"
-        f" {os.environ.get('QVW_GUEST_PYTEST_ARGS', '')} > /run/qvw-job/guest.log 2>&1;"
-        " code=$?; tail -c 20000 /run/qvw-job/guest.log; exit $code"
-    )
-    r = vm.run(command, mode="systemd", overlay=files, symlinks=links, timeout=SESSION_TIMEOUT)
-    try:
-        tail = r.console[-8000:]
-        assert not r.timed_out, f"the VM session took over {SESSION_TIMEOUT:g} s:\n{tail}"
-        junit = r.job / "junit.xml"
-        assert junit.exists(), f"the guest wrote no results (exit {r.exit_code}):\n{tail}"
-        cases = junit_cases(junit)
-        bad = {n: v for n, v in cases.items() if v[0] != "passed"}
-        assert not bad, "in the VM:\n" + "\n".join(f"{n}: {o}\n{t}" for n, (o, t) in bad.items())
-        assert r.exit_code == 0, f"guest pytest exited {r.exit_code}:\n{tail}"
+    with guest_session(
+        ["tests/vm/systemd_guest"], timeout=SESSION_TIMEOUT, expect=defined_tests(GUEST),
+        mode="systemd", overlay=files, symlinks=links,
+    ) as (r, cases):  # fmt: skip
         print(f"systemd VM session: {len(cases)} passed in {r.seconds:.1f} s (boot included)")
-        if os.environ.get("QVW_GUEST_PYTEST_ARGS"):
-            print((r.job / "guest.log").read_text()[-20000:])
-        for name in ("exposure.txt",):
-            if (r.job / name).exists():
-                print((r.job / name).read_text())
-    finally:
-        shutil.rmtree(r.job, ignore_errors=True)
+        print((r.job / "exposure.txt").read_text())
 
 
 @pytest.mark.systemd_vm
 def test_reboot_comes_back_healthy(tmp_path):
-    vm = Vm()
-    problem = vm.missing()
-    if problem:
-        pytest.skip(f"kernel VM not set up: {problem}")
-    from tests.vm.runner import make_state_disk
-
     disk = make_state_disk(tmp_path / "state.img")
     files, links = install()
     seconds = []
     for boot in ("first", "second"):
-        command = (
-            f"cd {REPO} && exec {sys.executable} -m pytest -q -p no:cacheprovider -rA"
-            f" --junitxml=/run/qvw-job/junit.xml tests/vm/reboot_guest -k {boot}_boot"
-        )
-        r = vm.run(
-            command, mode="systemd", overlay=files, symlinks=links, state_disk=disk,
-            timeout=SESSION_TIMEOUT,
-        )  # fmt: skip
-        try:
-            junit = r.job / "junit.xml"
-            assert junit.exists(), (
-                f"{boot} boot: no results (exit {r.exit_code}):\n{r.console[-6000:]}"
-            )
-            cases = junit_cases(junit)
-            assert [o for o, _ in cases.values()] == ["passed"], f"{boot} boot: {cases}"
+        with guest_session(
+            [f"tests/vm/reboot_guest -k {boot}_boot"], timeout=SESSION_TIMEOUT,
+            expect={f"test_{boot}_boot"}, mode="systemd", overlay=files, symlinks=links,
+            state_disk=disk,
+        ) as (r, _):  # fmt: skip
             seconds.append(r.seconds)
-        finally:
-            shutil.rmtree(r.job, ignore_errors=True)
     print(f"reboot: first boot {seconds[0]:.0f} s, second boot {seconds[1]:.0f} s")
 
 
