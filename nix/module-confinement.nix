@@ -483,6 +483,9 @@ in
       description = "qBittorrent (qbittorrent-nox) confined to WireGuard ${cfg.wireguard.interface} in namespace ${cfg.namespace}";
       # Never without the tunnel: stopped (and restarted) with it.
       bindsTo = [ tunnelUnit ];
+      # A restart of the tunnel (the watchdog's tier 2) restarts it at once, into
+      # the new namespace (Upholds= above would start it again too, a moment later).
+      partOf = [ tunnelUnit ];
       after = [ tunnelUnit ];
       wantedBy = [ "multi-user.target" ];
       restartTriggers = [ qbtSettingsFile ];

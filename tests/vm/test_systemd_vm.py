@@ -76,7 +76,8 @@ def test_systemd_session_in_vm():
         mode="systemd", overlay=files, symlinks=links,
     ) as (r, cases):  # fmt: skip
         print(f"systemd VM session: {len(cases)} passed in {r.seconds:.1f} s (boot included)")
-        print((r.job / "exposure.txt").read_text())
+        if (r.job / "exposure.txt").exists():  # not when QVW_GUEST_PYTEST_ARGS picked a part
+            print((r.job / "exposure.txt").read_text())
 
 
 @pytest.mark.systemd_vm

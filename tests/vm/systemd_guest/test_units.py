@@ -180,6 +180,35 @@ def test_qbittorrent_killed_is_restarted_and_bind_recovers():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_a_tunnel_that_fails_to_start_is_retried_and_qbittorrent_comes_up_with_it():
+    # A boot where the tunnel cannot come up at first (here its config is not there
+    # yet, as when a secret is provisioned late; for a user, also an endpoint name that
+    # does not resolve yet): the tunnel is retried (Restart=, for ever), and qBittorrent,
+    # whose own start failed for want of the tunnel, must come up when the tunnel does
+    # (Upholds=). The watchdog is stopped meanwhile so that only systemd acts.
+    conf = Path("/etc/qbittorrent-vpn/airvpn.conf")
+    aside = conf.with_name("airvpn.conf.aside")
+    sh("systemctl", "stop", WATCHDOG, TUNNEL)
+    assert state(QBT) != "active"
+    conf.rename(aside)
+    try:
+        sh("systemctl", "start", "--no-block", TUNNEL, QBT)
+        wait_for(
+            "the tunnel's start failed and a retry scheduled",
+            lambda: show(TUNNEL, "SubState")["SubState"] == "auto-restart",
+            60,
+        )
+        assert state(QBT) != "active"
+    finally:
+        aside.rename(conf)
+    wait_for("the tunnel up on its retry", lambda: state(TUNNEL) == "active", 90)
+    wait_for("qBittorrent up with it", lambda: state(QBT) == "active", 60)
+    sh("systemctl", "start", WATCHDOG)
+    wait_for(
+        "an ok cycle", lambda: show(WATCHDOG, "StatusText")["StatusText"].startswith("ok"), 180
+    )
+
+
 # --- the 92-byte failure, end to end under systemd --------------------------------
 
 SERVER_NS = "airvpn"
