@@ -229,6 +229,7 @@ class Daemon:
                 self._guarded_cycle(only=plan.confirm)
             if kind:
                 plan.ran(self.store.unsettled(self.config, self.check_names, self.specs))
+                release_free_memory()
             if self._stop:
                 break
             self._waker.sleep(plan.wake(self._events_pending) - time.monotonic())
@@ -407,6 +408,34 @@ class _Schedule:
         if self.confirm_at is not None:
             wake = min(wake, self.confirm_at)
         return wake
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl)."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the kernel, once per cycle.
+
+    Each check runs in a thread of its own, and glibc gives threads their own
+    heaps (arenas): what a cycle frees there stays in the process's RSS until
+    trimmed. Measured on the lab (3 daemons each, median): see
+    docs/performance.md. Costs about 0.3 ms. Python's own small-object arenas
+    are not affected (CPython returns those itself when they empty).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _install_signals(d: Daemon) -> int | None:
