@@ -19,6 +19,7 @@ import pytest
 from qbt_vpn_watchdog.checks.return_path import HANDSHAKE_RESPONSE_BYTES
 from qbt_vpn_watchdog.sources import TorrentBrief
 from qbt_vpn_watchdog.sources.qbittorrent import is_active
+from tests.bench.common import bencode
 from tests.vm.systemd_setup import PORT
 
 pytestmark = pytest.mark.systemd_vm
@@ -240,16 +241,6 @@ def peer_transfer() -> tuple[int, int]:
     """(rx, tx) bytes of the client's one peer, as `wg show` reads them from the kernel."""
     out = sh("ip", "netns", "exec", "vpn", "wg", "show", "wg0", "transfer", check=False).split()
     return (int(out[1]), int(out[2])) if len(out) == 3 else (0, 0)
-
-
-def bencode(x) -> bytes:
-    if isinstance(x, int):
-        return b"i%de" % x
-    if isinstance(x, str):
-        x = x.encode()
-    if isinstance(x, bytes):
-        return b"%d:%s" % (len(x), x)
-    return b"d" + b"".join(bencode(k) + bencode(x[k]) for k in sorted(x)) + b"e"
 
 
 def torrent(name: str) -> tuple[str, bytes]:
