@@ -24,6 +24,9 @@ HANG = 10.0  # seconds: a nested hold that waits this long would have waited for
 def own_lock(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "lab.lock"
     monkeypatch.setattr(control, "LOCK_PATH", path)
+    # In the whole suite this thread may already hold the real lab (the session's lab
+    # fixture): without this, every hold here would be a nested one of that hold.
+    monkeypatch.setattr(control, "_holder", None)
     return path
 
 
