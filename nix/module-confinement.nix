@@ -3,7 +3,7 @@
 # qbittorrent image) with three native units:
 #
 #   qbittorrent-vpn-tunnel.service  namespace, kill switch, LAN veth, tunnel
-#                                   (watchdog/vpn-netns.sh, shared with the lab)
+#                                   (watchdog/qbt_vpn_watchdog/vpn-netns.sh, shared with the lab)
 #   qbittorrent-vpn.service         qbittorrent-nox inside the namespace
 #   qbt-vpn-watchdog.service        the watchdog, pointed at both
 #
@@ -34,7 +34,7 @@ let
   isV4 = a: !(lib.hasInfix ":" a);
   clientRanges4 = builtins.filter isV4 cfg.webui.allowedRanges;
 
-  # The bring-up script's arguments (watchdog/vpn-netns.sh documents them).
+  # The bring-up script's arguments (watchdog/qbt_vpn_watchdog/vpn-netns.sh documents them).
   netnsArgs = lib.escapeShellArgs (
     [
       "--netns"
@@ -449,7 +449,7 @@ in
         # unit must share the host's mount namespace: no ProtectSystem,
         # PrivateTmp or other option that would give it a private one.
         # The same sandbox as systemd/qbittorrent-vpn-tunnel.service, which the
-        # systemd VM test runs under a real systemd (tests/test_nixos_eval.py keeps
+        # systemd VM test runs under a real systemd (tests/artefacts/test_nixos_eval.py keeps
         # the two equal).
         CapabilityBoundingSet = [
           "CAP_NET_ADMIN" # links, addresses, routes, nftables, WireGuard

@@ -26,7 +26,7 @@ let
     qbt-vpn-watchdog = pkgs.qbt-vpn-watchdog or (pkgs.python3Packages.callPackage ./package.nix { });
   };
 
-  # Per-check timeouts as in watchdog/config.py (tests/test_nix.py keeps this
+  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config.py (tests/artefacts/test_nix.py keeps this
   # table equal to the dataclass defaults).
   defaultCheckTimeouts = {
     handshake = 2;
@@ -65,7 +65,7 @@ in
       default = { };
       description = ''
         The watchdog's configuration, rendered to TOML. Every key of
-        watchdog/example.toml can be set here (see its comments); the ones
+        watchdog/qbt_vpn_watchdog/example.toml can be set here (see its comments); the ones
         below are typed. Unknown keys are rejected by the watchdog at start.
         Secrets never go here: use `passwordFile`.
       '';

@@ -4,7 +4,7 @@
 #
 # Besides the `qbt-vpn-watchdog` command it installs `qbt-vpn-netns`, the
 # namespace and tunnel bring-up script that the confinement module runs and the
-# lab tests exercise (watchdog/vpn-netns.sh), wrapped with the tools it calls,
+# lab tests exercise (watchdog/qbt_vpn_watchdog/vpn-netns.sh), wrapped with the tools it calls,
 # and the Prometheus rules, the Alertmanager example and the Grafana dashboard
 # under share/qbt-vpn-watchdog/ (for services.prometheus.ruleFiles and
 # Grafana's file provisioning).
@@ -66,7 +66,7 @@ buildPythonApplication {
   postInstall = ''
     install -Dm644 -t $out/share/qbt-vpn-watchdog/alerts alerts/qbt-vpn-watchdog.rules.yml alerts/alertmanager.yml
     install -Dm644 -t $out/share/qbt-vpn-watchdog/dashboards dashboards/qbt-vpn-watchdog.json
-    install -Dm755 watchdog/vpn-netns.sh $out/libexec/qbt-vpn-watchdog/vpn-netns.sh
+    install -Dm755 watchdog/qbt_vpn_watchdog/vpn-netns.sh $out/libexec/qbt-vpn-watchdog/vpn-netns.sh
     makeWrapper $out/libexec/qbt-vpn-watchdog/vpn-netns.sh $out/bin/qbt-vpn-netns \
       --prefix PATH : ${
         lib.makeBinPath [
@@ -88,15 +88,15 @@ buildPythonApplication {
   ];
 
   # The build sandbox has no root, no network namespaces and no lab; those
-  # tests are marked and run in this project's CI instead. tests/test_nix.py
+  # tests are marked and run in this project's CI instead. tests/artefacts/test_nix.py
   # needs nix-instantiate and systemd-analyze, which the sandbox lacks.
   pytestFlagsArray = [
     "-m"
     "not root and not lab"
   ];
   disabledTestPaths = [
-    "tests/test_nix.py"
-    "tests/test_nixos_eval.py"
+    "tests/artefacts/test_nix.py"
+    "tests/artefacts/test_nixos_eval.py"
   ];
 
   pythonImportsCheck = [ "qbt_vpn_watchdog" ];

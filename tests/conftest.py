@@ -2,7 +2,7 @@
 
 Markers (see pyproject.toml): ``root`` tests need root for namespaces and
 nftables and are skipped otherwise; ``lab`` tests use the ``lab`` fixture from
-tests/lab_fixture.py, which brings the lab up once per session and tears it
+tests/support/lab_fixture.py, which brings the lab up once per session and tears it
 down even when tests fail.
 """
 
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.lab_fixture"]
+pytest_plugins = ["tests.support.lab_fixture"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -52,7 +52,7 @@ from tests.bench.common import (  # noqa: E402
     remove_torrents,
     scrape_latencies,
 )
-from tests.procs import wait_for  # noqa: E402
+from tests.support.procs import wait_for  # noqa: E402
 
 FAST = ("handshake", "return_path", "dns", "bind")
 ALL = (*FAST, "exit_ip", "webui")
@@ -261,8 +261,8 @@ def rss_run(base: Path, tmp: Path, cycles: int) -> None:
 
 def detect(base: Path, tmp: Path, k: int) -> None:
     from qbt_vpn_watchdog.lab import faults
-    from tests.bench_remediation import return_path_rounds
-    from tests.lab_fixture import LabHandle
+    from tests.bench.remediation import return_path_rounds
+    from tests.support.lab_fixture import LabHandle
 
     lab = LabHandle(base, 0.0)
     rows = return_path_rounds(lab, k, 10.0)

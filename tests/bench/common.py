@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.procs import Proc, wait_for
+from tests.support.procs import Proc, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
@@ -36,7 +36,7 @@ def lab_up() -> Iterator[Path]:
     Always under the lab lock: a lab that is up may be another session's test
     run, whose qBittorrent must not get our torrents in the middle of it. A
     caller that holds the lock already (the lab fixture) takes it again without
-    waiting: the lock is re-entrant (tests/test_lab_lock.py).
+    waiting: the lock is re-entrant (tests/lab/test_lab_lock.py).
     """
     from qbt_vpn_watchdog.lab import control
     from qbt_vpn_watchdog.lab.state import CONFIG_PATH

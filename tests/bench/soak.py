@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from tests.bench.common import free_port
-from tests.lab_load import CycleRecorder, Saturation
-from tests.procs import Proc, wait_for
+from tests.support.lab_load import CycleRecorder, Saturation
+from tests.support.procs import Proc, wait_for
 
 RULES = Path(__file__).resolve().parents[2] / "alerts" / "qbt-vpn-watchdog.rules.yml"
 JOB = "qbt-vpn-watchdog"

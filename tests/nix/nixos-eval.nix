@@ -1,7 +1,7 @@
 # A copy of ../shared/nixos-eval/eval.nix (the project's harness), for a
-# machine without that folder: tests/nixos_eval.py uses it only with
+# machine without that folder: tests/support/nixos_eval.py uses it only with
 # NIXPKGS=/path/to/nixpkgs, where the frozen tree and its shims are not
-# needed. tests/test_nixos_eval.py fails when the two differ.
+# needed. tests/artefacts/test_nixos_eval.py fails when the two differ.
 #
 # Evaluate a NixOS system, offline, against real NixOS modules (see README.md beside this file).
 #

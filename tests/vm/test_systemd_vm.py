@@ -49,7 +49,7 @@ def install() -> tuple[dict[str, str], dict[str, str]]:
     files["/etc/sysusers.d/qbittorrent-vpn.conf"] = (UNITS / "qbittorrent-vpn.sysusers").read_text()
     links = {
         "/usr/local/bin/qbt-vpn-watchdog": str(Path(sys.executable).parent / "qbt-vpn-watchdog"),
-        "/usr/local/bin/qbt-vpn-netns": str(REPO / "watchdog" / "vpn-netns.sh"),
+        "/usr/local/bin/qbt-vpn-netns": str(REPO / "watchdog" / "qbt_vpn_watchdog" / "vpn-netns.sh"),
     }
     # This machine's Python lives under /root (pyenv), which ProtectHome=yes hides
     # from the unit, and a CI checkout (with its .venv) may live under /tmp, which

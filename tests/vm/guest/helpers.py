@@ -11,7 +11,7 @@ import dns.message
 import dns.rrset
 from pyroute2 import netns as pr_netns
 
-from tests.wg_pair import WgPair
+from tests.support.wg_pair import WgPair
 
 
 class DnsResponder:
@@ -39,7 +39,7 @@ class DnsResponder:
 
 @contextlib.contextmanager
 def vpn_pair(prefix: str, kernel: bool = True, echoes: int = 2) -> Iterator[WgPair]:
-    """A WgPair (tests/wg_pair.py) up, the VPN's resolver on b's tunnel address, and
+    """A WgPair (tests/support/wg_pair.py) up, the VPN's resolver on b's tunnel address, and
     ``echoes`` datagrams echoed through the tunnel (the handshake done); all gone on exit.
 
     The echo timeout is generous: the first handshake under TCG can take seconds.

@@ -1,6 +1,6 @@
 """The daemon itself on the kernel's WireGuard, beside the same daemon on wireguard-go.
 
-Two pairs in the VM (tests/wg_pair.py): one with the kernel's WireGuard, one
+Two pairs in the VM (tests/support/wg_pair.py): one with the kernel's WireGuard, one
 with wireguard-go. A daemon (``python -m qbt_vpn_watchdog run``) watches each, the
 same config but ``wireguard.reader``. Both must report the tunnel healthy
 through /metrics; their RSS after the same number of cycles is written to
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.wg_pair import WgPair
 from tests.vm.guest.helpers import vpn_pair, watchdog_config
-from tests.wg_pair import WgPair
 
 pytestmark = pytest.mark.kernel_vm
 

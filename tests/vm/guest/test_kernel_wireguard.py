@@ -1,6 +1,6 @@
 """The production path on the kernel's WireGuard: run inside the kernel VM (tests/vm).
 
-A kernel WireGuard pair between two namespaces (tests/wg_pair.py, kernel=True):
+A kernel WireGuard pair between two namespaces (tests/support/wg_pair.py, kernel=True):
 namespace a is the confined side (the watchdog's namespace), b the VPN server.
 Everything here reads the kernel through the watchdog's own adapters and
 checks, built from a config the way the daemon builds them.
@@ -27,8 +27,8 @@ from qbt_vpn_watchdog.config import parse
 from qbt_vpn_watchdog.sources.build import build_sources
 from qbt_vpn_watchdog.sources.links import LinkEvents, Links
 from qbt_vpn_watchdog.sources.wireguard import KernelReader
+from tests.support.wg_pair import ECHO_PORT, WgPair, _run
 from tests.vm.guest.helpers import vpn_pair, watchdog_config
-from tests.wg_pair import ECHO_PORT, WgPair, _run
 
 pytestmark = pytest.mark.kernel_vm
 
