@@ -583,10 +583,13 @@ def test_metrics_over_http_has_every_catalogue_family(running):
     with_samples = {
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"
     }
-    # Exactly the catalogue: no process_/python_ defaults (see README: the service's
-    # CPU and memory come from systemd's cgroup accounting, not from the exporter).
-    assert typed == exposed_names()
-    assert with_samples == exposed_names()
+    # The catalogue and prometheus_client's process collector (watchdog.process_metrics,
+    # on by default); never its python_/gc defaults.
+    process = {n for n in typed if n.startswith("process_")}
+    assert "process_resident_memory_bytes" in process and "process_open_fds" in process
+    assert typed - process == exposed_names()
+    assert with_samples - process == exposed_names()
+    assert not any(n.startswith(("python_", "gc_")) for n in typed)
     assert metric(text, "qbtvpn_healthy") == 1
     assert metric(text, "qbtvpn_dns_lookup_duration_seconds", name="airvpn.org") == 0.012
     assert metric(text, "qbtvpn_exit_ip_info", country="NL", ip="198.51.100.7") == 1

@@ -177,6 +177,10 @@ def _listen_address(v: str) -> str | None:
     return None
 
 
+def _max_connections(v: int) -> str | None:
+    return None if 1 <= v <= 1024 else "a whole number 1-1024"
+
+
 LISTEN_ADDRESS_ACCEPTS = 'an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::")'
 
 
@@ -227,13 +231,30 @@ class WatchdogSection:
     history: int = _key(
         30, help="Recent results kept per check, for the checks and the policy.", check=_count
     )
+    process_metrics: bool = _key(
+        True,
+        help="Serve prometheus_client's process_* series (the daemon's CPU, memory, open files).",
+    )
 
 
 @dataclass(frozen=True)
 class WebSection:
-    """HTTPS and basic auth for /metrics and /healthz, as Prometheus exporters offer them.
-    Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files."""
+    """HTTPS and basic auth for /metrics, /healthz and /readyz, as Prometheus exporters offer
+    them. Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files.
+    Prefer config_file (exporter-toolkit's web-config.yml, bcrypt hashes) to the tls_* and
+    basic_auth_* keys below, which stay for configs that use them."""
 
+    config_file: str = _key(
+        "",
+        help="exporter-toolkit's web-config.yml (as node_exporter's --web.config.file): TLS and"
+        ' bcrypt users; needs the [web] extra (bcrypt, PyYAML); "" = the keys below.',
+    )
+    max_connections: int = _key(
+        40,
+        help="Connections served at once; at the cap a new one replaces the oldest that has not"
+        " sent a whole request, else gets 503. Keep it well under LimitNOFILE.",
+        check=_max_connections,
+    )
     tls_cert_file: str = _key(
         "", help='PEM certificate (chain) to serve HTTPS with; "" = plain HTTP.'
     )
@@ -253,6 +274,12 @@ def _pairs(cfg: Config) -> list[str]:
     """Keys that only make sense together."""
     errors = []
     w = cfg.web
+    if w.config_file:
+        for k in ("tls_cert_file", "tls_key_file", "basic_auth_username", "basic_auth_password_file"):
+            if getattr(w, k):
+                errors.append(
+                    f"web.{k}: not used when web.config_file is set (put TLS and users in that file)"
+                )
     for a, b in (
         ("tls_cert_file", "tls_key_file"),
         ("basic_auth_username", "basic_auth_password_file"),
