@@ -622,6 +622,25 @@ def test_healthz_is_liveness_with_the_summary(running, tmp_path):
     assert http_get(port, "/nope")[0] == 404
 
 
+def test_readyz_follows_the_tunnel_and_healthz_the_loop(running):
+    d, world, port = running()
+    assert http_get(port, "/readyz")[:2] == (200, "ready; ok: 4/4 checks passed\n")
+    world.qbt_up = False  # bind fails closed (unsafe); the remediator holds torrents
+    deadline = time.monotonic() + 5
+    status, body = 200, ""
+    while status == 200 and time.monotonic() < deadline:
+        status, body, _ = http_get(port, "/readyz")
+        time.sleep(0.05)
+    assert status == 503 and body.startswith("not ready: unsafe: bind"), body
+    assert "3 torrents held" in body
+    assert http_get(port, "/healthz")[0] == 200  # the loop is alive all along
+    world.qbt_up = True
+    while status == 503 and time.monotonic() < deadline + 5:
+        status, body, _ = http_get(port, "/readyz")
+        time.sleep(0.05)
+    assert status == 200, body
+
+
 def test_ipv6_listen_address(running):
     if not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists():
         pytest.skip("no IPv6 here")
