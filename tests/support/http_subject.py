@@ -41,6 +41,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nofile", type=int, default=0)
     ap.add_argument("--max-connections", type=int, default=0)
+    ap.add_argument("--web-config", default="", help="a web-config.yml (this checkout's server)")
     args = ap.parse_args()
     if args.nofile:
         resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile))
@@ -55,6 +56,13 @@ def main() -> int:
     params = inspect.signature(http_server.HttpServer).parameters
     if "limits" in params and args.max_connections:
         kwargs["limits"] = http_server.Limits(max_connections=args.max_connections)
+    if args.web_config:
+        from qbt_vpn_watchdog import config
+        from qbt_vpn_watchdog.web_security import load_web_security
+
+        kwargs["security"] = load_web_security(
+            config.parse(f'[web]\nconfig_file = "{args.web_config}"\n').web
+        )
     server = http_server.HttpServer(expo.render, lambda: (200, "alive; ok: 6/6"), **kwargs)
     server.start(("127.0.0.1", 0))
     stats = {"socket_errors": 0, "socket_ok": 0, "peak_fds": 0, "peak_rss_mib": 0.0,
