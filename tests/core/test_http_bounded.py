@@ -23,6 +23,7 @@ from qbt_vpn_watchdog.http_server import (
     HEAD_BYTES,
     IDLE_TIMEOUT,
     MAX_CONNECTIONS,
+    WRITING,
     HttpServer,
     Limits,
 )
@@ -30,6 +31,7 @@ from qbt_vpn_watchdog.metrics import Exposition
 from tests.core.test_metrics_collector import full_snapshot
 from tests.support.flood import SlowFlood, scrape_latencies
 from tests.support.http_subject import rss_mib
+from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,7 +198,8 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503():
             hogs.append(h)
         for h in hogs:  # pipelined scrapes, never read: the server ends up in WRITING
             h.sendall(b"GET /metrics HTTP/1.1\r\n\r\n" * 600)
-        time.sleep(1.0)
+        states = lambda: [c.state for c in s._loop.conns.values()]  # noqa: E731, SLF001
+        wait_for("both mid-answer", lambda: states() == [WRITING, WRITING], 20)
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
         assert c.recv(100).startswith(b"HTTP/1.1 503 Service Unavailable")
         c.close()

@@ -143,19 +143,12 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.clock = clock
         self.specs: dict[str, CheckSpec] = dict(specs if specs is not None else load_all())
-        self.config: Config = self._load_config()
+        self.config: Config = _load(self)
         self.sources: Sources = sources_factory(self.config)
         self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
         self.runner = Runner(self.specs, clock=clock)
         self.store = ResultStore(self.config.watchdog.history, loaded_at=clock())
-        self.http = HttpServer(
-            lambda accept, gz: self.exposition.render(accept, gz), self.health,
-            load_web_security(self.config.web), ready=self.readiness, limits=_limits(self.config),
-        )  # fmt: skip
-        self.exposition = Exposition(
-            lambda: self.store.snapshot, self.specs, http_stats=self.http.stats,
-            process_metrics=self.config.watchdog.process_metrics,
-        )  # fmt: skip
+        self.http, self.exposition = _serving(self)
         self.status_line = "starting"  # read by the HTTP threads
         self._view = self._idle_view()
         self._ready = False
@@ -313,13 +306,6 @@ class Daemon:
         """Liveness for /healthz: is the loop alive? (``ResultStore.health``)"""
         return self.store.health(self.config, self.check_names, self.clock(), self.status_line)
 
-    def readiness(self) -> tuple[int, str]:
-        """/readyz: 200 only while the tunnel is safe and nothing is held (readiness.py)."""
-        return readiness(self.health(), self.store.snapshot)
-
-    def _load_config(self) -> Config:
-        return with_config_file(load_config(self.config_path), self.web_config_file)
-
     # --- reload ------------------------------------------------------------------------
 
     def reload(self) -> bool:
@@ -329,7 +315,7 @@ class Daemon:
             self.notifier.reloading("reloading configuration")
         log.info("reloading %s", self.config_path)
         try:
-            new = self._load_config()
+            new = _load(self)
             security, sources = load_web_security(new.web), self.sources_factory(new)
         except ConfigError as e:
             return self._reject_reload(
@@ -479,6 +465,26 @@ class _BugLog:
             log.error(
                 "%s raised (a bug; logged once): %s: %s", where, type(e).__name__, e, exc_info=e
             )
+
+
+def _load(d: Daemon) -> Config:
+    """The config file, with ``run --web.config.file`` applied (at start and on reload)."""
+    return with_config_file(load_config(d.config_path), d.web_config_file)
+
+
+def _serving(d: Daemon) -> tuple[HttpServer, Exposition]:
+    """The HTTP server and the exposition it serves (with its counters and process_*)."""
+    http = HttpServer(
+        lambda accept, gz: d.exposition.render(accept, gz), d.health,
+        load_web_security(d.config.web), limits=_limits(d.config),
+        # /readyz: 200 only while the tunnel is safe and nothing is held (readiness.py).
+        ready=lambda: readiness(d.health(), d.store.snapshot),
+    )  # fmt: skip
+    exposition = Exposition(
+        lambda: d.store.snapshot, d.specs, http_stats=http.stats,
+        process_metrics=d.config.watchdog.process_metrics,
+    )  # fmt: skip
+    return http, exposition
 
 
 def _limits(cfg: Config) -> Limits:
