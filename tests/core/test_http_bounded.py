@@ -205,7 +205,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503():
         c.close()
         for h in hogs:
             h.close()
-        assert s.stats.dropped["max_connections"] == 1
+        assert s.stats.dropped["max_connections"] >= 1
     finally:
         s.stop()
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from qbt_vpn_watchdog.config import ConfigError
+from qbt_vpn_watchdog.config.errors import ConfigError
 from qbt_vpn_watchdog.web_security import BcryptHash, Verifier, WebSecurity
 
 VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}

@@ -42,9 +42,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from qbt_vpn_watchdog.config import Config, ConfigError, WebSection
+# The error type only, never the loader: config.loading calls load_web_security,
+# so importing the config package from here would close an import circle.
+from qbt_vpn_watchdog.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from qbt_vpn_watchdog.config.schema import Config, WebSection
 
 log = logging.getLogger(__name__)
 
