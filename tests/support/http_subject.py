@@ -46,6 +46,7 @@ def main() -> int:
     if args.nofile:
         resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile))
 
+    import qbt_vpn_watchdog.config  # noqa: F401 - first, as the daemon does (older checkouts)
     from qbt_vpn_watchdog import http_server
     from qbt_vpn_watchdog.metrics import Exposition
     from tests.core.test_metrics_collector import full_snapshot
