@@ -224,3 +224,15 @@ def test_bad_and_unusual_requests_get_a_status_not_a_hang(server, request_bytes,
     c.sendall(request_bytes)
     assert c.recv(100).split(b" ")[1] == str(status).encode()
     c.close()
+
+
+def test_a_request_followed_by_a_half_close_is_still_answered(server):
+    c = socket.create_connection(("127.0.0.1", server.address[1]), timeout=5)
+    c.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+    c.shutdown(socket.SHUT_WR)  # as `printf ... | nc` does
+    data = b""
+    while chunk := c.recv(4096):
+        data += chunk
+    c.close()
+    assert data.startswith(b"HTTP/1.1 200 OK")  # answered, and then closed: recv ended
+    assert data.endswith(b"alive; ok\n")

@@ -133,7 +133,7 @@ _EVICTABLE = (HANDSHAKE, READING, IDLE)
 class _Conn:
     __slots__ = (
         "sock", "client", "state", "deadline", "since", "buf", "out", "close_after",
-        "head", "registered",
+        "head", "registered", "eof",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, client: str, state: int, now: float, limits: Limits):
@@ -147,6 +147,7 @@ class _Conn:
         self.close_after = False
         self.head: _Head | None = None  # the request waiting for its password check
         self.registered = 0  # the selector events it is registered for
+        self.eof = False  # the client closed its sending side (its last request may be whole)
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,8 @@ class _Answers:
         if end == -1 or end > self.limits.head_bytes:
             if len(buf) > self.limits.head_bytes:
                 self._drop(conn, "head_too_large", 431)
+            elif conn.eof:
+                self._close(conn)  # half a request, and no more will come
             return
         raw = bytes(buf[:end])
         del buf[:cut]
@@ -331,7 +334,7 @@ class _Answers:
             keep = False  # a body we will not read: answer, then close
         if "transfer-encoding" in head.headers:
             keep = False
-        conn.close_after = not keep
+        conn.close_after = not keep or conn.eof
         if head.method not in ("GET", "HEAD"):
             self._answer(conn, 405, b"only GET and HEAD\n", TEXT, False, {"Allow": "GET, HEAD"})
             return
@@ -559,9 +562,13 @@ class _Loop(_Connections, _Answers):
             except (OSError, ssl.SSLError):
                 self._close(conn)
                 return
-            if not chunk:
-                self._close(conn)  # the client closed (or half-closed) its end
-                return
+            if not chunk:  # the client closed (or half-closed) its end
+                if not conn.buf:
+                    self._close(conn)
+                    return
+                conn.eof = True  # answer what it sent, then close
+                self._want(conn, 0)
+                break
             if conn.state == IDLE:
                 conn.state = READING
                 now = time.monotonic()
