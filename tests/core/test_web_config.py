@@ -33,8 +33,8 @@ from qbt_vpn_watchdog.web_security import (
     with_config_file,
 )
 from tests.core.test_metrics_collector import full_snapshot
-from tests.support.monitoring import free_port
-from tests.support.procs import Proc, wait_for
+from tests.support.monitoring import prometheus_with_basic_auth
+from tests.support.procs import wait_for
 from tests.support.tls_files import self_signed
 
 needs_openssl = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
@@ -225,33 +225,8 @@ def test_prometheus_scrapes_with_tls_config_and_basic_auth_from_a_web_config(ser
     good.write_text(PASSWORD)
     stale.write_text("last year's password")
 
-    def job(name: str, pw) -> dict:
-        return {"job_name": name, "scheme": "https", "tls_config": {"ca_file": str(cert)},
-                "basic_auth": {"username": "prometheus", "password_file": str(pw)},
-                "static_configs": [{"targets": [target]}]}  # fmt: skip
-
-    port = free_port()
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [job("watchdog", good), job("stale", stale)],
-    }))  # fmt: skip
-    proc = Proc(
-        ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        tmp_path / "prometheus.log",
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api/v1"
-
-    def targets() -> dict:
-        try:
-            with _session() as s:
-                data = s.get(f"{api}/targets", timeout=2).json()["data"]["activeTargets"]
-        except (requests.RequestException, ValueError, KeyError):
-            return {}
-        return {t["labels"]["job"]: t for t in data if t["health"] != "unknown"}
-
-    try:
+    jobs = {"watchdog": good, "stale": stale}
+    with prometheus_with_basic_auth(tmp_path, target, cert, jobs) as (targets, api, proc):
         got = wait_for("both scraped, the good job up",
                        lambda: (t := targets()) and len(t) == 2
                        and t["watchdog"]["health"] == "up" and t, 30, diag=proc.tail)  # fmt: skip
@@ -266,5 +241,3 @@ def test_prometheus_scrapes_with_tls_config_and_basic_auth_from_a_web_config(ser
         # the cache (each counted), and never throttle the good job.
         assert server.stats.auth.failures["wrong"] >= 2
         assert server.stats.auth.failures["throttled"] == 0
-    finally:
-        proc.stop()
