@@ -241,3 +241,29 @@ def test_prometheus_scrapes_with_tls_config_and_basic_auth_from_a_web_config(ser
         # the cache (each counted), and never throttle the good job.
         assert server.stats.auth.failures["wrong"] >= 2
         assert server.stats.auth.failures["throttled"] == 0
+
+
+@needs_openssl
+def test_client_certificates_required_and_verified(tmp_path):
+    cert, key = self_signed(tmp_path)
+    client_cert, client_key = self_signed(tmp_path, "client")  # its own CA
+    other_cert, other_key = self_signed(tmp_path, "other")
+    path = tmp_path / "web-config.yml"
+    path.write_text(yaml.safe_dump({"tls_server_config": {
+        "cert_file": str(cert), "key_file": str(key), "client_ca_file": str(client_cert),
+        "client_auth_type": "RequireAndVerifyClientCert"}}))  # fmt: skip
+    snap = full_snapshot()
+    server = HttpServer(Exposition(lambda: snap).render, lambda: (200, "alive"),
+                        security(str(path)))  # fmt: skip
+    server.start(("127.0.0.1", 0))
+    url = f"https://127.0.0.1:{server.address[1]}/healthz"
+    try:
+        with _session() as s:
+            r = s.get(url, verify=str(cert), cert=(str(client_cert), str(client_key)), timeout=5)
+            assert r.status_code == 200
+            for wrong in (None, (str(other_cert), str(other_key))):
+                with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
+                    s.get(url, verify=str(cert), cert=wrong, timeout=5)
+        assert server.stats.dropped["tls"] >= 1
+    finally:
+        server.stop()

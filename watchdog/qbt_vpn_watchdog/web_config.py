@@ -5,7 +5,10 @@ What is read (exporter-toolkit docs/web-configuration.md), and what is not:
 * ``tls_server_config``: ``cert_file``, ``key_file``, ``client_ca_file``,
   ``client_auth_type`` (``NoClientCert``, ``RequestClientCert``,
   ``RequireAnyClientCert``, ``VerifyClientCertIfGiven``,
-  ``RequireAndVerifyClientCert``), ``min_version``/``max_version`` (``TLS12``,
+  ``RequireAndVerifyClientCert``; Python's ssl cannot take a certificate
+  without verifying it, so the first two verify too: every type but
+  NoClientCert needs client_ca_file, and is never looser than Go's),
+  ``min_version``/``max_version`` (``TLS12``,
   ``TLS13``; Python's ssl refuses older ones anyway),
   ``prefer_server_cipher_suites`` (accepted; OpenSSL's choice stands).
   ``cipher_suites``, ``curve_preferences``, ``client_allowed_sans`` and the
