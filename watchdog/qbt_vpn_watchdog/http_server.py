@@ -133,7 +133,7 @@ _EVICTABLE = (HANDSHAKE, READING, IDLE)
 class _Conn:
     __slots__ = (
         "sock", "client", "state", "deadline", "since", "buf", "out", "close_after",
-        "head", "registered", "eof",
+        "head", "gate", "registered", "eof",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, client: str, state: int, now: float, limits: Limits):
@@ -146,6 +146,7 @@ class _Conn:
         self.out: memoryview | None = None
         self.close_after = False
         self.head: _Head | None = None  # the request waiting for its password check
+        self.gate: Gate | None = None  # the gate that asked for it (a reload may swap gates)
         self.registered = 0  # the selector events it is registered for
         self.eof = False  # the client closed its sending side (its last request may be whole)
 
@@ -338,11 +339,12 @@ class _Answers:
         if head.method not in ("GET", "HEAD"):
             self._answer(conn, 405, b"only GET and HEAD\n", TEXT, False, {"Allow": "GET, HEAD"})
             return
-        verdict, extra = self.owner.gate.decide(head.headers.get("authorization"), conn.client)
+        gate = self.owner.gate
+        verdict, extra = gate.decide(head.headers.get("authorization"), conn.client)
         if verdict == "ok":
             self._serve(conn, head)
         elif verdict == "check":
-            conn.state, conn.head = CHECKING, head
+            conn.state, conn.head, conn.gate = CHECKING, head, gate
             self._want(conn, 0)
             self.owner.checker.submit(self, conn, extra)
         elif verdict == "throttled":
@@ -357,8 +359,8 @@ class _Answers:
                 conn, pending, ok = self.done.get_nowait()
             except queue.Empty:
                 return
-            passed = self.owner.gate.settle(pending, ok)
-            head, conn.head = conn.head, None
+            passed = (conn.gate or self.owner.gate).settle(pending, ok)
+            head, conn.head, conn.gate = conn.head, None, None
             if conn.sock not in self.conns or head is None:
                 continue
             if passed:
