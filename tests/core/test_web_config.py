@@ -12,6 +12,7 @@ import base64
 import logging
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 
@@ -267,3 +268,17 @@ def test_client_certificates_required_and_verified(tmp_path):
         assert server.stats.dropped["tls"] >= 1
     finally:
         server.stop()
+
+
+def test_without_the_web_extra_a_web_config_file_is_a_clear_config_error(tmp_path):
+    path = web_config(tmp_path, tls=False)
+    code = (
+        "import sys; sys.modules['bcrypt'] = None\n"  # as if the extra were not installed
+        "from qbt_vpn_watchdog import config\n"
+        "from qbt_vpn_watchdog.web_security import load_web_security\n"
+        f"load_web_security(config.parse('[web]\\nconfig_file = \"{path}\"\\n').web)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "needs the optional packages PyYAML and bcrypt (bcrypt is missing)" in r.stderr
+    assert "pip install 'qbt-vpn-watchdog[web]'" in r.stderr
