@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from qbt_vpn_watchdog.metrics import BY_NAME
+from qbt_vpn_watchdog.mixin import Options
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "qbt-vpn-watchdog.rules.yml"
@@ -25,9 +26,9 @@ ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 DASHBOARD = ROOT / "dashboards" / "qbt-vpn-watchdog.json"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
-# Where every alert's runbook_url points (+ "#<alertname lowercased>"). The one
-# place to change when the project moves.
-RUNBOOK_BASE = "https://github.com/qbt-vpn-watchdog/qbt-vpn-watchdog/blob/main/docs/runbook.md"
+# Where every shipped alert's runbook_url points (+ "#<alertname lowercased>"):
+# the mixin's default pattern, relative to the folder of the shipped files.
+RUNBOOK_BASE = Options().runbook_page
 JOB = "qbt-vpn-watchdog"
 
 # Series that are not the watchdog's own: Prometheus's per-target `up`.
