@@ -548,13 +548,21 @@ def rule_test_files(root: Path) -> list[Path]:
     return sorted((root / TESTS_DIR).glob("*.yml"))
 
 
-def render_all(root: Path, opts: Options) -> dict[str, str]:
+def yaml_missing() -> bool:
+    try:
+        import yaml  # noqa: F401
+    except ModuleNotFoundError:
+        return True
+    return False
+
+
+def render_all(root: Path, opts: Options, tests: bool = True) -> dict[str, str]:
     """Every file of the mixin, rendered: {relative path: text}."""
     out = {
         RULES_NAME: render_rules((root / RULES_NAME).read_text(encoding="utf-8"), opts),
         DASHBOARD_NAME: render_dashboard((root / DASHBOARD_NAME).read_text(encoding="utf-8"), opts),
     }
-    for path in rule_test_files(root):
+    for path in rule_test_files(root) if tests else []:
         rel = f"{TESTS_DIR}/{path.name}"
         out[rel] = render_tests(path.read_text(encoding="utf-8"), opts)
     # Copied as they are: the runbook (the default runbook_url points into it
@@ -606,7 +614,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         root = args.source or source_root()
         if args.out:
-            files = render_all(root, opts)
+            tests = opts.is_default or not yaml_missing()
+            if not tests:
+                print(
+                    "qbt-vpn-watchdog-mixin: the promtool tests are not rendered: that needs"
+                    " PyYAML (pip install pyyaml); the rules and the dashboard are",
+                    file=sys.stderr,
+                )
+            files = render_all(root, opts, tests)
             for rel, text in files.items():
                 dest = args.out / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
