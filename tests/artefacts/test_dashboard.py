@@ -137,6 +137,8 @@ def test_required_panels_are_there(dash):
         "qbtvpn_interface_receive_bytes_total",  # inner rx/tx
         "qbtvpn_interface_transmit_bytes_total",
         "qbtvpn_wireguard_peer_last_handshake_timestamp_seconds",  # handshake age
+        "qbtvpn_path_mtu_bytes",  # the path MTU against the tunnel's: a black hole
+        "qbtvpn_tunnel_mtu_bytes",
         "qbtvpn_dns_lookup_duration_seconds",
         "qbtvpn_exit_ip_info",
         "qbtvpn_exit_ip_airvpn",
