@@ -42,6 +42,7 @@ from tests.support.monitoring import (
     dashboard_queries,
     grafana_to_promql,
     metric_names,
+    promtool_check_exprs,
     selectors,
 )
 
@@ -188,13 +189,8 @@ def test_inject_reads_the_promql(expr, want):
 @needs_promtool
 def test_injected_expressions_are_valid_promql(tmp_path):
     params = test_inject_reads_the_promql.pytestmark[0].args[1]
-    rules = [
-        {"record": f"mixin:case_{i}", "expr": inject(expr, parse_selector(SELECTOR))}
-        for i, (expr, _) in enumerate(params)
-    ]
-    path = tmp_path / "cases.rules.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "cases", "rules": rules}]}))
-    r = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    exprs = [inject(expr, parse_selector(SELECTOR)) for expr, _ in params]
+    r = promtool_check_exprs(exprs, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -324,13 +320,7 @@ def test_the_decoys_catch_a_rule_the_selector_missed(tmp_path):
 @needs_promtool
 def test_the_dashboard_rendered_for_a_selector_is_valid_promql(tmp_path):
     dash = json.loads(render_dashboard(DASHBOARD_TEXT, CUSTOM))
-    rules = [
-        {"record": f"dashboard:query_{i}", "expr": grafana_to_promql(expr)}
-        for i, (_, expr) in enumerate(dashboard_queries(dash))
-    ]
-    path = tmp_path / "dashboard.rules.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    r = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    r = promtool_check_exprs([grafana_to_promql(e) for _, e in dashboard_queries(dash)], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,16 @@ def grafana_to_promql(expr: str) -> str:
     expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m")
     expr = expr.replace("$__range", "5m")
     return expr.replace("$instance", ".+").replace("$job", JOB)
+
+
+def promtool_check_exprs(exprs: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """promtool has no "check this expression": each one becomes a recording rule."""
+    rules = [{"record": f"check:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
+    path = tmp_path / "exprs.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "exprs", "rules": rules}]}))
+    return subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
 
 
 def free_port() -> int:
