@@ -329,10 +329,28 @@ def test_the_dashboard_rendered_for_a_selector_is_valid_promql(tmp_path):
 
 def test_an_installed_wheel_carries_the_mixin_and_renders_from_it(tmp_path):
     """data-files put the files under <venv>/share/qbt-vpn-watchdog/; the mixin finds them."""
+    # Built from a copy holding what the Nix package's source fileset holds:
+    # the build leaves nothing in the checkout, and proves the list complete.
+    src = tmp_path / "src"
+    for rel in (
+        "pyproject.toml",
+        "README.md",
+        "watchdog",
+        "alerts",
+        "dashboards",
+        "docs/runbook.md",
+    ):
+        if (ROOT / rel).is_dir():
+            shutil.copytree(
+                ROOT / rel, src / rel, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
+            )
+        else:
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / rel, src / rel)
     wheels = tmp_path / "wheels"
     r = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(wheels), str(ROOT)],
+         "-w", str(wheels), str(src)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
