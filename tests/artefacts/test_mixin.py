@@ -104,12 +104,47 @@ def test_the_default_renders_the_shipped_files_exactly():
 
 
 def test_the_default_transformation_runs_and_changes_nothing():
-    # Not a shortcut: the rules go through the same line-by-line rewrite, the
-    # dashboard through json, the tests through yaml.
+    # Not a shortcut: the same line-by-line rewrite that applies the options.
     assert render_rules(RULES_TEXT, Options(runbook_url_pattern="x#%s")) != RULES_TEXT
-    doc = yaml.safe_load((ROOT / TESTS_DIR / "watchdog.test.yml").read_text())
-    rendered = render_tests(yaml.safe_dump(doc), Options(labels=(("a", "b"),)))
-    assert yaml.safe_load(rendered)["tests"][0]["input_series"] == doc["tests"][0]["input_series"]
+    text = (ROOT / TESTS_DIR / "watchdog.test.yml").read_text()
+    doc = yaml.safe_load(text)
+    rendered = yaml.safe_load(render_tests(text, Options(labels=(("a", "b"),))))
+    assert rendered["tests"][0]["input_series"] == doc["tests"][0]["input_series"]
+    assert rendered != doc
+
+
+@pytest.mark.parametrize("selector", ['job="torrent-box", env="prod"', 'env="prod"'])
+def test_rendered_tests_say_the_same_as_the_shipped_ones_for_the_target(selector):
+    # Read back with a YAML parser: only the target's labels, the extra labels
+    # and the runbook URL differ; with a selector that names no job the job stays.
+    opts = Options(selector=parse_selector(selector), labels=(("team", "media"),),
+                   runbook_url_pattern="https://wiki.example.org/rb#%s")  # fmt: skip
+    target = {m.label: m.text for m in opts.selector}
+    for path in sorted((ROOT / TESTS_DIR).glob("*.yml")):
+        shipped = yaml.safe_load(path.read_text())
+        rendered = yaml.safe_load(render_tests(path.read_text(), opts))
+        for a, b in zip(shipped["tests"], rendered["tests"], strict=True):
+            for sa, sb in zip(a["input_series"], b["input_series"], strict=True):
+                assert sa["values"] == sb["values"]
+                if f'job="{DEFAULT_JOB}"' in sa["series"]:
+                    for k, v in target.items():
+                        assert f"{k}={json.dumps(v)}" in sb["series"], sb
+                    if "job" not in target:
+                        assert f'job="{DEFAULT_JOB}"' in sb["series"]
+                else:
+                    assert sa["series"] == sb["series"]
+            for ca, cb in zip(
+                a.get("alert_rule_test", []), b.get("alert_rule_test", []), strict=True
+            ):
+                for ea, eb in zip(
+                    ca.get("exp_alerts") or [], cb.get("exp_alerts") or [], strict=True
+                ):
+                    want = dict(ea["exp_labels"])
+                    if want.get("job") == DEFAULT_JOB:
+                        want = {**want, **target}
+                    assert eb["exp_labels"] == {**want, "team": "media"}
+                    url = f"https://wiki.example.org/rb#{ca['alertname'].lower()}"
+                    assert eb["exp_annotations"]["runbook_url"] == url
 
 
 # --- the selector reaches every query -----------------------------------------------
@@ -291,15 +326,22 @@ def test_promtool_tests_pass_for_the_default_render(tmp_path):
 
 
 @needs_promtool
-def test_promtool_tests_pass_for_a_custom_selector_beside_another_jobs_series(tmp_path):
-    tests = _write(render_all(ROOT, CUSTOM), tmp_path)
-    series = yaml.safe_load(tests[0].read_text())["tests"][0]["input_series"]
-    assert all(
-        'job="torrent-box",env="prod"' in s["series"] for s in series if "job=" in s["series"]
+@pytest.mark.parametrize("selector", [SELECTOR, 'env="prod"'])
+def test_promtool_tests_pass_for_a_custom_selector_beside_other_series(tmp_path, selector):
+    opts = Options(
+        selector=parse_selector(selector),
+        runbook_url_pattern=CUSTOM.runbook_url_pattern,
+        labels=CUSTOM.labels,
     )
+    tests = _write(render_all(ROOT, opts), tmp_path)
+    series = yaml.safe_load(tests[0].read_text())["tests"][0]["input_series"]
+    labels = ",".join(f"{m.label}={m.value}" for m in opts.selector)
+    assert all(labels in s["series"] for s in series if "job=" in s["series"])
+    # The shipped series again, beside them: the selector must keep them out.
     _with_decoys(tests)
     r = _promtool_test(tests)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("SUCCESS") == len(tests) >= 5
 
 
 @needs_promtool
@@ -377,8 +419,13 @@ def test_an_installed_wheel_carries_the_mixin_and_renders_from_it(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    # No PyYAML there (the package does not need it): the tests are left out, and it says so.
-    assert "promtool tests are not rendered" in r.stderr and not (out / TESTS_DIR).exists()
+    # No PyYAML there (the package does not need it): the tests render all the same.
+    r = subprocess.run([str(py), "-c", "import yaml"], capture_output=True, timeout=60)
+    assert r.returncode != 0
+    for path in (ROOT / TESTS_DIR).glob("*.yml"):
+        assert (out / TESTS_DIR / path.name).read_text() == render_tests(
+            path.read_text(), Options(selector=CUSTOM.selector)
+        )
     assert (out / RULES_NAME).read_text() == render_rules(
         RULES_TEXT, Options(selector=CUSTOM.selector)
     )

@@ -25,8 +25,8 @@ to the folder holding alerts/ and dashboards/ (the repository, or
 install the files, runbook included): the project has no web address of its
 own, so point the pattern at a URL your on-call can open.
 
-Standard library only for the rules and the dashboard; rendering the promtool
-tests (``--out``) needs PyYAML.
+Standard library only: the rules and the tests are rewritten line by line (their
+comments and layout kept), the dashboard through json.
 """
 
 from __future__ import annotations
@@ -459,21 +459,25 @@ def render_dashboard(text: str, opts: Options) -> str:
 # --- the promtool tests ------------------------------------------------------------
 
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)?\s*(?:\{(.*)\})?\s*$", re.S)
+_SERIES_LINE = re.compile(r"^(?P<head>\s*(?:- )?(?:series|labels): )(?P<value>.+?)\s*$")
+_PLAIN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
 
 
-def _relabel_series(series: str, opts: Options) -> str:
-    """A test's input series as the selector's target would carry it."""
-    m = _SERIES.match(series)
-    if not m:
-        raise MixinError(f"cannot read the test series {series!r}")
-    name, body = m.group(1) or "", m.group(2) or ""
-    pairs = [(x.group(1), x.group(3)) for x in _MATCHER.finditer(body)]
-    if (("job", json.dumps(DEFAULT_JOB))) not in pairs:
-        return series  # another job's series (e.g. node): not ours, left as it is
-    target = _target_labels(opts)
-    pairs = [(k, v) for k, v in pairs if k not in target]
-    labels = [f"{k}={json.dumps(v)}" for k, v in target.items()] + [f"{k}={v}" for k, v in pairs]
-    return f"{name}{{{','.join(labels)}}}"
+def _yaml_scalar(value: str) -> str:
+    """A YAML scalar for `value`: plain where YAML reads it back as this string."""
+    if _PLAIN_WORD.fullmatch(value) and value.lower() not in _YAML_WORDS:
+        return value
+    return json.dumps(value)
+
+
+def _unquote(value: str) -> str:
+    """A YAML scalar as the test files write it: plain, 'single' or "double" quoted."""
+    if value.startswith("'") and value.endswith("'"):
+        return value[1:-1].replace("''", "'")
+    if value.startswith('"') and value.endswith('"'):
+        return json.loads(value)
+    return value
 
 
 def _target_labels(opts: Options) -> dict[str, str]:
@@ -489,36 +493,103 @@ def _target_labels(opts: Options) -> dict[str, str]:
     return out
 
 
-def render_tests(text: str, opts: Options) -> str:
-    """One promtool test file for the rules rendered with the same options."""
-    if opts.is_default:
-        return text
-    import yaml  # only here: the rules and the dashboard need no third-party module
+def _relabel_series(series: str, target: dict[str, str]) -> str:
+    """A test's input series as the selector's target would carry it."""
+    m = _SERIES.match(series)
+    if not m:
+        raise MixinError(f"cannot read the test series {series!r}")
+    name, body = m.group(1) or "", m.group(2) or ""
+    pairs = [(x.group(1), x.group(3)) for x in _MATCHER.finditer(body)]
+    if not target or ("job", json.dumps(DEFAULT_JOB)) not in pairs:
+        return series  # nothing to do, or another job's series (e.g. node): left as it is
+    kept = [f"{k}={v}" for k, v in pairs if k not in target]
+    labels = [f"{k}={json.dumps(v)}" for k, v in target.items()] + kept
+    return f"{name}{{{','.join(labels)}}}"
 
-    doc = yaml.safe_load(text)
+
+def _exp_labels_block(
+    block: list[str], indent: str, target: dict[str, str], opts: Options
+) -> list[str]:
+    """An exp_labels mapping with the target's labels for the shipped job, and the extra labels."""
+    out: list[str] = []
+    keys: dict[str, int] = {}
+    for line in block:
+        m = _KEY.match(line)
+        if m and m.group("key") == "job" and _unquote(m.group("rest").strip()) == DEFAULT_JOB:
+            if "job" not in target:
+                keys["job"] = len(out)
+                out.append(line)
+            for k, v in target.items():
+                keys[k] = len(out)
+                out.append(f"{indent}{k}: {_yaml_scalar(v)}")
+            continue
+        if m:
+            keys[m.group("key")] = len(out)
+        out.append(line)
+    for k, v in opts.labels:
+        new = f"{indent}{k}: {_yaml_scalar(v)}"
+        if k in keys:
+            out[keys[k]] = new
+        else:
+            out.append(new)
+    return out
+
+
+def render_tests(text: str, opts: Options) -> str:
+    """One promtool test file for the rules rendered with the same options.
+
+    Line by line, as the rules (standard library only): input series of the
+    shipped job carry the selector's labels instead, expected alerts the same
+    labels and the extra ones, runbook_url the pattern's URL.
+    """
     target = _target_labels(opts)
-    for group in doc.get("tests", []):
-        for s in group.get("input_series", []):
-            s["series"] = _relabel_series(s["series"], opts)
-        for case in group.get("alert_rule_test", []):
-            for exp in case.get("exp_alerts") or []:
-                labels = exp.setdefault("exp_labels", {})
-                if labels.get("job") == DEFAULT_JOB:
-                    del labels["job"]
-                    exp["exp_labels"] = labels = {**target, **labels}
-                labels.update(dict(opts.labels))
-                ann = exp.get("exp_annotations", {})
-                for k, v in list(ann.items()):
-                    if k == "runbook_url":
-                        ann[k] = opts.runbook_url(case["alertname"])
-                    else:
-                        ann[k] = inject_in_text(v, opts.selector)
-        for case in group.get("promql_expr_test", []):
-            case["expr"] = inject(case["expr"], opts.selector)
-            for sample in case.get("exp_samples", []):
-                sample["labels"] = _relabel_series(sample["labels"], opts)
-    head = f"# Rendered by qbt-vpn-watchdog-mixin {opts.describe()}\n"
-    return head + yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
+    lines = text.split("\n")
+    out: list[str] = []
+    alert = ""
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = _KEY.match(line)
+        series = _SERIES_LINE.match(line)
+        if line.lstrip().startswith("#") or not line.strip():
+            out.append(line)
+        elif series:
+            value = _unquote(series.group("value"))
+            new = _relabel_series(value, target)
+            if new == value:
+                out.append(line)
+            else:
+                safe = not _PLAIN_UNSAFE.search(new)
+                out.append(series.group("head") + (new if safe else json.dumps(new)))
+        elif m and m.group("key") == "alertname":
+            alert = _unquote(m.group("rest").strip())
+            out.append(line)
+        elif m and m.group("key") == "exp_labels" and not m.group("rest").strip():
+            key_indent = len(m.group("indent")) + (2 if m.group("dash") else 0)
+            j = _block_end(lines, i, key_indent)
+            block = lines[i + 1 : j]
+            child = _KEY.match(block[0]).group("indent") if block else " " * (key_indent + 2)
+            out.append(line)
+            out.extend(_exp_labels_block(block, child, target, opts))
+            i = j
+            continue
+        elif m and m.group("key") == "runbook_url" and alert:
+            value = _unquote(m.group("rest").strip())
+            url = opts.runbook_url(alert)
+            head = line[: len(line) - len(m.group("rest"))]
+            out.append(line if value == url else f"{head} {json.dumps(url)}")
+        elif m and m.group("key") == "expr":
+            value = m.group("rest").strip()
+            new = inject(_unquote(value), opts.selector)
+            head = line[: len(line) - len(m.group("rest"))]
+            out.append(line if new == _unquote(value) else f"{head} {json.dumps(new)}")
+        else:
+            out.append(inject_in_text(line, opts.selector))
+        i += 1
+    rendered = "\n".join(out)
+    if not opts.is_default:
+        rendered = f"# Rendered by qbt-vpn-watchdog-mixin {opts.describe()}\n{rendered}"
+    return rendered
 
 
 # --- the files ------------------------------------------------------------------------
@@ -548,21 +619,13 @@ def rule_test_files(root: Path) -> list[Path]:
     return sorted((root / TESTS_DIR).glob("*.yml"))
 
 
-def yaml_missing() -> bool:
-    try:
-        import yaml  # noqa: F401
-    except ModuleNotFoundError:
-        return True
-    return False
-
-
-def render_all(root: Path, opts: Options, tests: bool = True) -> dict[str, str]:
+def render_all(root: Path, opts: Options) -> dict[str, str]:
     """Every file of the mixin, rendered: {relative path: text}."""
     out = {
         RULES_NAME: render_rules((root / RULES_NAME).read_text(encoding="utf-8"), opts),
         DASHBOARD_NAME: render_dashboard((root / DASHBOARD_NAME).read_text(encoding="utf-8"), opts),
     }
-    for path in rule_test_files(root) if tests else []:
+    for path in rule_test_files(root):
         rel = f"{TESTS_DIR}/{path.name}"
         out[rel] = render_tests(path.read_text(encoding="utf-8"), opts)
     # Copied as they are: the runbook (the default runbook_url points into it
@@ -614,14 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         root = args.source or source_root()
         if args.out:
-            tests = opts.is_default or not yaml_missing()
-            if not tests:
-                print(
-                    "qbt-vpn-watchdog-mixin: the promtool tests are not rendered: that needs"
-                    " PyYAML (pip install pyyaml); the rules and the dashboard are",
-                    file=sys.stderr,
-                )
-            files = render_all(root, opts, tests)
+            files = render_all(root, opts)
             for rel, text in files.items():
                 dest = args.out / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
