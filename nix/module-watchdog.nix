@@ -365,6 +365,15 @@ in
         services.qbt-vpn-watchdog.${f.path} = ${builtins.toJSON (toString f.value)} is, or would be copied into, the Nix store, which every user can read. Give the file as a string outside the store, e.g. "/run/secrets/qbt-vpn-watchdog-key.pem" (a Nix path such as ./key.pem is copied into the store).'';
     }) fileSettings;
 
+    warnings = lib.optional (
+      cfg.openFirewall
+      && builtins.elem cfg.settings.watchdog.listen_address [
+        "127.0.0.1"
+        "::1"
+        "localhost"
+      ]
+    ) "services.qbt-vpn-watchdog.openFirewall opens port ${port}, but settings.watchdog.listen_address is ${cfg.settings.watchdog.listen_address}: no other host can reach it. Set listen_address to the address Prometheus connects to.";
+
     # As nixpkgs' exporters (services/monitoring/prometheus/exporters.nix).
     networking.firewall.extraCommands = mkIf (cfg.openFirewall && !nftables) (
       "ip46tables -A nixos-fw ${firewallFilter} -m comment --comment qbt-vpn-watchdog -j nixos-fw-accept"

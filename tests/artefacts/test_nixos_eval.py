@@ -276,6 +276,14 @@ def test_firewall_rules_go_to_the_nftables_firewall():
     assert custom["extraInputRules"].strip() == own
 
 
+def test_open_firewall_on_a_loopback_listener_warns():
+    result = confinement_with(
+        '{ services.qbt-vpn-watchdog = { openFirewall = true; settings.watchdog.listen_address = "127.0.0.1"; }; }'
+    )
+    (warning,) = [w for w in nixos_eval.problems(result) if "openFirewall" in w]
+    assert "listen_address is 127.0.0.1: no other host can reach it" in warning
+
+
 def test_a_firewall_filter_without_open_firewall_is_refused():
     result = confinement_with('{ services.qbt-vpn-watchdog.firewallFilter = "-i eth0"; }')
     assert any(
