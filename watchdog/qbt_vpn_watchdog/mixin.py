@@ -349,14 +349,27 @@ def _labels_block(block: list[str], key_indent: int, opts: Options) -> list[str]
         if m and not m.group("dash"):
             present[m.group("key")] = n
             child = m.group("indent")
-    out = list(block)
-    for k, v in opts.labels:
-        new = f"{child}{k}: {json.dumps(v)}"
-        if k in present:
-            out[present[k]] = new
+    return _set_labels(list(block), present, child, opts.labels)
+
+
+def _set_labels(
+    lines: list[str], at: dict[str, int], indent: str, labels: Iterable[tuple[str, str]]
+) -> list[str]:
+    """`lines` of a YAML mapping with each label set: its line replaced (at[key]) or added."""
+    for k, v in labels:
+        new = f"{indent}{k}: {_yaml_scalar(v)}"
+        if k in at:
+            lines[at[k]] = new
         else:
-            out.append(new)
-    return out
+            lines.append(new)
+    return lines
+
+
+def _with_header(text: str, opts: Options) -> str:
+    """A rendered YAML file says how it was rendered (the shipped ones stay as they are)."""
+    if opts.is_default:
+        return text
+    return f"# Rendered by qbt-vpn-watchdog-mixin {opts.describe()}\n{text}"
 
 
 def render_rules(text: str, opts: Options) -> str:
@@ -406,10 +419,7 @@ def render_rules(text: str, opts: Options) -> str:
         else:
             out.append(inject_in_text(line, opts.selector))
         i += 1
-    rendered = "\n".join(out)
-    if not opts.is_default:
-        rendered = f"# Rendered by qbt-vpn-watchdog-mixin {opts.describe()}\n{rendered}"
-    return rendered
+    return _with_header("\n".join(out), opts)
 
 
 # --- the dashboard ------------------------------------------------------------------
@@ -526,13 +536,7 @@ def _exp_labels_block(
         if m:
             keys[m.group("key")] = len(out)
         out.append(line)
-    for k, v in opts.labels:
-        new = f"{indent}{k}: {_yaml_scalar(v)}"
-        if k in keys:
-            out[keys[k]] = new
-        else:
-            out.append(new)
-    return out
+    return _set_labels(out, keys, indent, opts.labels)
 
 
 def render_tests(text: str, opts: Options) -> str:
@@ -586,10 +590,7 @@ def render_tests(text: str, opts: Options) -> str:
         else:
             out.append(inject_in_text(line, opts.selector))
         i += 1
-    rendered = "\n".join(out)
-    if not opts.is_default:
-        rendered = f"# Rendered by qbt-vpn-watchdog-mixin {opts.describe()}\n{rendered}"
-    return rendered
+    return _with_header("\n".join(out), opts)
 
 
 # --- the files ------------------------------------------------------------------------
