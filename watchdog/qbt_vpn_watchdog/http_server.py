@@ -211,13 +211,13 @@ class _Connections:
                 continue  # ECONNABORTED and the like: that client is gone
             now = time.monotonic()
             if len(self.conns) >= self.limits.max_connections and not self._evict_one():
+                self.owner.stats.dropped["max_connections"] += 1  # counted before it is told
                 try:
                     sock.setblocking(False)
                     sock.send(_BUSY)
                 except OSError:
                     pass
                 sock.close()
-                self.owner.stats.dropped["max_connections"] += 1
                 continue
             self._add(sock, addr[0], now)
 
