@@ -27,6 +27,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_PORT = 9879
+# The one file an empty config needs (README "Configure"; systemd/'s unit hands
+# the same file over as its credential).
+DEFAULT_PASSWORD_FILE = "/etc/qbt-vpn-watchdog/webui-password"
 
 
 class ConfigError(Exception):
@@ -177,6 +180,9 @@ def _listen_address(v: str) -> str | None:
     return None
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "logfmt", "json")
+
 LISTEN_ADDRESS_ACCEPTS = 'an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::")'
 
 
@@ -213,7 +219,9 @@ class WatchdogSection:
     )
     mode: str = _key(
         "enforce",
-        help='"enforce" stops torrents and restarts the tunnel; "observe" only reports what it would do.',
+        help='"enforce" stops torrents and restarts the tunnel; "observe" only reports what it would do.'
+        ' On a new host start with "observe"; switch to "enforce" once `check` passes and the'
+        ' log\'s "would ..." lines are what you want done.',
         check=_one_of("enforce", "observe"),
     )
     listen_address: str = _key(
@@ -226,6 +234,17 @@ class WatchdogSection:
     listen_port: int = _key(DEFAULT_PORT, help="TCP port of /metrics and /healthz.", check=_port)
     history: int = _key(
         30, help="Recent results kept per check, for the checks and the policy.", check=_count
+    )
+    log_level: str = _key(
+        "info",
+        help=f"{', '.join(LOG_LEVELS)}; the flag --log.level and $QBT_VPN_WATCHDOG_LOG_LEVEL win.",
+        check=_one_of(*LOG_LEVELS),
+    )
+    log_format: str = _key(
+        "text",
+        help='"text" (LEVEL message), "logfmt" or "json"; under journald every line keeps its'
+        " priority prefix. --log.format and $QBT_VPN_WATCHDOG_LOG_FORMAT win.",
+        check=_one_of(*LOG_FORMATS),
     )
 
 
@@ -300,8 +319,9 @@ class QbittorrentSection:
     )
     username: str = _key("admin", help="WebUI user name.")
     password_file: str = _key(
-        "",
-        help="File holding the WebUI password (an empty file: none); must exist at start.",
+        DEFAULT_PASSWORD_FILE,
+        help='File holding the WebUI password (an empty file: none); must exist at start, unless'
+        ' the systemd credential below is there. "" = the credential only.',
     )
     password_credential: str = _key(
         "qbittorrent-password",
@@ -550,9 +570,11 @@ class RemediationSection:
 class Config:
     """qbt-vpn-watchdog configuration: every key, its default, what it means.
 
-    Every key is optional; the value shown is its default. Unknown keys are
-    errors (a typo must not silently disable a check). Durations are seconds.
-    Secrets never go in this file, only paths to files that hold them.
+    Every key is optional; the value shown is its default. One file must exist:
+    the WebUI password, at qbittorrent.password_file (an empty file: none),
+    unless systemd hands it over as a credential. Unknown keys are errors (a
+    typo must not silently disable a check). Durations are seconds. Secrets
+    never go in this file, only paths to files that hold them.
     Printed by `qbt-vpn-watchdog example-config`, from the schema in
     watchdog/qbt_vpn_watchdog/config.py."""
 
@@ -685,11 +707,37 @@ def _coerce(typ, value) -> tuple[bool, object]:
     return False, value
 
 
+# Command-line flags that stand for config keys (`run --web.listen-address`):
+# {section: {key: value}}, set once by the CLI and laid over the file at every
+# load and reload, so a reload never moves what a flag set.
+_FLAGS: dict[str, dict[str, object]] = {}
+
+
+def set_flags(values: dict[str, dict[str, object]]) -> None:
+    _FLAGS.clear()
+    _FLAGS.update({k: dict(v) for k, v in values.items()})
+
+
+def listen_flag(value: str) -> dict[str, object]:
+    """``--web.listen-address`` ("host:port", "[v6]:port", ":port") as [watchdog] keys."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'expected HOST:PORT (e.g. "127.0.0.1:9879" or "[::]:9879"), got "{value}"')
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    problem = _listen_address(host or "0.0.0.0")
+    if problem:
+        raise ValueError(f'expected {problem} before the port, got "{value}"')
+    return {"listen_address": host or "0.0.0.0", "listen_port": int(port)}
+
+
 def parse(text: str, source: str = "<string>") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [f"not valid TOML: {e}"]) from None
+    for section, keys in _FLAGS.items():
+        if isinstance(data.get(section, {}), dict):
+            data[section] = {**data.get(section, {}), **keys}
     errors: list[str] = []
     cfg = _build(Config, data, "", errors)
     errors += _pairs(cfg)
@@ -767,9 +815,12 @@ def read_password(cfg: QbittorrentSection) -> str:
                 "qbittorrent",
                 [f"qbittorrent.password_file: cannot read {p}: {e.__class__.__name__}"],
             ) from None
+    hint = ""
+    if cfg.password_file == DEFAULT_PASSWORD_FILE:
+        hint = " (the default: write the WebUI password there, or set password_file; an empty file means no password)"
     raise ConfigError(
         "qbittorrent",
-        [f"qbittorrent.password_file: no such file: {', '.join(map(str, candidates))}"],
+        [f"qbittorrent.password_file: no such file: {', '.join(map(str, candidates))}{hint}"],
     )
 
 
