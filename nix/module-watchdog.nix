@@ -52,6 +52,15 @@ let
   defaultWatchdogSec = ceil (3 * cfg.settings.watchdog.interval + sumTimeouts + actionTimeout);
 
   credentialName = cfg.settings.qbittorrent.password_credential;
+
+  # `qbt-vpn-watchdog` on root's PATH, reading the service's own config (and,
+  # through its password_file, the same password the service gets as a
+  # credential): `qbt-vpn-watchdog check` (and `check --json`) need no argument.
+  # --config still overrides it.
+  cli = pkgs.writeShellScriptBin "qbt-vpn-watchdog" ''
+    export QBT_VPN_WATCHDOG_CONFIG=${cfg.configFile}
+    exec ${lib.getExe cfg.package} "$@"
+  '';
 in
 {
   options.services.qbt-vpn-watchdog = {
@@ -197,6 +206,14 @@ in
     ];
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.settings.watchdog.listen_port ];
+
+    # The file's path (never its content) in the config: the service reads the
+    # credential first; a root shell's `qbt-vpn-watchdog check` reads the file.
+    services.qbt-vpn-watchdog.settings.qbittorrent.password_file = mkIf (cfg.passwordFile != null) (
+      lib.mkDefault cfg.passwordFile
+    );
+    # Before the package, should it be installed too: the same command, pointed at the config.
+    environment.systemPackages = [ (lib.hiPrio cli) ];
 
     systemd.services.qbt-vpn-watchdog = {
       description = "Watchdog and Prometheus exporter for the WireGuard-confined qBittorrent";

@@ -27,6 +27,11 @@ in
       X-Watchdog = json {
         inherit (wd) settings watchdogSec;
         configFile = toString wd.configFile;
+        package = toString wd.package;
+        # The `qbt-vpn-watchdog` commands on the system's PATH: (priority, script text).
+        commands = map (p: { priority = p.meta.priority or 5; text = p.text or null; }) (
+          builtins.filter (p: (p.name or "") == "qbt-vpn-watchdog") config.environment.systemPackages
+        );
       };
     }
     // lib.optionalAttrs (has [ "services" "qbittorrent-vpn" ] && vpn.enable) {
