@@ -93,7 +93,17 @@ in
                 "observe"
               ];
               default = "enforce";
-              description = ''"enforce" stops torrents and restarts the tunnel; "observe" only reports.'';
+              description = ''"enforce" stops torrents and restarts the tunnel; "observe" only reports (what it would do: the journal's "would ..." lines). On a new host start with "observe" and switch once `qbt-vpn-watchdog check` passes and those lines are what you want done.'';
+            };
+            log_level = mkOption {
+              type = types.enum [ "debug" "info" "warning" "error" ];
+              default = "info";
+              description = "Log level (the flag --log.level).";
+            };
+            log_format = mkOption {
+              type = types.enum [ "text" "logfmt" "json" ];
+              default = "text";
+              description = "Log lines as text, logfmt or JSON (the flag --log.format); journald keeps each line's priority.";
             };
             listen_address = mkOption {
               type = types.str;

@@ -712,3 +712,21 @@ def test_the_command_on_root_path_reads_the_services_config_and_password():
 def test_without_a_password_file_the_config_names_none():
     settings = ev(WATCHDOG, False).probe["Watchdog"]["settings"]
     assert "password_file" not in settings.get("qbittorrent", {})
+
+
+def test_log_flags_are_mirrored_as_typed_settings(tmp_path):
+    result = ev(
+        WATCHDOG.with_module(
+            '{ services.qbt-vpn-watchdog.settings.watchdog.log_format = "json"; }'
+        ),
+        False,
+    )
+    cfg = load_settings(result.probe["Watchdog"]["settings"], tmp_path)
+    assert (cfg.watchdog.log_format, cfg.watchdog.log_level) == ("json", "info")
+    with pytest.raises(EvalError, match="log_format"):
+        nixos_eval.evaluate(
+            WATCHDOG.with_module(
+                '{ services.qbt-vpn-watchdog.settings.watchdog.log_format = "xml"; }'
+            ),
+            False,
+        )
