@@ -33,6 +33,19 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{ms:03d}Z"
 
 
+def _fields(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str, str]:
+    """What a logfmt or JSON line carries: ts, level, logger, msg (and err with a traceback)."""
+    fields = {
+        "ts": _timestamp(record),
+        "level": _level_word(record),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    if record.exc_info:
+        fields["err"] = formatter.formatException(record.exc_info)
+    return fields
+
+
 class _LogfmtFormatter(logging.Formatter):
     """``ts=... level=info logger=... msg="..."``, as Prometheus's exporters log (go-kit logfmt)."""
 
@@ -43,14 +56,7 @@ class _LogfmtFormatter(logging.Formatter):
         return json.dumps(v, ensure_ascii=False)
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            "ts": _timestamp(record),
-            "level": _level_word(record),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            fields["err"] = self.formatException(record.exc_info)
+        fields = _fields(self, record)
         return " ".join(f"{k}={self._value(str(v))}" for k, v in fields.items())
 
 
@@ -58,15 +64,7 @@ class _JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg (and err with a traceback)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            "ts": _timestamp(record),
-            "level": _level_word(record),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            fields["err"] = self.formatException(record.exc_info)
-        return json.dumps(fields, ensure_ascii=False)
+        return json.dumps(_fields(self, record), ensure_ascii=False)
 
 
 class _JournalFormatter(logging.Formatter):
