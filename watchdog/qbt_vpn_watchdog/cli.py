@@ -48,7 +48,8 @@ def _checks_epilog() -> str:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(checks: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``checks``: list them under `check --help` (imports every check)."""
     p = argparse.ArgumentParser(
         prog="qbt-vpn-watchdog",
         description="Watch a WireGuard-confined qBittorrent: checks, Prometheus metrics, remediation.",
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         parents=[config, logs],
         help="run every check once, print the results, exit 0 ok / 1 failed / 2 bad config",
-        epilog=_checks_epilog(),
+        epilog=_checks_epilog() if checks else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -116,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from qbt_vpn_watchdog.lab.cli import main as lab_main
 
         return lab_main(argv[1:])
-    args = _parser().parse_args(argv)
+    # Only `check` imports every check to list them: --version and run start lighter.
+    args = _parser(checks=argv[:1] == ["check"]).parse_args(argv)
     if args.command == "example-config":
         sys.stdout.write(render_example())
         return EXIT_OK
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_command(
             args.config, as_json=args.json, only=args.only, log=(args.log_level, args.log_format)
         )
-    _parser().print_help()
+    _parser(checks=False).print_help()
     return EXIT_CONFIG
 
 
