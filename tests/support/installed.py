@@ -38,6 +38,7 @@ STEPS = (
     "python3 -m build",
     f"python3 -m venv {PREFIX}",
     f"{PREFIX}/bin/pip install dist/qbt_vpn_watchdog-*.whl",
+    f"ln -sf {PREFIX}/bin/qbt-vpn-watchdog /usr/local/bin/qbt-vpn-watchdog",
 )
 
 
@@ -61,6 +62,11 @@ class Installed:
     @property
     def command(self) -> Path:
         return self.prefix / "bin" / "qbt-vpn-watchdog"
+
+    @property
+    def on_path(self) -> Path:
+        """The link the install puts in /usr/local/bin."""
+        return self.path("/usr/local/bin/qbt-vpn-watchdog")
 
 
 def exec_start() -> list[str]:
@@ -112,7 +118,7 @@ def install(parent: str | None = None) -> Installed:
     root.chmod(0o755)
     try:
         dist = root / "dist"
-        build, venv, pip = (shlex.split(s) for s in STEPS)
+        build, venv, pip, link = (shlex.split(s) for s in STEPS)
         assert build[:3] == ["python3", "-m", "build"] and venv[:3] == ["python3", "-m", "venv"]
         # `python -m build` builds the sdist, then the wheel from it (nothing is
         # written into the checkout but the egg-info that .gitignore names).
@@ -122,6 +128,9 @@ def install(parent: str | None = None) -> Installed:
         assert len(wheels) == 1, wheels
         pip_argv = [str(root / pip[0].lstrip("/")), *pip[1:-1], wheels[0]]
         _run([*pip_argv, "-q", "--disable-pip-version-check"])
+        on_path = root / link[-1].lstrip("/")
+        on_path.parent.mkdir(parents=True)
+        on_path.symlink_to(root / link[-2].lstrip("/"))
         done = Installed(root, Path(wheels[0]))
         assert done.command.is_file(), f"{done.command}: not installed"
         return done
