@@ -10,8 +10,10 @@ session it is mounted on (qbittorrent.py mounts it on qbittorrent-api's):
   request's timeout (the number requests passes; for a (connect, read) pair,
   their sum): the sockets are shut down by ``deadline.Deadline`` and the
   call fails with ``requests.Timeout``;
-- the body is read in chunks and the call fails with ``AnswerTooLarge``
-  (a ``requests.RequestException``) past ``max_bytes``, before more is read.
+- the body is read in chunks, always within that deadline (also for
+  ``stream=True``), and the call fails with ``AnswerTooLarge`` (a
+  ``requests.RequestException``) past ``max_bytes``, before more is read
+  (or, with ``truncate``, keeps the first ``max_bytes``).
 """
 
 from __future__ import annotations
@@ -67,8 +69,17 @@ def _seconds(timeout: object, default: float) -> float:
 class BoundedAdapter(HTTPAdapter):
     """``HTTPAdapter`` whose every request ends by its timeout and reads at most ``max_bytes``."""
 
-    def __init__(self, max_bytes: int, default_timeout: float = 10.0, **kwargs: object) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        *,
+        truncate: bool = False,
+        default_timeout: float = 10.0,
+        **kwargs: object,
+    ) -> None:
+        """``truncate``: keep the first ``max_bytes`` of a longer body instead of failing."""
         self.max_bytes = max_bytes
+        self.truncate = truncate
         self.default_timeout = default_timeout
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
@@ -80,9 +91,10 @@ class BoundedAdapter(HTTPAdapter):
         seconds = _seconds(timeout, self.default_timeout)
         with Deadline(seconds, request.url or "") as d, under(d):
             try:
+                # Always read here, within the deadline (``stream`` or not):
+                # a body read later by the caller would have no deadline.
                 resp = super().send(request, stream=True, timeout=timeout, **kwargs)
-                if not stream:
-                    self._read_capped(resp)
+                self._read_capped(resp)
             except AnswerTooLarge:
                 raise
             except Exception as e:
@@ -98,12 +110,11 @@ class BoundedAdapter(HTTPAdapter):
 
     def _read_capped(self, resp: requests.Response) -> None:
         length = resp.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
+        if not self.truncate and length.isdigit() and int(length) > self.max_bytes:
             resp.close()
             raise AnswerTooLarge(
                 f"answer of {int(length)} bytes (Content-Length) is larger than the cap of "
                 f"{self.max_bytes} bytes",
-                response=None,
                 request=resp.request,
             )
         body = bytearray()
@@ -111,6 +122,9 @@ class BoundedAdapter(HTTPAdapter):
             body += chunk
             if len(body) > self.max_bytes:
                 resp.close()
+                if self.truncate:
+                    del body[self.max_bytes :]
+                    break
                 raise AnswerTooLarge(
                     f"answer larger than the cap of {self.max_bytes} bytes; stopped reading",
                     request=resp.request,
