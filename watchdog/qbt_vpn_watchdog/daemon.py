@@ -142,11 +142,15 @@ class Daemon:
         self.specs: dict[str, CheckSpec] = dict(specs if specs is not None else load_all())
         self.config: Config = load_config(self.config_path)
         self.sources: Sources = sources_factory(self.config)
-        self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
+        self.remediator = (
+            remediator_factory(self.config, self.sources) if remediator_factory else None
+        )
         self.runner = Runner(self.specs, clock=clock)
         self.store = ResultStore(self.config.watchdog.history, loaded_at=clock())
         self.exposition = Exposition(lambda: self.store.snapshot, self.specs)
-        self.http = HttpServer(self.exposition.render, self.health, load_web_security(self.config.web))
+        self.http = HttpServer(
+            self.exposition.render, self.health, load_web_security(self.config.web)
+        )
         self.status_line = "starting"  # read by the HTTP threads
         self._view = self._idle_view()
         self._ready = False
@@ -361,8 +365,11 @@ class Daemon:
 
     def _warn_watchdog_interval(self) -> None:
         cfg = self.config
-        longest = max((cfg.check(n).timeout for n in self.check_names), default=0.0)
-        self.notifier.warn_if_too_short(cfg.watchdog.interval, longest)
+        self.notifier.warn_if_too_short(
+            cfg.watchdog.interval,
+            [cfg.check(n).timeout for n in self.check_names],
+            cfg.remediation.action_timeout,
+        )
 
 
 class _Schedule:
