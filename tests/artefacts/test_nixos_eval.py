@@ -648,7 +648,7 @@ SANDBOX_KEYS = frozenset(
     ProtectProc ProcSubset RestrictNamespaces RestrictRealtime RestrictSUIDSGID
     LockPersonality MemoryDenyWriteExecute RemoveIPC RestrictAddressFamilies
     SystemCallArchitectures SystemCallFilter SystemCallErrorNumber UMask NetworkNamespacePath
-    BindReadOnlyPaths InaccessiblePaths""".split()
+    BindReadOnlyPaths InaccessiblePaths LimitNOFILE TasksMax MemoryHigh MemoryMax""".split()
 )
 PLAIN_UNITS = ROOT / "systemd"
 
