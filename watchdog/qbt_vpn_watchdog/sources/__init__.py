@@ -13,6 +13,8 @@ Where each lives:
   http.py         one size-capped HTTP(S) GET, inside the namespace
   pmtu.py         path MTU through the tunnel: DF echoes of the tunnel's MTU, both ways
   qbittorrent.py  qBittorrent Web API (qbittorrent-api), one fetch per cycle
+  deadline.py     one overall deadline for a network exchange (sockets shut down at it)
+  bounded_requests.py  a requests transport: that deadline and a size cap on every answer
   tunnel.py       which peer, addresses and sockets are the tunnel's
   build.py        the real adapters from a config (the one place that knows them all)
 

@@ -32,21 +32,28 @@ class AnswerTooLarge(requests.RequestException):
     """The body passed the adapter's cap; nothing more was read."""
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Mixed into urllib3's connections: their sockets join this thread's deadline."""
+
+    sock: object
+
     # The raw socket, before any TLS wrap: the deadline then covers the handshake.
     def _new_conn(self):  # type: ignore[no-untyped-def]
-        sock = super()._new_conn()
+        sock = super()._new_conn()  # type: ignore[misc]
         watch_current(sock)
         return sock
 
     def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         watch_current(self.sock)  # a kept-alive connection: no _new_conn this time
-        return super().request(*args, **kwargs)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    _new_conn = _WatchedHTTPConnection._new_conn
-    request = _WatchedHTTPConnection.request
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedPool(HTTPConnectionPool):
