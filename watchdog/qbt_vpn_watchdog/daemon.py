@@ -364,12 +364,7 @@ class Daemon:
             sources.events.start(self.link_event)
 
     def _warn_watchdog_interval(self) -> None:
-        cfg = self.config
-        self.notifier.warn_if_too_short(
-            cfg.watchdog.interval,
-            [cfg.check(n).timeout for n in self.check_names],
-            cfg.remediation.action_timeout,
-        )
+        self.notifier.warn_if_too_short(self.config, self.check_names)
 
 
 class _Schedule:

@@ -24,6 +24,10 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qbt_vpn_watchdog.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +118,11 @@ class Notifier:
 
     # --- the messages ---------------------------------------------------------
 
-    def warn_if_too_short(
-        self, interval: float, check_timeouts: Iterable[float], action_timeout: float
-    ) -> None:
-        """Log when WatchdogSec= is less than ``watchdog_sec()`` of these settings."""
+    def warn_if_too_short(self, config: Config, checks: Iterable[str]) -> None:
+        """Log when WatchdogSec= is less than ``watchdog_sec()`` of ``config`` running ``checks``."""
         wd = self.watchdog_interval
-        timeouts = list(check_timeouts)
+        interval, action_timeout = config.watchdog.interval, config.remediation.action_timeout
+        timeouts = [config.check(n).timeout for n in checks]
         need = watchdog_sec(interval, timeouts, action_timeout)
         if wd is not None and wd < need:
             log.warning(
