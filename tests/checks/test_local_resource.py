@@ -214,3 +214,15 @@ def test_out_of_file_descriptors_no_check_turns_unsafe_and_nothing_is_done(tmp_p
         assert cycle["actions"] == [] and cycle["state"] == "ok", cycle
     for r in got["again"][0]["results"].values():
         assert r[0] == "ok", got["again"]
+
+
+def test_a_check_whose_thread_cannot_start_is_local_resource(monkeypatch):
+    import threading
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    ctx = context(wireguard=FakeWireguard(error=SourceError("unused", kind="missing")))
+    r = Runner({"handshake": REGISTRY["handshake"]}).run_cycle(ctx, {"handshake": 2.0}, {})
+    assert r["handshake"].reason == LOCAL_RESOURCE and "TasksMax" in r["handshake"].detail

@@ -56,6 +56,14 @@ class Runner:
             sub = ctx.for_check(histories.get(name, ()))
             try:
                 fut = self._workers.start(name, partial(_run_one, spec, sub))
+            except RuntimeError as e:  # "can't start new thread": TasksMax= or the host's limit
+                ran_out = local_resource(e)
+                if ran_out is None:
+                    raise
+                detail = f"local resource limit: {ran_out}; not a tunnel fault: not started"
+                out = Outcome.failed(LOCAL_RESOURCE, detail)
+                results[name] = CheckResult.from_outcome(name, out, started, 0.0)
+                continue
             except Busy:
                 results[name] = CheckResult(
                     name,
