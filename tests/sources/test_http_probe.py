@@ -6,7 +6,6 @@ import http.server
 import json
 import socket
 import ssl
-import threading
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from qbt_vpn_watchdog.sources import SourceError
 from qbt_vpn_watchdog.sources.dns import Resolver
 from qbt_vpn_watchdog.sources.http import Http
 from qbt_vpn_watchdog.sources.netns import socket_in
+from tests.support.dripper import HEADERS_DRIP, TLS_DRIP, Dripper
 from tests.support.netns_helpers import dnsmasq, http_server, netns, self_signed_cert
 from tests.support.session_names import unique
 
@@ -248,60 +248,16 @@ def test_get_cost(env, capsys):
 # --- the overall deadline against servers that drip -----------------------------------
 
 
-class Dripper:
-    """A TCP server in the namespace that sends ``data`` one byte every ``gap`` seconds."""
-
-    def __init__(self, ns: str, port: int, data: bytes, gap: float) -> None:
-        self.data, self.gap = data, gap
-        self.srv = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", port))
-        self.srv.listen(4)
-        self.stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drip, args=(c,), daemon=True).start()
-
-    def _drip(self, c: socket.socket) -> None:
-        with c:
-            for b in self.data:
-                if self.stop.wait(self.gap):
-                    return
-                try:
-                    c.sendall(bytes([b]))
-                except OSError:
-                    return  # the client gave up: what the deadline is for
-
-    def __enter__(self) -> Dripper:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        try:
-            self.srv.shutdown(socket.SHUT_RDWR)  # wakes the accept(): close() alone does not
-        except OSError:
-            pass
-        self.srv.close()
-
-
 # Every recv gets a byte within 1.5 s, so a 2 s socket timeout never fires: only
-# an overall deadline ends these (the old code was busy for over 20 s).
-HEADERS_DRIP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: " + b"a" * 40
-# A TLS record header announcing 16 KiB of ServerHello, then its body, slowly.
-TLS_DRIP = b"\x16\x03\x03\x40\x00" + b"\x02" * 40
-
-
+# an overall deadline ends these (the old code was busy for over 60 s).
 @pytest.mark.parametrize(
     "scheme, data", [("http", HEADERS_DRIP), ("https", TLS_DRIP)], ids=["headers", "tls-handshake"]
 )
 def test_a_byte_every_1_5_s_ends_at_the_deadline(env, scheme, data):
-    with Dripper(env["ns"], 8081, data, gap=1.5):
+    srv = socket_in(env["ns"], socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 8081))
+    with Dripper(srv, data, gap=1.5):
         t0 = time.monotonic()
         e = _err(env, f"{scheme}://exit.test:8081/json", timeout=2.0, ssl_context=_ca(env))
         took = time.monotonic() - t0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pytest
 from qbt_vpn_watchdog.sources import SourceError
 from qbt_vpn_watchdog.sources import qbittorrent as qbittorrent_source
 from qbt_vpn_watchdog.sources.qbittorrent import MAX_ANSWER_BYTES, Qbittorrent
+from tests.support.dripper import HEADERS_DRIP, TLS_DRIP, Dripper
 from tests.support.fake_qbittorrent import FakeQbittorrent
 
 pytestmark = pytest.mark.qbittorrent
@@ -149,56 +151,13 @@ def test_a_200_mib_answer_is_cut_off_at_the_cap(tmp_path, framing):
     assert grew < 2 * MAX_ANSWER_BYTES / 2**20 + 16, f"RSS grew {grew:.0f} MiB"
 
 
-class Dripper:
-    """A loopback TCP server sending ``data`` one byte every ``gap`` seconds."""
-
-    def __init__(self, data: bytes, gap: float) -> None:
-        import socket
-
-        self.data, self.gap, self.stop = data, gap, threading.Event()
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drip, args=(c,), daemon=True).start()
-
-    def _drip(self, c) -> None:
-        with c:
-            for b in self.data:
-                if self.stop.wait(self.gap):
-                    return
-                try:
-                    c.sendall(bytes([b]))
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        import socket
-
-        self.stop.set()
-        try:
-            self.srv.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.srv.close()
-
-
 @pytest.mark.parametrize(
     "scheme, data",
-    [
-        ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: " + b"a" * 60),
-        ("https", b"\x16\x03\x03\x40\x00" + b"\x02" * 60),  # a ServerHello, slowly
-    ],
+    [("http", HEADERS_DRIP), ("https", TLS_DRIP)],
     ids=["headers", "tls-handshake"],
 )
 def test_the_webui_probe_ends_by_its_timeout_however_slowly_bytes_come(scheme, data):
-    d = Dripper(data, 0.5)
+    d = Dripper(socket.create_server(("127.0.0.1", 0)), data, 0.5)
     try:
         t0 = time.monotonic()
         with pytest.raises(SourceError) as e:
