@@ -261,7 +261,10 @@ def test_a_byte_every_1_5_s_ends_at_the_deadline(env, scheme, data):
         t0 = time.monotonic()
         e = _err(env, f"{scheme}://exit.test:8081/json", timeout=2.0, ssl_context=_ca(env))
         took = time.monotonic() - t0
-    assert e.kind == "timeout" and "did not answer in full within the timeout (2 s)" in str(e)
+    # Whichever fires first at the deadline: the last recv's timeout or the shutdown.
+    assert e.kind == "timeout"
+    assert "timed out" in str(e) or "did not answer in full within the timeout (2 s)" in str(e)
+    print(f"{scheme}: a byte every 1.5 s, the 2 s GET ended after {took:.2f} s")
     assert took < 2.3, f"the 2 s GET took {took:.2f} s"
 
 

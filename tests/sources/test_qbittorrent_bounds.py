@@ -70,6 +70,7 @@ def test_a_dripped_answer_ends_by_the_timeout():
             adapter(fake.url, 2.0).state()
         took = time.monotonic() - t0
         stop.set()
+    print(f"state() with a maindata dripped a byte every 0.5 s, timeout 2 s: {took:.2f} s")
     assert e.value.kind == "unreachable" and "timed out" in str(e.value)
     # Two attempts of timeout/2 each (qbittorrent-api retries once, 0.6 s apart).
     assert took < 2.0 + 0.6 + 0.5, f"state() took {took:.1f} s"
@@ -165,5 +166,6 @@ def test_the_webui_probe_ends_by_its_timeout_however_slowly_bytes_come(scheme, d
         took = time.monotonic() - t0
     finally:
         d.close()
+    print(f"{scheme}: the 1.5 s probe ended after {took:.2f} s")
     assert e.value.kind == "unreachable" and "timed out" in str(e.value)
     assert took < 2.0, f"the 1.5 s probe took {took:.1f} s"
