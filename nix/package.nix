@@ -18,6 +18,7 @@
   dnspython,
   tenacity,
   requests,
+  urllib3,
   pytestCheckHook,
   hypothesis,
   watchdog, # PyPI's filesystem-events package: a test imports it beside ours
@@ -59,6 +60,7 @@ buildPythonApplication {
     dnspython
     tenacity
     requests
+    urllib3
   ];
 
   nativeBuildInputs = [ makeWrapper ];
