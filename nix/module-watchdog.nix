@@ -401,8 +401,8 @@ in
         WatchdogSec = cfg.watchdogSec;
         Restart = "on-failure";
         RestartSec = 5;
-        # Bounds measured in the lab (docs/systemd.md#limits): at most 29 fds,
-        # 14 threads and 44 MiB during the 92-byte failure with qBittorrent
+        # Bounds measured in the lab (docs/systemd.md#limits): at most 32 fds,
+        # 15 threads and 44 MiB during the 92-byte failure with qBittorrent
         # hung; a 200 MiB WebUI answer adds 33 MiB before the 32 MiB cap cuts it.
         LimitNOFILE = 1024;
         TasksMax = 128;
