@@ -219,23 +219,31 @@ def test_packages_are_package_options():
     )
 
 
-def test_watchdog_sec_default_covers_three_intervals_and_every_timeout():
+def test_watchdog_sec_default_covers_three_intervals_every_timeout_and_every_action():
+    from qbt_vpn_watchdog.systemd import ACTIONS_PER_CYCLE, watchdog_sec
+
     cfg = wconfig.Config()
     timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks())
+    actions = ACTIONS_PER_CYCLE * cfg.remediation.action_timeout
     for interval in (10, 2.5):
         result = confinement_with(
             f"{{ services.qbt-vpn-watchdog.settings.watchdog.interval = {interval}; }}"
         )
-        expected = math.ceil(3 * interval + timeouts + cfg.remediation.action_timeout)
+        expected = math.ceil(3 * interval + timeouts + actions)
+        assert expected == watchdog_sec(interval, [timeouts], cfg.remediation.action_timeout)
         assert result.probe["Watchdog"]["watchdogSec"] == expected
         assert result.data["serviceConfig"]["qbt-vpn-watchdog"]["WatchdogSec"] == expected
     result = confinement_with(
         "{ services.qbt-vpn-watchdog.settings.checks = { exit_ip.enabled = false; dns.timeout = 13; }; }"
     )
     expected = math.ceil(
-        3 * 10 + timeouts - cfg.checks.exit_ip.timeout - cfg.checks.dns.timeout + 13
-        + cfg.remediation.action_timeout
+        3 * 10 + timeouts - cfg.checks.exit_ip.timeout - cfg.checks.dns.timeout + 13 + actions
     )  # fmt: skip
+    assert result.probe["Watchdog"]["watchdogSec"] == expected
+    result = confinement_with(
+        "{ services.qbt-vpn-watchdog.settings.remediation.action_timeout = 12; }"
+    )
+    expected = math.ceil(3 * 10 + timeouts + ACTIONS_PER_CYCLE * 12)
     assert result.probe["Watchdog"]["watchdogSec"] == expected
 
 
@@ -662,7 +670,7 @@ SANDBOX_KEYS = frozenset(
     ProtectProc ProcSubset RestrictNamespaces RestrictRealtime RestrictSUIDSGID
     LockPersonality MemoryDenyWriteExecute RemoveIPC RestrictAddressFamilies
     SystemCallArchitectures SystemCallFilter SystemCallErrorNumber UMask NetworkNamespacePath
-    BindReadOnlyPaths InaccessiblePaths""".split()
+    BindReadOnlyPaths InaccessiblePaths LimitNOFILE TasksMax MemoryHigh MemoryMax""".split()
 )
 PLAIN_UNITS = ROOT / "systemd"
 

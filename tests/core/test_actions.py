@@ -534,3 +534,25 @@ def test_a_hung_or_missing_restart_command_is_not_run_again(tmp_path):
     assert len(calls) == 1
     with pytest.raises(ActionError, match="cannot run"):
         run_retrying(run_command, [str(tmp_path / "nope")], 5, sleep=lambda s: None)
+
+
+def test_after_qbittorrent_gave_no_answer_its_other_actions_wait_for_the_next_cycle():
+    # A hung qBittorrent: every call runs into its timeout. The stop is tried
+    # (it comes first), the rebind of the same cycle is not: the cycle keeps its pace.
+    from qbt_vpn_watchdog.policy import Action
+
+    d, qbt, wg, commands = make()
+    rem = d.rem
+    tried: list[str] = []
+    do = rem._do
+    rem._do = lambda a: tried.append(a.kind) or do(a)
+    qbt.down = True
+    rem._qbt_silent = ""
+    assert rem._perform(Action("stop_torrents", "unsafe"), 1000.0) is False
+    assert rem._perform(Action("rebind", "bind unbound x2"), 1000.0) is False
+    assert tried == ["stop_torrents"]
+    assert rem.failures_total["stop_torrents"] == 1 and rem.failures_total["rebind"] == 0
+    qbt.down = False
+    d.cycle()  # a new cycle: tried again
+    rem._qbt_silent = ""
+    assert rem._perform(Action("stop_torrents", "unsafe"), 1010.0) is True

@@ -747,16 +747,37 @@ def test_a_remediator_bug_is_logged_once_and_the_loop_goes_on(tmp_path, caplog):
     assert sum("policy bug" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_watchdog_sec_shorter_than_two_worst_cycles_is_warned(tmp_path, caplog):
+def test_watchdog_sec_not_covering_every_action_of_a_cycle_is_warned(tmp_path, caplog):
+    from qbt_vpn_watchdog.systemd import watchdog_sec
+
     d, _, _ = make_daemon(tmp_path, interval=10.0)
-    d.notifier = Notifier("/nonexistent.sock", 15_000_000)  # WatchdogSec=15 < 2 * (10 + 1)
+    cfg = d.config
+    need = watchdog_sec(
+        10.0, [cfg.check(n).timeout for n in d.check_names], cfg.remediation.action_timeout
+    )
+    # The old rule (2 x (interval + longest timeout)) was happy with 90 s: one
+    # cycle's stop + tier-2 restart + rebind alone can take 3 x 30 s.
+    d.notifier = Notifier("/nonexistent.sock", 90_000_000)
     d._warn_watchdog_interval()
-    assert "WatchdogSec=15 s is less than twice the worst cycle" in caplog.text
-    assert "use WatchdogSec=22 or more" in caplog.text
+    assert "WatchdogSec=90 s does not cover the worst cycles" in caplog.text
+    assert f"use WatchdogSec={need} or more" in caplog.text
     caplog.clear()
-    d.notifier = Notifier("/nonexistent.sock", 60_000_000)
+    d.notifier = Notifier("/nonexistent.sock", need * 1_000_000)
     d._warn_watchdog_interval()
     assert "WatchdogSec" not in caplog.text
+
+
+def test_the_plain_unit_watchdog_sec_covers_the_default_config():
+    from qbt_vpn_watchdog.config import Config
+    from qbt_vpn_watchdog.systemd import watchdog_sec
+
+    cfg = Config()
+    unit = (
+        Path(__file__).resolve().parents[2] / "systemd" / "qbt-vpn-watchdog.service"
+    ).read_text()
+    got = int(re.search(r"(?m)^WatchdogSec=(\d+)$", unit).group(1))
+    timeouts = [cfg.check(n).timeout for n in cfg.enabled_checks()]
+    assert got == watchdog_sec(cfg.watchdog.interval, timeouts, cfg.remediation.action_timeout)
 
 
 def test_reload_in_process_keeps_state_and_reconfigures_the_remediator(tmp_path):
@@ -831,7 +852,7 @@ def test_metrics_render_once_per_snapshot(tmp_path):
     d.run_cycle()
     snap, variants = d.exposition._cached
     assert snap is d.snapshot and len(variants) == 1  # by the loop, not a scrape
-    (rendered, _accept), = variants.values()
+    ((rendered, _accept),) = variants.values()
     a = d.exposition.render()[0]
     assert a is rendered and d.exposition.render()[0] is a  # scrapes get those bytes
     d.run_cycle()

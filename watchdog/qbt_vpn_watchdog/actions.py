@@ -70,6 +70,10 @@ class ActionError(Exception):
     """An action failed; ``str()`` is a one-line operator message (no secrets)."""
 
 
+class ActionTimedOut(ActionError):
+    """The call gave no result within its timeout (or is still running from before)."""
+
+
 class CommandFailed(ActionError):
     """The command ran and exited non-zero: worth one more try (a restart racing another)."""
 
@@ -223,9 +227,9 @@ def _bounded(workers: Workers, name: str, fn: Callable[[], Any], timeout: float)
     try:
         return workers.call(name, fn, timeout)
     except Busy:
-        raise ActionError(f"{name}: the previous attempt is still running (hung?)") from None
+        raise ActionTimedOut(f"{name}: the previous attempt is still running (hung?)") from None
     except TimeoutError:
-        raise ActionError(f"{name}: no result within {timeout:g} s") from None
+        raise ActionTimedOut(f"{name}: no result within {timeout:g} s") from None
 
 
 # --- the remediator ---------------------------------------------------------------
@@ -260,6 +264,7 @@ class Remediator:
         self._held_known = False
         self._workers = Workers("action")
         self._qbt_paused_until = 0.0
+        self._qbt_silent = ""
         self._last_error: dict[str, str] = {}
         self._observed: set[str] = set()  # "would" lines already logged this incident
         self._view = RemediationView()
@@ -279,6 +284,7 @@ class Remediator:
     def step(self, histories: Mapping[str, Sequence[CheckResult]], now: float) -> RemediationView:
         """One cycle: decide from the checks' histories (newest last), act, report."""
         hist = histories
+        self._qbt_silent = ""  # set when a qBittorrent action got no answer this cycle
         self._load_held(now)
         settings = self.settings
         if hist:
@@ -369,10 +375,19 @@ class Remediator:
         kind = action.kind
         if kind in _QBT_ACTIONS and now < self._qbt_paused_until:
             return False  # login failed recently: never retried before the pause ends
+        if kind in _QBT_ACTIONS and self._qbt_silent:
+            # A hung qBittorrent would make every further call of this cycle
+            # run into its timeout too: the cycle keeps its pace, and the
+            # action is tried again next cycle (the stop comes first anyway).
+            e = ActionError(f"skipped: qBittorrent did not answer {self._qbt_silent} this cycle")
+            self._note_failure(kind, e, now, count=False)
+            return False
         try:
             done = _bounded(self._workers, kind, lambda: self._do(action), self.timeout)
         except (SourceError, ActionError, ValueError, OSError) as e:
             self._note_failure(kind, e, now)
+            if kind in _QBT_ACTIONS and _no_answer(e):
+                self._qbt_silent = kind
             return False
         self._last_error.pop(kind, None)
         if action.sweep and not done:
@@ -470,6 +485,13 @@ class Remediator:
         except (SourceError, ActionError):
             return None
         return [t.name for t in st.torrents if is_active(t)]
+
+
+def _no_answer(e: BaseException) -> bool:
+    """qBittorrent did not answer at all (as opposed to answering no)."""
+    if isinstance(e, SourceError):
+        return e.kind in ("unreachable", "timeout")
+    return isinstance(e, ActionTimedOut)
 
 
 # --- words ---------------------------------------------------------------------------

@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # missing password file), with the same exit status as `check`.
         if not privileged("run"):
             return EXIT_CONFIG
+        _setup_logging(None, args)  # loading may warn already (a readable password file)
         cfg = load_or_report(args.config)
         if cfg is None:
             return EXIT_CONFIG
@@ -168,14 +169,16 @@ def _web_config_usable(path: str, web_config_file: str) -> bool:
     return True
 
 
-def _setup_logging(cfg: Config, args: argparse.Namespace) -> None:
-    """Level and format: the flag, else the environment, else the config."""
+def _setup_logging(cfg: Config | None, args: argparse.Namespace) -> None:
+    """Level and format: the flag, else the environment, else the config (None: not
+    read yet, a provisional set-up that the call with the config replaces)."""
     level, warning = env_log_level()
     setup_logging(
-        level=args.log_level or level or cfg.watchdog.log_level,
-        fmt=args.log_format or os.environ.get(FORMAT_ENV) or cfg.watchdog.log_format,
+        level=args.log_level or level or (cfg.watchdog.log_level if cfg else None),
+        fmt=args.log_format or os.environ.get(FORMAT_ENV) or (cfg.watchdog.log_format if cfg else None),
+        replace=cfg is not None,
     )
-    if warning:
+    if warning and cfg is not None:
         logging.getLogger("qbt_vpn_watchdog").warning("%s", warning)
 
 
@@ -275,11 +278,12 @@ def check_command(
     # too, and "cannot read" would hide the cause.
     if not privileged("check", as_json=as_json, config=path):
         return EXIT_CONFIG
+    level, fmt = log
+    _setup_logging(None, argparse.Namespace(log_level=level, log_format=fmt))
     cfg = load_or_report(path, as_json=as_json)
     if cfg is None:
         return EXIT_CONFIG
     # A one-shot check logs warnings and worse unless asked for more.
-    level, fmt = log
     _setup_logging(
         dataclasses.replace(cfg, watchdog=dataclasses.replace(cfg.watchdog, log_level="warning")),
         argparse.Namespace(log_level=level, log_format=fmt),

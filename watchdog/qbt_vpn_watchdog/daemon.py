@@ -145,7 +145,9 @@ class Daemon:
         self.specs: dict[str, CheckSpec] = dict(specs if specs is not None else load_all())
         self.config: Config = _load(self)
         self.sources: Sources = sources_factory(self.config)
-        self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
+        self.remediator = (
+            remediator_factory(self.config, self.sources) if remediator_factory else None
+        )
         self.runner = Runner(self.specs, clock=clock)
         self.store = ResultStore(self.config.watchdog.history, loaded_at=clock())
         self.http, self.exposition = _serving(self)
@@ -364,9 +366,7 @@ class Daemon:
             sources.events.start(self.link_event)
 
     def _warn_watchdog_interval(self) -> None:
-        cfg = self.config
-        longest = max((cfg.check(n).timeout for n in self.check_names), default=0.0)
-        self.notifier.warn_if_too_short(cfg.watchdog.interval, longest)
+        self.notifier.warn_if_too_short(self.config, self.check_names)
 
 
 class _Schedule:

@@ -20,7 +20,11 @@ OK = "ok"
 # Reasons every check can have, filled in by the runner, never by a check.
 ERROR = "error"  # the check raised: a bug or an unexpected answer
 TIMEOUT = "timeout"  # the check did not finish within its timeout
-COMMON_REASONS = (ERROR, TIMEOUT)
+# A reading failed because the watchdog itself ran out of something (open
+# files, memory, threads): it could not look, which says nothing about the
+# tunnel. Always unknown, whatever the check (sources.local_resource).
+LOCAL_RESOURCE = "local_resource"
+COMMON_REASONS = (ERROR, TIMEOUT, LOCAL_RESOURCE)
 
 # How remediation counts a result (each check declares it per reason; see
 # qbt_vpn_watchdog.checks.registry.Reason and qbt_vpn_watchdog.policy).

@@ -21,6 +21,7 @@ from qbt_vpn_watchdog.results import (
     COMMON_REASONS,
     DEGRADED,
     ERROR,
+    LOCAL_RESOURCE,
     OK,
     SAFE,
     SEVERITIES,
@@ -98,6 +99,8 @@ class CheckSpec:
         by_name = {r.name: r for r in self.reasons}
         by_name[ERROR] = errors
         by_name[TIMEOUT] = Reason(TIMEOUT, self.errors, restart=self.restart_on_error)
+        # Never unsafe, even for a check that fails closed: nothing was read.
+        by_name[LOCAL_RESOURCE] = Reason(LOCAL_RESOURCE, UNKNOWN)
         object.__setattr__(self, "_by_name", by_name)
 
     @property

@@ -170,7 +170,11 @@ class QbittorrentSection:
         help="Port forwarded to qBittorrent in AirVPN's client area; 0 = none (else `bind` checks it).",
         check=_port_or_zero,
     )
-    timeout: float = _key(5.0, help="Seconds per Web API request.", check=_positive)
+    timeout: float = _key(
+        5.0,
+        help="Seconds for each Web API call, all of it (connect, answer, body), however slowly qBittorrent answers.",
+        check=_positive,
+    )
 
 
 # Keys every check has. A subclass re-declares the ones whose default differs.

@@ -27,7 +27,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog.sources import SourceError, os_error
 
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` bind-mounts namespaces
 CLONE_NEWNET = 0x40000000
@@ -79,9 +79,7 @@ def open_netns(netns: str) -> int:
             f"network namespace {netns!r} does not exist ({path})", kind="missing"
         ) from None
     except OSError as e:
-        raise SourceError(
-            f"cannot open network namespace {netns!r}: {e.strerror}", kind="missing"
-        ) from None
+        raise os_error(e, f"cannot open network namespace {netns!r}", kind="missing") from None
 
 
 def _enter(fd: int, what: str) -> None:
@@ -105,7 +103,10 @@ def entered(netns: str | None) -> Iterator[None]:
     target = open_netns(netns)
     try:
         # /proc/thread-self: this thread's namespace (/proc/self is the main thread's).
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise os_error(e, "cannot open this thread's own network namespace") from None
         try:
             try:
                 _enter(target, netns)
@@ -135,11 +136,17 @@ def socket_in(
 ) -> socket.socket:
     """A new socket created inside the named namespace (None: the current one).
 
-    Raises ``SourceError(kind="missing")`` when the namespace does not exist;
-    it never creates one.
+    Raises ``SourceError(kind="missing")`` when the namespace does not exist
+    (it never creates one), ``LocalResourceError`` when no file descriptor is left.
     """
     with entered(netns):
-        return socket.socket(family, type, proto)
+        try:
+            return socket.socket(family, type, proto)
+        except PermissionError:
+            raise  # raw sockets without CAP_NET_RAW: the caller says what is missing
+        except OSError as e:
+            where = f" in network namespace {netns!r}" if netns else ""
+            raise os_error(e, f"cannot open a socket{where}") from None
 
 
 def resolv_conf_nameserver(netns: str | None, etc: str = "/etc") -> str | None:
