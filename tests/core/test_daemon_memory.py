@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from qbt_vpn_watchdog import daemon
+from qbt_vpn_watchdog import daemon, libc
 
 CHILD = r"""
 import threading
@@ -41,7 +41,7 @@ print(before, rss_kib())
 """
 
 
-@pytest.mark.skipif(daemon._MALLOC_TRIM is None, reason="not glibc: no malloc_trim")
+@pytest.mark.skipif(not libc.malloc_trim(), reason="not glibc: no malloc_trim")
 def test_a_cycles_freed_heap_goes_back_to_the_kernel():
     got = subprocess.run(
         [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=True
@@ -52,5 +52,5 @@ def test_a_cycles_freed_heap_goes_back_to_the_kernel():
 
 
 def test_without_malloc_trim_it_does_nothing(monkeypatch):
-    monkeypatch.setattr(daemon, "_MALLOC_TRIM", None)
+    monkeypatch.setitem(libc._functions, "malloc_trim", None)
     daemon.release_free_memory()  # no C library call, no error
