@@ -17,10 +17,11 @@ from tests.support.procs import Proc, wait_for
 class WatchdogProc(Proc):
     """``qbt-vpn-watchdog run --config CONFIG`` serving /metrics on 127.0.0.1:PORT."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(self, config: Path, port: int, log: Path, scrape_timeout: float = 10.0) -> None:
         argv = [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(config)]
         super().__init__(argv, log)
-        self.config, self.port = config, port
+        # Generous: an answer later than this counts as none (a VM under TCG is slow).
+        self.config, self.port, self.scrape_timeout = config, port, scrape_timeout
 
     def started(self, timeout: float = 60.0) -> WatchdogProc:
         """Self, once its first cycle is on /metrics; if not within ``timeout`` s, the
@@ -34,7 +35,7 @@ class WatchdogProc(Proc):
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """{name: {labels: value}}; {} when the daemon does not answer (yet)."""
-        return scrape(self.port)
+        return scrape(self.port, self.scrape_timeout)
 
     def metric(self, name: str, labels: str = "") -> float | None:
         """One series' value (``labels`` as written: 'check="dns"'); None when not there."""
