@@ -167,16 +167,18 @@ def test_watchdog_unit():
         assert key not in unit, key
 
 
-def unit_map(text: str) -> dict[str, list[str]]:
-    """section.Key -> values (space-separated lists split), from a unit file."""
+def unit_map(text: str, split_all: bool = False) -> dict[str, list[str]]:
+    """section.Key -> values, from a unit file: the LIST_KEYS' values split at spaces
+    (every key's with ``split_all``); comment lines skipped."""
     out: dict[str, list[str]] = {}
     section = ""
     for line in text.splitlines():
         if line.startswith("["):
             section = line.strip("[]")
-        elif "=" in line:
+        elif "=" in line and not line.startswith(("#", ";")):
             k, v = line.split("=", 1)
-            out.setdefault(f"{section}.{k}", []).extend(v.split() if k in LIST_KEYS else [v])
+            split = split_all or k in LIST_KEYS
+            out.setdefault(f"{section}.{k}", []).extend(v.split() if split else [v])
     return out
 
 
@@ -687,18 +689,12 @@ def sandbox_of_nixos(service_config: dict) -> dict[str, list[str]]:
 
 
 def sandbox_of_plain(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line.strip("[]")
-        elif section == "Service" and "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            if k in SANDBOX_KEYS:
-                out.setdefault(k, []).extend(
-                    {"true": "yes", "false": "no"}.get(t, t) for t in v.split()
-                )
-    return {k: sorted(v) for k, v in out.items()}
+    service = unit_map(text, split_all=True)
+    return {
+        k: sorted({"true": "yes", "false": "no"}.get(t, t) for t in service[f"Service.{k}"])
+        for k in SANDBOX_KEYS
+        if f"Service.{k}" in service
+    }
 
 
 @pytest.mark.parametrize("unit", ["qbittorrent-vpn-tunnel", "qbittorrent-vpn", "qbt-vpn-watchdog"])

@@ -19,13 +19,13 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
+from tests.support.daemon_proc import WatchdogProc
 from tests.support.lab_load import scrape
 from tests.support.procs import wait_for
 
@@ -71,35 +71,21 @@ def lab_watchdog_config(lab_config: Path, out: Path, port: int, **remediation) -
 
 
 class Watchdog:
-    """``qbt-vpn-watchdog run`` as a subprocess, and its /metrics."""
+    """The daemon as a child process (stop() and start() again: a fresh process), and
+    what the scenarios read from its /metrics."""
 
     def __init__(self, config: Path, port: int, log: Path) -> None:
         self.config, self.port, self.log = config, port, log
-        self.proc: subprocess.Popen | None = None
+        self.proc: WatchdogProc | None = None
 
     def start(self) -> Watchdog:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
-        with open(self.log, "ab") as f:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(self.config)],
-                stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
-        wait_for(
-            "the watchdog's first cycle", lambda: self.metrics().get("qbtvpn_remediation_state"), 30
-        )
+        self.proc = WatchdogProc(self.config, self.port, self.log).started(30)
         return self
 
     def stop(self) -> None:
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
+        if p is not None:
+            p.stop()
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """{name: {labels: value}}; {} when the daemon does not answer (yet)."""
@@ -406,7 +392,7 @@ def test_qbittorrent_hung_during_the_92_byte_failure_stopped_once_it_answers(sce
 
     lab, torrents, make = scenario
     w = make().start()
-    usage = Usage(w.proc.pid)
+    usage = Usage(w.proc.p.pid)
     wait_for("remediation ok", lambda: w.state() == "ok", 30)
     p0 = torrents.progress()
     wait_for("the download to progress", lambda: torrents.progress() > p0, 30)

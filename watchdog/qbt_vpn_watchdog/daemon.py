@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from qbt_vpn_watchdog import libc
 from qbt_vpn_watchdog.checks import CheckSpec, Context, Runner, load_all, ordered
 from qbt_vpn_watchdog.config import Config, ConfigError
 from qbt_vpn_watchdog.config import load as load_config
@@ -414,21 +415,6 @@ class _Schedule:
         return wake
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (musl)."""
-    import ctypes
-
-    try:
-        fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
 def release_free_memory() -> None:
     """Hand the C heap's free pages back to the kernel, once per cycle.
 
@@ -438,8 +424,7 @@ def release_free_memory() -> None:
     docs/performance.md. Costs about 0.3 ms. Python's own small-object arenas
     are not affected (CPython returns those itself when they empty).
     """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    libc.malloc_trim()
 
 
 def _install_signals(d: Daemon) -> int | None:

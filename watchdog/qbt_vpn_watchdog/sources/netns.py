@@ -19,33 +19,16 @@ all threads. The namespace file is opened read-only here, never created.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import socket
-import threading
 from collections.abc import Iterator
 
+from qbt_vpn_watchdog import libc
 from qbt_vpn_watchdog.sources import SourceError, os_error
 
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` bind-mounts namespaces
 CLONE_NEWNET = 0x40000000
-
-_libc_lock = threading.Lock()
-_libc: ctypes.CDLL | None = None
-
-
-def _setns() -> ctypes._CFuncPtr:
-    global _libc
-    with _libc_lock:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = _libc.setns
-    fn.argtypes = (ctypes.c_int, ctypes.c_int)
-    fn.restype = ctypes.c_int
-    return fn
-
 
 def netns_ident(netns: str | None) -> tuple[int, int] | None:
     """(device, inode) of /run/netns/NAME; SourceError(kind="missing") when it does not exist."""
@@ -83,9 +66,10 @@ def open_netns(netns: str) -> int:
 
 
 def _enter(fd: int, what: str) -> None:
-    if _setns()(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns({what}): {os.strerror(err)}")
+    try:
+        libc.setns(fd, CLONE_NEWNET)
+    except OSError as e:
+        raise OSError(e.errno, f"setns({what}): {e.strerror}") from None
 
 
 @contextlib.contextmanager
