@@ -26,9 +26,12 @@ from qbt_vpn_watchdog.actions import (
     run_command,
     run_retrying,
 )
+from qbt_vpn_watchdog.checks import load_all
 from qbt_vpn_watchdog.sources import Listener, SourceError
 from tests.core.test_policy import CHECKS, ModelQbt, ModelWg, Srcs, res
 from tests.support.session_names import SESSION, unique
+
+SPECS = load_all()  # the checks' reasons, handed to the policy as the daemon does
 
 BAD = {"return_path": "no_return_traffic"}
 
@@ -60,7 +63,7 @@ def make(extra: str = "", mode: str = "enforce", n: int = 3, **kw):
     commands: list[list[str]] = []
     kw.setdefault("run_command", lambda argv, timeout: commands.append(list(argv)) or "")
     kw.setdefault("resolve", lambda ep: ep)
-    rem = Remediator(cfg(extra, mode), Srcs(qbt, wg), rng=random.Random(0), **kw)
+    rem = Remediator(cfg(extra, mode), Srcs(qbt, wg), rng=random.Random(0), specs=SPECS, **kw)
     return Driver(rem), qbt, wg, commands
 
 
@@ -197,7 +200,9 @@ def test_a_new_remediator_keeps_tagged_torrents_stopped_and_resumes_them_later()
     d.cycle(**BAD)
     assert qbt.held("watchdog-stopped") == ["t0", "t1", "t2"]
     # The watchdog restarts: a fresh Remediator, same qBittorrent.
-    rem2 = Remediator(cfg(), Srcs(qbt, ModelWg()), rng=random.Random(1), resolve=lambda e: e)
+    rem2 = Remediator(
+        cfg(), Srcs(qbt, ModelWg()), rng=random.Random(1), specs=SPECS, resolve=lambda e: e
+    )
     d2 = Driver(rem2, d.t)
     v = d2.cycle()
     assert v.state == "holding" and v.held_stopped == 3 and "start_tagged" not in qbt.calls
@@ -501,7 +506,7 @@ def test_tier1_resets_the_endpoint_of_a_real_wireguard_go(wireguard_go):
     config = config_mod.parse(
         f'[wireguard]\ninterface = "{IFACE}"\n[remediation]\nendpoint = "127.0.0.1:51999"\n'
     )
-    rem = Remediator(config, Srcs(qbt, UapiReader(IFACE)), rng=random.Random(0))
+    rem = Remediator(config, Srcs(qbt, UapiReader(IFACE)), rng=random.Random(0), specs=SPECS)
     d = Driver(rem)
     d.cycle(**BAD)
     v = d.cycle(**BAD)

@@ -235,8 +235,9 @@ class Remediator:
     """Policy + actions, one ``step`` per cycle (called by the daemon after the checks).
 
     It uses ``sources.qbittorrent``, ``sources.links`` and ``sources.wireguard``
-    (the seams in ``qbt_vpn_watchdog.sources``). ``run_command`` and ``resolve`` are
-    injectable for tests.
+    (the seams in ``qbt_vpn_watchdog.sources``). ``specs`` are the checks whose
+    reasons the policy reads (``policy.Settings.from_config``; without them every
+    failure counts as unsafe). ``run_command`` and ``resolve`` are injectable for tests.
     """
 
     def __init__(
@@ -246,10 +247,12 @@ class Remediator:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         *,
+        specs: Mapping[str, policy.DeclaresReasons] | None = None,
         run_command: Callable[[Sequence[str], float], str] = run_command,
         resolve: Callable[[str], str] = resolve_endpoint,
     ) -> None:
         self.clock = clock
+        self.specs = dict(specs or {})
         self.rng = rng or random.Random()
         self.run_command = run_command
         self.resolve = resolve
@@ -269,7 +272,7 @@ class Remediator:
         """New config (SIGHUP): keep the memory and counters, take the new settings."""
         self.config = config
         self.sources = sources
-        self.settings = policy.Settings.from_config(config)
+        self.settings = policy.Settings.from_config(config, self.specs)
         self.observe = config.watchdog.mode == "observe"
         self.tag = config.remediation.tag
         self.timeout = config.remediation.action_timeout

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Protocol
 
 from qbt_vpn_watchdog.checks import CheckSpec, Context, Runner, load_all, ordered
@@ -480,8 +481,10 @@ def main(config_path: str) -> int:
         log.error("cannot start: remediation (qbt_vpn_watchdog.actions) cannot be loaded: %s", e)
         return 1
 
+    specs = load_all()
     try:
-        daemon = Daemon(config_path, build_sources, Actions)
+        # The policy is handed the checks' reasons; it reads no registry itself.
+        daemon = Daemon(config_path, build_sources, partial(Actions, specs=specs), specs=specs)
     except ConfigError as e:
         print(f"qbt-vpn-watchdog: invalid config {e}", file=sys.stderr)
         return 2

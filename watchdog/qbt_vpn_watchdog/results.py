@@ -11,7 +11,7 @@ verdict is still pending).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +29,26 @@ DEGRADED = "degraded"  # reported only
 UNKNOWN = "unknown"  # the watchdog cannot tell: never starts a hold, blocks resuming one
 UNSAFE = "unsafe"  # torrent traffic may leak or go nowhere: acted on
 SEVERITIES = (SAFE, DEGRADED, UNKNOWN, UNSAFE)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A failure reason and what it means to remediation.
+
+    severity: UNSAFE (torrent traffic may leak or go nowhere: acted on),
+    UNKNOWN (the watchdog cannot tell: never starts a hold, blocks resuming
+    one) or DEGRADED (reported only). ``restart``: a tunnel restart is the
+    remedy. ``rebind``: setting qBittorrent's interface and port again is.
+    """
+
+    name: str
+    severity: str
+    restart: bool = False
+    rebind: bool = False
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES or self.severity == SAFE:
+            raise ValueError(f"reason {self.name!r}: severity {self.severity!r} is not a failure")
 
 
 def _frozen(m: Mapping | None) -> Mapping:
@@ -100,3 +120,23 @@ class RemediationView:
     actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> attempts since start
     failures_total: Mapping[str, int] = field(default_factory=dict)
     summary: str = ""  # one line, e.g. "holding 3 torrents: return_path failing for 2 cycles"
+
+
+def trailing(
+    history: Sequence[CheckResult],
+    pred: Callable[[CheckResult], bool],
+    after: float | None = None,
+) -> int:
+    """How many of the newest results satisfy ``pred`` in a row (started after ``after``).
+
+    The one count behind "failed N times in a row": the policy's ``fail_after``,
+    the loop's unsettled checks, the status line's "for N cycles".
+    """
+    n = 0
+    for r in reversed(history):
+        if after is not None and r.started <= after:
+            break
+        if not pred(r):
+            break
+        n += 1
+    return n

@@ -15,6 +15,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from qbt_vpn_watchdog.results import (
@@ -23,12 +24,12 @@ from qbt_vpn_watchdog.results import (
     ERROR,
     OK,
     SAFE,
-    SEVERITIES,
     TIMEOUT,
     UNKNOWN,
     UNSAFE,
     CheckResult,
     Outcome,
+    Reason,
 )
 
 if TYPE_CHECKING:
@@ -39,26 +40,6 @@ CheckFn = Callable[["Context"], Outcome]
 # A check's own series from its latest result (None: it has not run yet):
 # prometheus_client families, one per Metric in ``series``, in that order.
 RenderFn = Callable[[CheckResult | None], Iterable[Any]]
-
-
-@dataclass(frozen=True)
-class Reason:
-    """A failure reason and what it means to remediation.
-
-    severity: UNSAFE (torrent traffic may leak or go nowhere: acted on),
-    UNKNOWN (the watchdog cannot tell: never starts a hold, blocks resuming
-    one) or DEGRADED (reported only). ``restart``: a tunnel restart is the
-    remedy. ``rebind``: setting qBittorrent's interface and port again is.
-    """
-
-    name: str
-    severity: str
-    restart: bool = False
-    rebind: bool = False
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES or self.severity == SAFE:
-            raise ValueError(f"reason {self.name!r}: severity {self.severity!r} is not a failure")
 
 
 def unsafe(name: str, *, restart: bool = False, rebind: bool = False) -> Reason:
@@ -112,6 +93,12 @@ class CheckSpec:
     def reason(self, name: str) -> Reason:
         """What ``name`` means; an unknown reason counts as unsafe (fail closed)."""
         return self._by_name.get(name) or Reason(name, UNSAFE)
+
+    @property
+    def reason_table(self) -> Mapping[str, Reason]:
+        """Every failure it may report (error and timeout too) -> what it means: the
+        policy's table (``policy.Settings.from_config``)."""
+        return MappingProxyType(self._by_name)
 
 
 REGISTRY: dict[str, CheckSpec] = {}
