@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from qbt_vpn_watchdog import __version__
+
 OK = "ok"
 # Reasons every check can have, filled in by the runner, never by a check.
 ERROR = "error"  # the check raised: a bug or an unexpected answer
@@ -120,6 +122,36 @@ class RemediationView:
     actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> attempts since start
     failures_total: Mapping[str, int] = field(default_factory=dict)
     summary: str = ""  # one line, e.g. "holding 3 torrents: return_path failing for 2 cycles"
+
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the loop knew after its last cycle; the only input of the collector."""
+
+    # The latest result of every enabled check, including checks that did not
+    # run this cycle (their own interval is longer than the poll interval).
+    results: Mapping[str, CheckResult]
+    # The last successful reading per source, from Context.readings():
+    # "wireguard" -> WgDevice, "tunnel_link" -> LinkState | None, "qbittorrent" -> QbtState.
+    readings: Mapping[str, Any]
+    remediation: RemediationView
+    last_cycle: float  # unix time the last cycle finished
+    cycles: int
+    reload_failures: int
+    checks: tuple[str, ...]  # the enabled checks, in display order
+    reasons: Mapping[str, tuple[str, ...]]  # check -> every reason it can report (ok first)
+    interface: str = ""  # the tunnel interface from the config
+    # Sources whose last read failed (key -> operator message): "down", not "unknown".
+    reading_errors: Mapping[str, str] = field(default_factory=dict)
+    version: str = __version__
+    reload_ok: bool = True  # the last reload (or the start) took the file
+    reload_success_time: float = 0.0  # unix time the config was last loaded
+    mode: str = "enforce"  # config watchdog.mode
+
+    @property
+    def healthy(self) -> bool:
+        return all(c in self.results and self.results[c].ok for c in self.checks)
 
 
 def trailing(
