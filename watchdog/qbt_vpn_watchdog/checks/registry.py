@@ -11,6 +11,7 @@ tables (kept true by tests).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from qbt_vpn_watchdog.config.schema import ChecksSection
 from qbt_vpn_watchdog.results import (
     COMMON_REASONS,
     DEGRADED,
@@ -66,6 +68,9 @@ class CheckSpec:
     on_link_event: bool = False  # run at once when the tunnel link changes
     series: tuple[Metric, ...] = ()  # its own series, beyond qbtvpn_check_*
     render: RenderFn | None = None  # fills ``series`` from the latest result
+    # Seconds a provisional result needs before running the check again can settle
+    # it (return_path: its counters' window); a one-shot `check` waits this long.
+    settle_after: float = 0.0
     _by_name: Mapping[str, Reason] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +120,7 @@ def register(
     on_link_event: bool = False,
     series: Sequence[Metric] = (),
     render: RenderFn | None = None,
+    settle_after: float = 0.0,
 ) -> Callable[[CheckFn], CheckFn]:
     """Add the decorated function to the registry as check ``name`` (see ``CheckSpec``)."""
 
@@ -123,7 +129,7 @@ def register(
             raise RuntimeError(f"check {name!r} registered twice")
         REGISTRY[name] = CheckSpec(
             name, fn, tuple(reasons), summary, order, errors, restart_on_error, on_link_event,
-            tuple(series), render,
+            tuple(series), render, settle_after,
         )  # fmt: skip
         return fn
 
@@ -145,6 +151,9 @@ def load_all() -> dict[str, CheckSpec]:
     for m in pkgutil.iter_modules(pkg.__path__):
         if m.name not in _NOT_CHECKS:
             importlib.import_module(f"qbt_vpn_watchdog.checks.{m.name}")
+    errors = contract_errors(REGISTRY)
+    if errors:
+        raise RuntimeError("the checks and config.ChecksSection disagree: " + "; ".join(errors))
     ordered = sorted(REGISTRY.values(), key=lambda s: (s.order, s.name))
     if list(REGISTRY) != [s.name for s in ordered]:
         items = [(s.name, s) for s in ordered]
@@ -152,6 +161,24 @@ def load_all() -> dict[str, CheckSpec]:
         REGISTRY.update(items)
     _loaded = True
     return REGISTRY
+
+
+def contract_errors(specs: Mapping[str, CheckSpec]) -> list[str]:
+    """Where the registered checks and the config's [checks.*] tables disagree.
+
+    A check registered without a section in ``config.ChecksSection`` would never
+    run (nothing enables it), and a section without a check would configure
+    nothing: both are caught when the checks load, not left silent.
+    """
+    sections = {f.name: f.type for f in dataclasses.fields(ChecksSection)}
+    errors = [
+        f"check {n!r} is registered but ChecksSection has no {n!r} table" for n in specs
+        if n not in sections
+    ]
+    errors += [
+        f"ChecksSection.{n} configures no registered check" for n in sections if n not in specs
+    ]
+    return errors
 
 
 def names() -> tuple[str, ...]:
@@ -187,6 +214,6 @@ def reason_of(check: str, reason: str) -> Reason:
 
 __all__ = [
     "DEGRADED", "SAFE", "UNKNOWN", "UNSAFE", "CheckFn", "CheckSpec", "REGISTRY", "Reason",
-    "RenderFn", "classify", "degraded", "load_all", "names", "ordered", "reason_of", "register",
+    "RenderFn", "classify", "contract_errors", "degraded", "load_all", "names", "ordered", "reason_of", "register",
     "unknown", "unsafe",
 ]  # fmt: skip
