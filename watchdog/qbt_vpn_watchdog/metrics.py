@@ -351,14 +351,16 @@ class Exposition:
         cached_snap, variants = self._cached
         if cached_snap is not snap or snap is None:
             variants = {}
-            self._cached = (snap, variants)
         key = (content_type, gzipped)
         got = variants.get(key)
         if got is None:
             body = encoder(self.registry)
             got = (gzip.compress(body, 6) if gzipped else body, accept)
             if len(variants) < _MAX_VARIANTS:  # odd Accept headers cannot grow it
-                variants[key] = got
+                # A new dict, swapped in whole: never grow one another thread (the
+                # loop's prerender, a scrape) may be walking. Two scrapes racing
+                # here lose at most one cached variant, rendered again next time.
+                self._cached = (snap, {**variants, key: got})
         return got[0], content_type
 
     def prerender(self) -> None:
