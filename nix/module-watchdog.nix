@@ -48,6 +48,8 @@ let
   # intervals plus a cycle in which every check runs into its timeout and one
   # remediation action runs into its own: only a loop that is really stuck
   # gets the service restarted.
+  # The same formula as /healthz's "stalled" (health.stall_limit in the package;
+  # tests/artefacts/test_nixos_eval.py keeps the two equal).
   ceil = x: let i = builtins.floor x; in if i == x then i else i + 1;
   defaultWatchdogSec = ceil (3 * cfg.settings.watchdog.interval + sumTimeouts + actionTimeout);
 

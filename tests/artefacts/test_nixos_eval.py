@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from qbt_vpn_watchdog import config as wconfig
+from qbt_vpn_watchdog.health import stall_limit
 from tests.support import nixos_eval
 from tests.support.nixos_eval import CONFINEMENT, EXAMPLE, WATCHDOG, EvalError, System
 
@@ -217,19 +218,23 @@ def test_packages_are_package_options():
 
 
 def test_watchdog_sec_default_covers_three_intervals_and_every_timeout():
+    # One formula for both: WatchdogSec= is the ceiling of /healthz's stall limit.
     cfg = wconfig.Config()
     timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks())
     for interval in (10, 2.5):
         result = confinement_with(
             f"{{ services.qbt-vpn-watchdog.settings.watchdog.interval = {interval}; }}"
         )
-        expected = math.ceil(3 * interval + timeouts + cfg.remediation.action_timeout)
+        c = wconfig.parse(f"[watchdog]\ninterval = {interval}\n")
+        expected = math.ceil(stall_limit(c, c.enabled_checks()))
         assert result.probe["Watchdog"]["watchdogSec"] == expected
         assert result.data["serviceConfig"]["qbt-vpn-watchdog"]["WatchdogSec"] == expected
     result = confinement_with(
         "{ services.qbt-vpn-watchdog.settings.checks = { exit_ip.enabled = false; dns.timeout = 13; }; }"
     )
-    expected = math.ceil(
+    c = wconfig.parse("[checks.exit_ip]\nenabled = false\n[checks.dns]\ntimeout = 13\n")
+    expected = math.ceil(stall_limit(c, c.enabled_checks()))
+    assert expected == math.ceil(
         3 * 10 + timeouts - cfg.checks.exit_ip.timeout - cfg.checks.dns.timeout + 13
         + cfg.remediation.action_timeout
     )  # fmt: skip

@@ -239,6 +239,9 @@ timeout = 1.0
 enabled = false
 [checks.path_mtu]
 enabled = {"true" if over.get("path_mtu") else "false"}
+[remediation]
+# Part of the stall limit (health.stall_limit): short, so a stalled loop shows in seconds.
+action_timeout = 0.5
 """
 
 

@@ -16,9 +16,16 @@ if TYPE_CHECKING:
 
 
 def stall_limit(cfg: Config, names: Iterable[str]) -> float:
-    """Seconds without a finished cycle after which the loop counts as stalled."""
-    longest = max((cfg.check(n).timeout for n in names), default=0.0)
-    return 3 * cfg.watchdog.interval + longest
+    """Seconds without a finished cycle after which the loop counts as stalled.
+
+    Three intervals, plus a cycle in which every enabled check runs into its
+    timeout and one remediation action into its own: only a loop that is really
+    stuck. The one formula: /healthz says "stalled" past it, and the NixOS
+    module's default WatchdogSec= is its ceiling (nix/module-watchdog.nix;
+    tests/artefacts/test_nixos_eval.py holds the two equal).
+    """
+    checks = sum(cfg.check(n).timeout for n in names)
+    return 3 * cfg.watchdog.interval + checks + cfg.remediation.action_timeout
 
 
 def health(
