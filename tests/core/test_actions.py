@@ -539,3 +539,45 @@ def test_a_hung_or_missing_restart_command_is_not_run_again(tmp_path):
     assert len(calls) == 1
     with pytest.raises(ActionError, match="cannot run"):
         run_retrying(run_command, [str(tmp_path / "nope")], 5, sleep=lambda s: None)
+
+
+def test_an_uncaught_error_in_a_restart_still_counts_it_in_the_memory():
+    # The tunnel restart was decided and sent, then raised what no handler expects
+    # (a library error halfway through): the daemon logs the bug and goes on. The
+    # attempt must still count towards the back-off and the hourly cap, or every
+    # following cycle restarts the tunnel again.
+    d, qbt, wg, _ = make()
+    d.cycle(**BAD)
+    sent = []
+
+    def half_done(public_key: str, endpoint: str) -> None:
+        sent.append(endpoint)
+        raise RuntimeError("a bug halfway through a restart")
+
+    wg.set_endpoint = half_done
+    with pytest.raises(RuntimeError):
+        d.cycle(**BAD)
+    mem = d.rem.memory
+    assert mem.holding and mem.attempts == 1 and len(mem.restarts) == 1
+    assert mem.next_restart > d.t  # backing off
+    d.cycle(**BAD)  # within the back-off: no second restart
+    assert len(sent) == 1
+
+
+def test_an_uncaught_error_in_a_resume_keeps_the_incident_open():
+    d, qbt, wg, _ = make()
+    d.cycle(**BAD)
+    d.cycle(**BAD)  # stopped and holding
+    d.cycle()
+    d.cycle()
+
+    def broken(tag):
+        raise RuntimeError("a bug in the resume")
+
+    qbt.start_tagged = broken
+    with pytest.raises(RuntimeError):
+        d.cycle()  # the third good cycle: resume
+    assert d.rem.memory.holding  # tried again next cycle, never forgotten
+    del qbt.start_tagged
+    v = d.cycle()
+    assert v.state == "ok" and qbt.paused == dict.fromkeys(qbt.paused, False)

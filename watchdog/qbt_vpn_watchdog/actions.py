@@ -291,6 +291,11 @@ class Remediator:
         prev = self.memory
         d = policy.decide(hist, prev, settings, now, self.rng)
         mem = d.memory
+        # Kept before anything is done, and before each action as if it failed: an
+        # action that raises what no handler expects must not take the decision with
+        # it (a restart already sent would drop out of the back-off and the hourly
+        # cap; a resume that did not happen would end the incident).
+        self.memory = mem
         would: list[str] = []
         for action in d.actions:
             if self.observe:
@@ -298,27 +303,13 @@ class Remediator:
                 if line:
                     would.append(line)
                 continue
-            ok = self._perform(action, now)
-            if ok:
-                continue
-            # Feed failures back so the policy retries or stays closed.
-            if action.kind == "stop_torrents":
-                mem = replace(mem, stopped=False)
-            elif action.kind == "resume_torrents":
-                # The tagged torrents are still stopped: the incident goes on
-                # (prev's), tried again next cycle if the checks are still good.
-                # What outlives an incident is this cycle's: the restarts in the
-                # last hour, the back-off, and a rebind done this very cycle.
-                mem = replace(
-                    prev,
-                    good_cycles=prev.good_cycles + 1,
-                    restarts=mem.restarts,
-                    next_restart=mem.next_restart,
-                    last_rebind=mem.last_rebind,
-                )
+            failed = _memory_if_failed(action, mem, prev)
+            self.memory = failed
+            if not self._perform(action, now):
+                mem = failed  # fed back so the policy retries or stays closed
+            self.memory = mem
         if not mem.holding:
             self._observed.clear()
-        self.memory = mem
         state = d.state
         if mem.holding and state == "ok":  # a failed resume keeps holding
             state = "holding"
@@ -347,8 +338,8 @@ class Remediator:
         if self._held_known or self.observe or now < self._qbt_paused_until:
             return
         try:
-            held = _bounded(self._workers,
-                "held", lambda: self.sources.qbittorrent.held(self.tag), self.timeout
+            held = _bounded(
+                self._workers, "held", lambda: self.sources.qbittorrent.held(self.tag), self.timeout
             )
         except (SourceError, ActionError) as e:
             self._note_failure("held", e, now, count=False)
@@ -473,6 +464,28 @@ class Remediator:
         except (SourceError, ActionError):
             return None
         return [t.name for t in st.torrents if is_active(t)]
+
+
+def _memory_if_failed(
+    action: policy.Action, mem: policy.Memory, prev: policy.Memory
+) -> policy.Memory:
+    """The memory to keep when ``action`` failed (or raised): the policy retries it or
+    stays closed."""
+    if action.kind == "stop_torrents":
+        return replace(mem, stopped=False)
+    if action.kind == "resume_torrents":
+        # The tagged torrents are still stopped: the incident goes on (prev's),
+        # tried again next cycle if the checks are still good. What outlives an
+        # incident is this cycle's: the restarts in the last hour, the back-off,
+        # and a rebind done this very cycle.
+        return replace(
+            prev,
+            good_cycles=prev.good_cycles + 1,
+            restarts=mem.restarts,
+            next_restart=mem.next_restart,
+            last_rebind=mem.last_rebind,
+        )
+    return mem  # a failed restart or rebind still counts as one
 
 
 # --- words ---------------------------------------------------------------------------

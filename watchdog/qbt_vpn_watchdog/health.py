@@ -52,9 +52,7 @@ def health(
     return 200, f"alive{mode}; {status}"
 
 
-def status_line(
-    snap: Snapshot, cfg: Config, histories: Mapping[str, Sequence[CheckResult]]
-) -> str:
+def status_line(snap: Snapshot, cfg: Config, histories: Mapping[str, Sequence[CheckResult]]) -> str:
     """The STATUS= / healthz one-liner, e.g. ``ok: 6/6 checks passed``."""
     names = snap.checks
     ran = [snap.results[n] for n in names if n in snap.results]

@@ -303,7 +303,9 @@ def decide(
     tunnel_bad = sorted(c for c in trips if settings.restart_helps(c, latest[c].reason))
     if tunnel_bad and not mem.gave_up:
         fresh = [
-            c for c in tunnel_bad if tripped(hist[c], settings.fail_n(c), settings, mem.last_restart)
+            c
+            for c in tunnel_bad
+            if tripped(hist[c], settings.fail_n(c), settings, mem.last_restart)
         ]
         if fresh and now >= mem.next_restart:
             if len(mem.restarts) >= settings.max_restarts_per_hour:

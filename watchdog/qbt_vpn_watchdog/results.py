@@ -124,7 +124,6 @@ class RemediationView:
     summary: str = ""  # one line, e.g. "holding 3 torrents: return_path failing for 2 cycles"
 
 
-
 @dataclass(frozen=True)
 class Snapshot:
     """What the loop knew after its last cycle; the only input of the collector."""

@@ -28,7 +28,6 @@ EVENT_CYCLE_GAP = 1.0
 CONFIRM_GAP = 1.0
 
 
-
 def checks_due(
     cfg: Config, names: Iterable[str], last_run: Mapping[str, float], now: float
 ) -> dict[str, float]:

@@ -128,6 +128,7 @@ class ResultStore:
         """Sources whose last read failed: key -> operator message (a copy)."""
         return dict(self._reading_errors)
 
+
 def _log_change(prev: CheckResult | None, r: CheckResult) -> None:
     # One line per state change, never one per cycle.
     if prev is None or prev.ok:

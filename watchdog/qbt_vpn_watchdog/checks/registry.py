@@ -172,7 +172,8 @@ def contract_errors(specs: Mapping[str, CheckSpec]) -> list[str]:
     """
     sections = {f.name: f.type for f in dataclasses.fields(ChecksSection)}
     errors = [
-        f"check {n!r} is registered but ChecksSection has no {n!r} table" for n in specs
+        f"check {n!r} is registered but ChecksSection has no {n!r} table"
+        for n in specs
         if n not in sections
     ]
     errors += [
