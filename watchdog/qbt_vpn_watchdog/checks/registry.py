@@ -5,7 +5,8 @@ reasons it can fail with and how remediation counts each one (``Reason``), how
 its own error or timeout counts, whether a link event runs it, and the series
 it exports beyond the common ``qbtvpn_check_*`` ones. Everything else is
 derived from the registry: the display order, the metric catalogue, the
-policy's classification (``classify``), the link-event checks, the README's
+policy's reason table (``CheckSpec.reason_table``, handed to it by the daemon), the
+link-event checks, the README's
 tables (kept true by tests).
 """
 
@@ -16,6 +17,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -146,11 +148,11 @@ def load_all() -> dict[str, CheckSpec]:
     global _loaded
     if _loaded:
         return REGISTRY
-    import qbt_vpn_watchdog.checks as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
+    # The modules beside this one, found on disk: importing the package itself
+    # from here would be an import circle (checks/__init__ imports this module).
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if m.name not in _NOT_CHECKS:
-            importlib.import_module(f"qbt_vpn_watchdog.checks.{m.name}")
+            importlib.import_module(f"{__package__}.{m.name}")
     errors = contract_errors(REGISTRY)
     if errors:
         raise RuntimeError("the checks and config.ChecksSection disagree: " + "; ".join(errors))
