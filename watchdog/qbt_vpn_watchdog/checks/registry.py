@@ -5,9 +5,8 @@ reasons it can fail with and how remediation counts each one (``Reason``), how
 its own error or timeout counts, whether a link event runs it, and the series
 it exports beyond the common ``qbtvpn_check_*`` ones. Everything else is
 derived from the registry: the display order, the metric catalogue, the
-policy's reason table (``CheckSpec.reason_table``, handed to it by the daemon), the
-link-event checks, the README's
-tables (kept true by tests).
+policy's reason table (``CheckSpec.reason_table``, handed to it by the daemon),
+the link-event checks, the README's tables (kept true by tests).
 """
 
 from __future__ import annotations
