@@ -135,3 +135,18 @@ def test_table_lists_each_check_and_the_failures():
     assert out.strip().splitlines()[-1] == "FAILED: return_path"
     assert "\033[" not in out
     assert "\033[" in render_table([_r("a", True)], colour=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run checks privileges before the config")
+def test_run_with_an_unusable_web_config_file_exits_2_naming_it(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[qbittorrent]\npassword_file = "{pw}"\n')
+    r = cli("run", "--config", str(cfg), "--web.config.file", str(tmp_path / "none.yml"))
+    assert r.returncode == 2
+    assert f"web.config_file: no such file: {tmp_path / 'none.yml'}" in r.stderr
+    cfg.write_text(cfg.read_text() + '[web]\nbasic_auth_username = "p"\n'
+                   f'basic_auth_password_file = "{pw}"\n')  # fmt: skip
+    r = cli("run", "--config", str(cfg), "--web.config.file", str(tmp_path / "none.yml"))
+    assert r.returncode == 2 and "with --web.config.file, put TLS and users in that file" in r.stderr

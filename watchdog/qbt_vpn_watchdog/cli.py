@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})"
     )
+    r.add_argument(
+        "--web.config.file", dest="web_config_file", default="", metavar="FILE",
+        help="exporter-toolkit web-config.yml (TLS, bcrypt users), as node_exporter takes;"
+        " wins over web.config_file",
+    )  # fmt: skip
 
     sub.add_parser("example-config", help="print the commented example config")
     sub.add_parser(
@@ -71,13 +76,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # missing password file), with the same exit status as `check`.
         if not privileged("run") or load_or_report(args.config) is None:
             return EXIT_CONFIG
+        if args.web_config_file and not _web_config_usable(args.config, args.web_config_file):
+            return EXIT_CONFIG
         from qbt_vpn_watchdog.daemon import main as daemon_main
 
-        return daemon_main(args.config)
+        return daemon_main(args.config, args.web_config_file)
     if args.command == "check":
         return check_command(args.config, as_json=args.json, only=args.only)
     _parser().print_help()
     return EXIT_CONFIG
+
+
+def _web_config_usable(path: str, web_config_file: str) -> bool:
+    """``run --web.config.file``: the file must be usable before anything starts (else exit 2)."""
+    from qbt_vpn_watchdog.web_security import load_web_security, with_config_file
+
+    try:
+        load_web_security(with_config_file(load(path), web_config_file).web)
+    except ConfigError as e:
+        print(f"qbt-vpn-watchdog: invalid web config: {e}", file=sys.stderr)
+        return False
+    return True
 
 
 def load_or_report(path: str, *, as_json: bool = False) -> Config | None:

@@ -17,13 +17,18 @@ from pathlib import Path
 
 from qbt_vpn_watchdog.config.errors import ConfigError
 from qbt_vpn_watchdog.config.schema import Config, QbittorrentSection
-from qbt_vpn_watchdog.web_security import load_web_security
 
 
 def _pairs(cfg: Config) -> list[str]:
     """Keys that only make sense together."""
     errors = []
     w = cfg.web
+    if w.config_file:
+        for k in ("tls_cert_file", "tls_key_file", "basic_auth_username", "basic_auth_password_file"):
+            if getattr(w, k):
+                errors.append(
+                    f"web.{k}: not used when web.config_file is set (put TLS and users in that file)"
+                )
     for a, b in (
         ("tls_cert_file", "tls_key_file"),
         ("basic_auth_username", "basic_auth_password_file"),
@@ -169,6 +174,11 @@ def load(path: str | os.PathLike, *, secrets: bool = False) -> Config:
 
 def secret_errors(cfg: Config) -> list[str]:
     """One line per secret file the config names that cannot be used (never its content)."""
+    # Here, not at the top: web_security imports config.errors, and importing the
+    # package from the server's side first (http_server -> web_security) would
+    # otherwise meet a half-initialized config package.
+    from qbt_vpn_watchdog.web_security import load_web_security
+
     errors = []
     for check in (lambda: read_password(cfg.qbittorrent), lambda: load_web_security(cfg.web)):
         try:

@@ -21,6 +21,7 @@ from qbt_vpn_watchdog.config.fields import (
     _ipv4_or_empty,
     _key,
     _listen_address,
+    _max_connections,
     _names,
     _netns_name,
     _one_of,
@@ -63,13 +64,30 @@ class WatchdogSection:
     history: int = _key(
         30, help="Recent results kept per check, for the checks and the policy.", check=_count
     )
+    process_metrics: bool = _key(
+        True,
+        help="Serve prometheus_client's process_* series (the daemon's CPU, memory, open files).",
+    )
 
 
 @dataclass(frozen=True)
 class WebSection:
-    """HTTPS and basic auth for /metrics and /healthz, as Prometheus exporters offer them.
-    Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files."""
+    """HTTPS and basic auth for /metrics, /healthz and /readyz, as Prometheus exporters offer
+    them. Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files.
+    Prefer config_file (exporter-toolkit's web-config.yml, bcrypt hashes) to the tls_* and
+    basic_auth_* keys below, which stay for configs that use them."""
 
+    config_file: str = _key(
+        "",
+        help="exporter-toolkit's web-config.yml (as node_exporter's --web.config.file): TLS and"
+        ' bcrypt users; needs the [web] extra (bcrypt, PyYAML); "" = the keys below.',
+    )
+    max_connections: int = _key(
+        40,
+        help="Connections served at once; at the cap a new one replaces the oldest that has not"
+        " sent a whole request, else gets 503. Keep it well under LimitNOFILE.",
+        check=_max_connections,
+    )
     tls_cert_file: str = _key(
         "", help='PEM certificate (chain) to serve HTTPS with; "" = plain HTTP.'
     )
