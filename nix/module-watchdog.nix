@@ -26,7 +26,7 @@ let
     qbt-vpn-watchdog = pkgs.qbt-vpn-watchdog or (pkgs.python3Packages.callPackage ./package.nix { });
   };
 
-  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config/schema.py (tests/artefacts/test_nix.py keeps this
+  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config/schema.py (tests/artefacts/test_nixos_eval.py keeps this
   # table equal to the dataclass defaults).
   defaultCheckTimeouts = {
     handshake = 2;
@@ -48,7 +48,8 @@ let
   # intervals plus a cycle in which every check runs into its timeout and every
   # action a cycle can run (the held-torrents read, stop_torrents, a tier-2
   # tunnel restart, rebind: 4) runs into its own: only a loop that is really
-  # stuck gets the service restarted. The same formula as systemd.watchdog_sec.
+  # stuck gets the service restarted. The same formula as systemd.watchdog_sec and
+  # /healthz's "stalled" (health.stall_limit; tests/artefacts/test_nixos_eval.py keeps them equal).
   actionsPerCycle = 4;
   ceil = x: let i = builtins.floor x; in if i == x then i else i + 1;
   defaultWatchdogSec = ceil (

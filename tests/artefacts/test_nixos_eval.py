@@ -27,6 +27,7 @@ import yaml
 
 from qbt_vpn_watchdog import config as wconfig
 from qbt_vpn_watchdog.cli import CONFIG_ENV
+from qbt_vpn_watchdog.health import stall_limit
 from tests.support import nixos_eval
 from tests.support.nixos_eval import CONFINEMENT, EXAMPLE, WATCHDOG, EvalError, System, to_toml
 
@@ -233,6 +234,8 @@ def test_watchdog_sec_default_covers_three_intervals_every_timeout_and_every_act
         )
         expected = math.ceil(3 * interval + timeouts + actions)
         assert expected == watchdog_sec(interval, [timeouts], cfg.remediation.action_timeout)
+        c = wconfig.parse(f"[watchdog]\ninterval = {interval}\n")
+        assert expected == math.ceil(stall_limit(c, c.enabled_checks()))  # one formula
         assert result.probe["Watchdog"]["watchdogSec"] == expected
         assert result.data["serviceConfig"]["qbt-vpn-watchdog"]["WatchdogSec"] == expected
     result = confinement_with(

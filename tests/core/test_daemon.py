@@ -29,6 +29,7 @@ import pytest
 
 from qbt_vpn_watchdog.checks import CheckSpec, load_all
 from qbt_vpn_watchdog.daemon import Daemon
+from qbt_vpn_watchdog.health import status_line
 from qbt_vpn_watchdog.logs import _JournalFormatter, setup_logging
 from qbt_vpn_watchdog.metrics import exposed_names
 from qbt_vpn_watchdog.results import Outcome, RemediationView
@@ -238,6 +239,9 @@ timeout = 1.0
 enabled = false
 [checks.path_mtu]
 enabled = {"true" if over.get("path_mtu") else "false"}
+[remediation]
+# Part of the stall limit (health.stall_limit): short, so a stalled loop shows in seconds.
+action_timeout = 0.5
 """
 
 
@@ -711,12 +715,12 @@ def test_state_changes_are_logged_once(tmp_path, caplog):
 
 def test_status_lines(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
-    assert d.store.summarize(d.run_cycle(), d.config) == "ok: 4/4 checks passed"
+    assert status_line(d.run_cycle(), d.config, {}) == "ok: 4/4 checks passed"
     world.qbt_up = False
     d.run_cycle()
     snap = d.run_cycle()
     assert d.status_line == "UNSAFE bind (error) for 2 cycles; holding 3 torrents"
-    assert d.store.summarize(snap, d.config) == d.status_line
+    assert status_line(snap, d.config, d.store.histories(d.check_names)) == d.status_line
     d2, world2, _ = make_daemon(tmp_path, clock=Clock(), remediator=False, mode="observe")
     world2.qbt_up = False
     d2.run_cycle()

@@ -216,12 +216,13 @@ def _json_error(kind: str, config: str, errors: Sequence[str]) -> None:
 def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult]:
     """Every enabled check once, ignoring per-check intervals.
 
-    A one-shot run has no history, so when ``return_path`` has no verdict yet
-    (its probe went unanswered and the counters need a window), it is run a
-    second time after that window instead of passing on no evidence.
+    A one-shot run has no history, so a provisional verdict (return_path's
+    probe went unanswered and its counters need a window; path_mtu's first
+    failed measurement) is settled by running that check once more, with its
+    one result as history, after the wait its ``register(settle_after=)`` asks
+    for, instead of passing on no evidence.
     """
     from qbt_vpn_watchdog.checks import Context, Runner, load_all
-    from qbt_vpn_watchdog.checks.return_path import MIN_WINDOW_SECONDS, pending
     from qbt_vpn_watchdog.sources.build import build_sources
 
     specs = load_all()
@@ -242,26 +243,22 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
     results = runner.run_cycle(Context(cfg, sources), timeouts, {})
-    rp = results.get("return_path")
-    if pending(rp):
-        if sys.stderr.isatty():
-            print(
-                f"return_path: probe unanswered, watching the counters for {MIN_WINDOW_SECONDS:g} s ...",
-                file=sys.stderr,
-            )
-        time.sleep(MIN_WINDOW_SECONDS)
-        again = runner.run_cycle(
-            Context(cfg, sources), {"return_path": timeouts["return_path"]}, {"return_path": [rp]}
-        )
-        results["return_path"] = again["return_path"]
-    # Any other provisional verdict (path_mtu's first failed measurement) is
-    # settled by running that check once more, at once, with its one result as history.
-    unsettled = [n for n, r in results.items() if r.provisional and n != "return_path"]
-    if unsettled:
+    unsettled = [n for n in names if results[n].provisional]
+    waited = 0.0
+    for wait in sorted({specs[n].settle_after for n in unsettled}, reverse=True):
+        group = [n for n in unsettled if specs[n].settle_after == wait]
+        if wait > waited:
+            if sys.stderr.isatty():
+                print(
+                    f"{', '.join(group)}: no verdict yet, watching for {wait - waited:g} s ...",
+                    file=sys.stderr,
+                )
+            time.sleep(wait - waited)
+            waited = wait
         again = runner.run_cycle(
             Context(cfg, sources),
-            {n: timeouts[n] for n in unsettled},
-            {n: [results[n]] for n in unsettled},
+            {n: timeouts[n] for n in group},
+            {n: [results[n]] for n in group},
         )
         results.update(again)
     return [results[n] for n in names]
