@@ -241,7 +241,7 @@ enabled = false
 enabled = {"true" if over.get("path_mtu") else "false"}
 [remediation]
 # Part of the stall limit (health.stall_limit): short, so a stalled loop shows in seconds.
-action_timeout = 0.5
+action_timeout = {over.get("action_timeout", 0.5)}
 """
 
 
@@ -754,7 +754,7 @@ def test_a_remediator_bug_is_logged_once_and_the_loop_goes_on(tmp_path, caplog):
 def test_watchdog_sec_not_covering_every_action_of_a_cycle_is_warned(tmp_path, caplog):
     from qbt_vpn_watchdog.systemd import watchdog_sec
 
-    d, _, _ = make_daemon(tmp_path, interval=10.0)
+    d, _, _ = make_daemon(tmp_path, interval=10.0, action_timeout=30.0)  # the default
     cfg = d.config
     need = watchdog_sec(
         10.0, [cfg.check(n).timeout for n in d.check_names], cfg.remediation.action_timeout
