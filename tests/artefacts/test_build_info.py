@@ -20,7 +20,7 @@ def test_the_build_records_the_revision_it_is_given(tmp_path):
     )  # fmt: skip
     recorded = (tmp_path / "qbt_vpn_watchdog" / "REVISION").read_text().strip()
     assert recorded == env["QBTVPN_REVISION"]
-    assert (tmp_path / "qbt_vpn_watchdog" / "http_server.py").exists()
+    assert (tmp_path / "qbt_vpn_watchdog" / "http_server" / "server.py").exists()
 
 
 def test_a_checkout_reports_its_head():

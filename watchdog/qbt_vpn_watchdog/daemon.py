@@ -11,7 +11,7 @@ a timer thread: a hung *check* is cut off by the runner and the loop keeps
 pinging, but a hung *loop* (a remediation action that never returns, a
 deadlock) stops pinging and systemd restarts the service (``WatchdogSec=``).
 
-The HTTP endpoints (http_server.py) run in their own threads and read only
+The HTTP endpoints (http_server/) run in their own threads and read only
 the last snapshot.
 """
 

@@ -18,7 +18,7 @@ What is read (exporter-toolkit docs/web-configuration.md), and what is not:
 * ``http_server_config``: ``http2`` accepted and ignored (HTTP/1.1 only);
   ``headers`` refused.
 * ``rate_limit``: refused (this server bounds connections and throttles failed
-  logins itself: http_server.py, web_security.py).
+  logins itself: http_server/, web_security.py).
 
 Unlike exporter-toolkit, the file is read at start and on SIGHUP, not on every
 request: an error is a config error then (exit 2, or the reload rejected).
@@ -33,7 +33,7 @@ import ssl
 from pathlib import Path
 
 from qbt_vpn_watchdog.config.errors import ConfigError
-from qbt_vpn_watchdog.web_security import BcryptHash, Verifier, WebSecurity
+from qbt_vpn_watchdog.web_model import BcryptHash, Verifier, WebSecurity
 
 VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 OLD_VERSIONS = ("TLS10", "TLS11")

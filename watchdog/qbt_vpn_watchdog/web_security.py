@@ -1,6 +1,6 @@
 """Who may read /metrics, /healthz and /readyz: HTTPS and HTTP basic auth.
 
-One model, two ways in (``load_web_security``):
+One model (``WebSecurity``, web_model.py), two ways in (``load_web_security``):
 
 * ``web.config_file`` (or ``run --web.config.file``): exporter-toolkit's
   ``web-config.yml``, the file node_exporter and every Go exporter take
@@ -29,24 +29,23 @@ per client a minute.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hashlib
-import hmac
 import logging
 import math
 import ssl
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 # The error type only, never the loader: config.loading calls load_web_security,
 # so importing the config package from here would close an import circle.
 from qbt_vpn_watchdog.config.errors import ConfigError
+from qbt_vpn_watchdog.web_config import load_web_config
+from qbt_vpn_watchdog.web_model import Sha256Password, Verifier, WebSecurity, parse_basic
 
 if TYPE_CHECKING:
     from qbt_vpn_watchdog.config.schema import Config, WebSection
@@ -54,95 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
-REALM = "qbt-vpn-watchdog"
 
 # Why a request was refused (the label of qbtvpn_http_auth_failures_total).
 AUTH_FAILURE_REASONS = ("missing", "wrong", "throttled")
-
-
-class Verifier(Protocol):
-    def matches(self, password: bytes) -> bool: ...
-
-
-@dataclass(frozen=True, repr=False)
-class Sha256Password:
-    """A password from the [web] section, kept as its SHA-256 digest."""
-
-    digest: bytes
-
-    def matches(self, password: bytes) -> bool:
-        return hmac.compare_digest(hashlib.sha256(password).digest(), self.digest)
-
-    def __repr__(self) -> str:
-        return "Sha256Password(<hidden>)"
-
-
-@dataclass(frozen=True, repr=False)
-class BcryptHash:
-    """A web-config.yml password: a bcrypt hash ($2a$, $2b$, $2y$), as htpasswd -B writes."""
-
-    hashed: bytes
-
-    def matches(self, password: bytes) -> bool:
-        import bcrypt  # optional: checked when web-config.yml is loaded
-
-        try:
-            return bcrypt.checkpw(password, self.hashed)
-        except ValueError:  # longer than bcrypt's 72 bytes, or a hash it cannot read
-            return False
-
-    def __repr__(self) -> str:
-        return "BcryptHash(<hidden>)"
-
-
-@dataclass(frozen=True)
-class WebSecurity:
-    ssl_context: ssl.SSLContext | None = None
-    users: Mapping[str, Verifier] = field(default_factory=dict)
-    # Stands in for an unknown user, so the answer takes as long as for a known one.
-    decoy: Verifier | None = None
-    source: str = ""  # where it came from, for the log: "[web]" or the web config's path
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.ssl_context is not None else "http"
-
-    @property
-    def challenge(self) -> str:
-        """The WWW-Authenticate header of a 401."""
-        return f'Basic realm="{REALM}", charset="UTF-8"'
-
-    def authorized(self, header: str | None) -> bool:
-        """Whether an Authorization header lets a request through, checked here and now
-        (the server goes through ``Gate`` instead, which caches and throttles)."""
-        if not self.users:
-            return True
-        creds = parse_basic(header)
-        return creds is not None and self.verify(*creds)
-
-    def verify(self, user: str, password: bytes) -> bool:
-        """The slow part (bcrypt); the same work for an unknown user."""
-        verifier = self.users.get(user)
-        if verifier is None:
-            if self.decoy is not None:
-                self.decoy.matches(password)
-            return False
-        return verifier.matches(password)
-
-
-def parse_basic(header: str | None) -> tuple[str, bytes] | None:
-    """(user, password) from a Basic Authorization header, None when there is none."""
-    scheme, _, token = (header or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        raw = base64.b64decode(token.strip(), validate=True)
-        user, sep, password = raw.partition(b":")
-        if not sep:
-            return None
-        return user.decode(), password
-    except (binascii.Error, UnicodeDecodeError):
-        return None
 
 
 # --- deciding requests without blocking the server -----------------------------------
@@ -306,8 +219,6 @@ def load_web_security(web: WebSection) -> WebSecurity:
     ``ConfigError`` naming each file that cannot be used (never its content).
     """
     if web.config_file:
-        from qbt_vpn_watchdog.web_config import load_web_config
-
         return load_web_config(web.config_file)
     errors: list[str] = []
     ctx = None
