@@ -452,6 +452,14 @@ in
         message = "systemd.services.{${lib.concatStringsSep "," (builtins.attrNames confined)}}.qbtVpn.enable needs services.qbittorrent-vpn.enable: there is no namespace to confine them to.";
       }
       {
+        # Our own unit beside an enabled services.qbittorrent: that one would
+        # run in the root namespace, outside the tunnel.
+        assertion =
+          !(cfg.enable && !nixpkgsQbt && nixpkgsHasQbittorrent && config.services.qbittorrent.enable)
+          || config.systemd.services.qbittorrent.qbtVpn.enable;
+        message = "services.qbittorrent is enabled but not confined (services.qbittorrent-vpn.qbittorrent.unit = \"own\" runs a second qBittorrent): it would run outside the tunnel. Disable services.qbittorrent, or set qbittorrent.unit = \"nixpkgs\".";
+      }
+      {
         assertion = !(cfg.enable && nixpkgsQbt) || (nixpkgsHasQbittorrent && config.services.qbittorrent.enable);
         message = "services.qbittorrent-vpn.qbittorrent.unit = \"nixpkgs\" needs nixpkgs' services.qbittorrent enabled (NixOS 25.11 and later): enable it, or use unit = \"own\".";
       }

@@ -834,6 +834,15 @@ def test_own_unit_when_asked_even_beside_services_qbittorrent():
     )
 
 
+def test_an_unconfined_services_qbittorrent_beside_our_unit_is_refused():
+    forced = '{ lib, ... }: { services.qbittorrent-vpn.qbittorrent.unit = lib.mkForce "own"; }'
+    result = ev(EXAMPLE.with_module(forced), False)
+    assert any(
+        "services.qbittorrent is enabled but not confined" in a
+        for a in result.data["failedAssertions"]
+    )
+
+
 def test_a_second_unit_is_confined_beside_qbittorrent():
     result = ev(SECOND_UNIT)
     sc = result.data["serviceConfig"]["jackett"]
@@ -989,7 +998,9 @@ def test_the_example_host_hands_its_prometheus_the_rendered_rules(tmp_path):
         assert r["annotations"]["runbook_url"] == want
     if shutil.which("promtool"):
         proc = subprocess.run(
-            ["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+            ["promtool", "check", "rules", str(tmp_path / "rules.yml")],
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -1010,7 +1021,9 @@ def test_prometheus_rules_follow_the_selector_and_labels(tmp_path):
     assert all('job="torrent-box"' in r["expr"] for r in rules)
     for r in (r for r in rules if "alert" in r):
         assert r["labels"]["team"] == "media"
-        assert r["annotations"]["runbook_url"] == f"https://wiki.example.org/rb#{r['alert'].lower()}"
+        assert (
+            r["annotations"]["runbook_url"] == f"https://wiki.example.org/rb#{r['alert'].lower()}"
+        )
 
 
 def test_prometheus_rules_without_prometheus_on_the_host_are_refused():
