@@ -12,9 +12,10 @@
 # VPN-Confinement (services.qbt-vpn-watchdog.vpnConfinement).
 {
   pkgs ? import <nixpkgs> { },
+  revision ? "", # the git revision, for qbtvpn_build_info (the flake passes its own)
 }:
 {
-  package = pkgs.python3Packages.callPackage ./package.nix { };
+  package = pkgs.python3Packages.callPackage ./package.nix { inherit revision; };
 
   nixosModules = {
     watchdog = ./module-watchdog.nix;

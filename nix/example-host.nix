@@ -1,7 +1,7 @@
 # A storage host: nixpkgs' own qBittorrent (services.qbittorrent, NixOS 25.11
 # and later) confined to an AirVPN WireGuard tunnel, its WebUI on 8080 for the
 # LAN / Podman network (qui and the *arr services) and for Tailscale, the
-# watchdog enforcing it, and Prometheus scraping the watchdog.
+# watchdog guarding it, and Prometheus scraping the watchdog.
 #
 # services.qbittorrent stays as you have it; services.qbittorrent-vpn adds the
 # namespace, the tunnel with its kill switch and the WebUI forward, and sets
@@ -65,6 +65,11 @@
     prometheusRules.enable = true;
     settings = {
       qbittorrent.username = "admin";
+      # The first days on a new host: only report what it would do (`qbt-vpn-watchdog
+      # check`, and the "would ..." lines in `journalctl -u qbt-vpn-watchdog`).
+      # Switch to "enforce" (the default: stop torrents, restart the tunnel) once
+      # check passes and those lines are what you want done.
+      watchdog.mode = "observe";
       # Prometheus runs on this host. For a Prometheus elsewhere, use the
       # host's Tailscale address here and set openFirewall = true with
       # firewallFilter = "-i tailscale0 -p tcp -m tcp --dport 9879" (or

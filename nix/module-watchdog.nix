@@ -26,7 +26,7 @@ let
     qbt-vpn-watchdog = pkgs.qbt-vpn-watchdog or (pkgs.python3Packages.callPackage ./package.nix { });
   };
 
-  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config/schema.py (tests/artefacts/test_nix.py keeps this
+  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config/schema.py (tests/artefacts/test_nixos_eval.py keeps this
   # table equal to the dataclass defaults).
   defaultCheckTimeouts = {
     handshake = 2;
@@ -45,13 +45,27 @@ let
   );
   actionTimeout = lib.attrByPath [ "remediation" "action_timeout" ] 30 cfg.settings;
   # WATCHDOG=1 is sent once per completed cycle, so systemd must allow three
-  # intervals plus a cycle in which every check runs into its timeout and one
-  # remediation action runs into its own: only a loop that is really stuck
-  # gets the service restarted.
+  # intervals plus a cycle in which every check runs into its timeout and every
+  # action a cycle can run (the held-torrents read, stop_torrents, a tier-2
+  # tunnel restart, rebind: 4) runs into its own: only a loop that is really
+  # stuck gets the service restarted. The same formula as systemd.watchdog_sec and
+  # /healthz's "stalled" (health.stall_limit; tests/artefacts/test_nixos_eval.py keeps them equal).
+  actionsPerCycle = 4;
   ceil = x: let i = builtins.floor x; in if i == x then i else i + 1;
-  defaultWatchdogSec = ceil (3 * cfg.settings.watchdog.interval + sumTimeouts + actionTimeout);
+  defaultWatchdogSec = ceil (
+    3 * cfg.settings.watchdog.interval + sumTimeouts + actionsPerCycle * actionTimeout
+  );
 
   credentialName = cfg.settings.qbittorrent.password_credential;
+
+  # `qbt-vpn-watchdog` on root's PATH, reading the service's own config (and,
+  # through its password_file, the same password the service gets as a
+  # credential): `qbt-vpn-watchdog check` (and `check --json`) need no argument.
+  # --config still overrides it.
+  cli = pkgs.writeShellScriptBin "qbt-vpn-watchdog" ''
+    export QBT_VPN_WATCHDOG_CONFIG=${cfg.configFile}
+    exec ${lib.getExe cfg.package} "$@"
+  '';
 
   # The rules as the mixin renders them for prometheusRules.*.
   renderedRules = pkgs.runCommand "qbt-vpn-watchdog.rules.yml" { } (
@@ -155,7 +169,17 @@ in
                 "observe"
               ];
               default = "enforce";
-              description = ''"enforce" stops torrents and restarts the tunnel; "observe" only reports.'';
+              description = ''"enforce" stops torrents and restarts the tunnel; "observe" only reports (what it would do: the journal's "would ..." lines). On a new host start with "observe" and switch once `qbt-vpn-watchdog check` passes and those lines are what you want done.'';
+            };
+            log_level = mkOption {
+              type = types.enum [ "debug" "info" "warning" "error" ];
+              default = "info";
+              description = "Log level (the flag --log.level).";
+            };
+            log_format = mkOption {
+              type = types.enum [ "text" "logfmt" "json" ];
+              default = "text";
+              description = "Log lines as text, logfmt or JSON (the flag --log.format); journald keeps each line's priority.";
             };
             listen_address = mkOption {
               type = types.str;
@@ -382,6 +406,14 @@ in
 
     services.prometheus.ruleFiles = mkIf cfg.prometheusRules.enable [ renderedRules ];
 
+    # The file's path (never its content) in the config: the service reads the
+    # credential first; a root shell's `qbt-vpn-watchdog check` reads the file.
+    services.qbt-vpn-watchdog.settings.qbittorrent.password_file = mkIf (cfg.passwordFile != null) (
+      lib.mkDefault cfg.passwordFile
+    );
+    # Before the package, should it be installed too: the same command, pointed at the config.
+    environment.systemPackages = [ (lib.hiPrio cli) ];
+
     systemd.services.qbt-vpn-watchdog = {
       description = "Watchdog and Prometheus exporter for the WireGuard-confined qBittorrent";
       after = [ "network.target" ] ++ cfg.after;
@@ -397,6 +429,13 @@ in
         WatchdogSec = cfg.watchdogSec;
         Restart = "on-failure";
         RestartSec = 5;
+        # Bounds measured in the lab (docs/systemd.md#limits): at most 32 fds,
+        # 15 threads and 44 MiB during the 92-byte failure with qBittorrent
+        # hung; a 200 MiB WebUI answer adds 33 MiB before the 32 MiB cap cuts it.
+        LimitNOFILE = 1024;
+        TasksMax = 128;
+        MemoryHigh = "256M";
+        MemoryMax = "384M";
         # The WebUI password, and the web secrets: every settings.web.*_file
         # (the TOML names the copy under ${credentialsDir}).
         LoadCredential =

@@ -93,7 +93,9 @@ def test_package_follows_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert args["pname"] == project["name"]
     assert args["version"] == project["version"]
-    wanted = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in project["dependencies"]}
+    # The runtime dependencies and the `web` extra (web.config_file), shipped in the package.
+    deps = project["dependencies"] + project["optional-dependencies"]["web"]
+    wanted = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in deps}
     have = {d.removeprefix("/nix/store/stub-") for d in args["dependencies"]}
     assert have == wanted
     assert args["pyproject"] is True
@@ -119,7 +121,7 @@ def test_package_installs_the_shared_bringup_script():
 
 def test_package_ships_the_mixin_where_the_wheel_does():
     # share/qbt-vpn-watchdog/<dir>/<file>, as pyproject.toml's data-files lay it
-    # out for the wheel (qbt_vpn_watchdog/mixin.py looks there).
+    # out for the wheel (qbt_vpn_watchdog/mixin/ looks there).
     text = (ROOT / "nix" / "package.nix").read_text()
     post = package_args()["postInstall"]
     data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][

@@ -26,6 +26,8 @@ import pytest
 import yaml
 
 from qbt_vpn_watchdog import config as wconfig
+from qbt_vpn_watchdog.cli import CONFIG_ENV
+from qbt_vpn_watchdog.health import stall_limit
 from tests.support import nixos_eval
 from tests.support.nixos_eval import (
     CONFINEMENT,
@@ -36,6 +38,7 @@ from tests.support.nixos_eval import (
     WATCHDOG,
     EvalError,
     System,
+    to_toml,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -175,16 +178,18 @@ def test_watchdog_unit():
         assert key not in unit, key
 
 
-def unit_map(text: str) -> dict[str, list[str]]:
-    """section.Key -> values (space-separated lists split), from a unit file."""
+def unit_map(text: str, split_all: bool = False) -> dict[str, list[str]]:
+    """section.Key -> values, from a unit file: the LIST_KEYS' values split at spaces
+    (every key's with ``split_all``); comment lines skipped."""
     out: dict[str, list[str]] = {}
     section = ""
     for line in text.splitlines():
         if line.startswith("["):
             section = line.strip("[]")
-        elif "=" in line:
+        elif "=" in line and not line.startswith(("#", ";")):
             k, v = line.split("=", 1)
-            out.setdefault(f"{section}.{k}", []).extend(v.split() if k in LIST_KEYS else [v])
+            split = split_all or k in LIST_KEYS
+            out.setdefault(f"{section}.{k}", []).extend(v.split() if split else [v])
     return out
 
 
@@ -227,23 +232,33 @@ def test_packages_are_package_options():
     )
 
 
-def test_watchdog_sec_default_covers_three_intervals_and_every_timeout():
+def test_watchdog_sec_default_covers_three_intervals_every_timeout_and_every_action():
+    from qbt_vpn_watchdog.systemd import ACTIONS_PER_CYCLE, watchdog_sec
+
     cfg = wconfig.Config()
     timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks())
+    actions = ACTIONS_PER_CYCLE * cfg.remediation.action_timeout
     for interval in (10, 2.5):
         result = confinement_with(
             f"{{ services.qbt-vpn-watchdog.settings.watchdog.interval = {interval}; }}"
         )
-        expected = math.ceil(3 * interval + timeouts + cfg.remediation.action_timeout)
+        expected = math.ceil(3 * interval + timeouts + actions)
+        assert expected == watchdog_sec(interval, [timeouts], cfg.remediation.action_timeout)
+        c = wconfig.parse(f"[watchdog]\ninterval = {interval}\n")
+        assert expected == math.ceil(stall_limit(c, c.enabled_checks()))  # one formula
         assert result.probe["Watchdog"]["watchdogSec"] == expected
         assert result.data["serviceConfig"]["qbt-vpn-watchdog"]["WatchdogSec"] == expected
     result = confinement_with(
         "{ services.qbt-vpn-watchdog.settings.checks = { exit_ip.enabled = false; dns.timeout = 13; }; }"
     )
     expected = math.ceil(
-        3 * 10 + timeouts - cfg.checks.exit_ip.timeout - cfg.checks.dns.timeout + 13
-        + cfg.remediation.action_timeout
+        3 * 10 + timeouts - cfg.checks.exit_ip.timeout - cfg.checks.dns.timeout + 13 + actions
     )  # fmt: skip
+    assert result.probe["Watchdog"]["watchdogSec"] == expected
+    result = confinement_with(
+        "{ services.qbt-vpn-watchdog.settings.remediation.action_timeout = 12; }"
+    )
+    expected = math.ceil(3 * 10 + timeouts + ACTIONS_PER_CYCLE * 12)
     assert result.probe["Watchdog"]["watchdogSec"] == expected
 
 
@@ -304,34 +319,6 @@ def test_a_firewall_filter_without_open_firewall_is_refused():
 # --- settings -> TOML -> the watchdog's own loader ---------------------------------
 
 
-def to_toml(data: dict) -> str:
-    """JSON-shaped data -> TOML, as nixpkgs' formats.toml writes it."""
-    lines: list[str] = []
-
-    def scalar(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        raise ValueError(f"cannot write {v!r} (TOML has no null)")
-
-    def table(prefix: str, d: dict) -> None:
-        plain = {k: v for k, v in d.items() if not isinstance(v, dict)}
-        if prefix and (plain or not d):
-            lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {scalar(v)}" for k, v in plain.items())
-        for k, v in d.items():
-            if isinstance(v, dict):
-                table(f"{prefix}.{k}" if prefix else k, v)
-
-    table("", data)
-    return "\n".join(lines) + "\n"
-
-
 def load_settings(settings: dict, tmp_path: Path) -> wconfig.Config:
     path = tmp_path / "qbt-vpn-watchdog.toml"
     path.write_text(to_toml(settings))
@@ -350,8 +337,11 @@ def test_example_host_settings_are_a_config_the_watchdog_accepts(tmp_path):
     assert cfg.qbittorrent.forwarded_port == 47123
     assert cfg.remediation.restart_command == ["systemctl", "reload-or-restart", TUNNEL]
     assert cfg.remediation.endpoint == "europe3.vpn.airdns.org:1637"
-    # No secret in the settings (they end up in the world-readable store).
-    assert "/run/secrets" not in json.dumps(settings)
+    # No secret in the settings (they end up in the world-readable store): only
+    # the password file's path, which a root shell's `qbt-vpn-watchdog` reads.
+    assert re.findall(r"/run/secrets/[^\"]*", json.dumps(settings)) == [
+        "/run/secrets/qbittorrent-webui-password"
+    ]
     # Prometheus scrapes where the watchdog listens.
     targets = result.probe["Prometheus"][0]["static_configs"][0]["targets"]
     assert targets == [f"{cfg.watchdog.listen_address}:{cfg.watchdog.listen_port}"]
@@ -695,7 +685,7 @@ SANDBOX_KEYS = frozenset(
     ProtectProc ProcSubset RestrictNamespaces RestrictRealtime RestrictSUIDSGID
     LockPersonality MemoryDenyWriteExecute RemoveIPC RestrictAddressFamilies
     SystemCallArchitectures SystemCallFilter SystemCallErrorNumber UMask NetworkNamespacePath
-    BindReadOnlyPaths InaccessiblePaths""".split()
+    BindReadOnlyPaths InaccessiblePaths LimitNOFILE TasksMax MemoryHigh MemoryMax""".split()
 )
 PLAIN_UNITS = ROOT / "systemd"
 
@@ -712,18 +702,12 @@ def sandbox_of_nixos(service_config: dict) -> dict[str, list[str]]:
 
 
 def sandbox_of_plain(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line.strip("[]")
-        elif section == "Service" and "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            if k in SANDBOX_KEYS:
-                out.setdefault(k, []).extend(
-                    {"true": "yes", "false": "no"}.get(t, t) for t in v.split()
-                )
-    return {k: sorted(v) for k, v in out.items()}
+    service = unit_map(text, split_all=True)
+    return {
+        k: sorted({"true": "yes", "false": "no"}.get(t, t) for t in service[f"Service.{k}"])
+        for k in SANDBOX_KEYS
+        if f"Service.{k}" in service
+    }
 
 
 @pytest.mark.parametrize("unit", ["qbittorrent-vpn-tunnel", "qbittorrent-vpn", "qbt-vpn-watchdog"])
@@ -899,6 +883,47 @@ def test_watchdog_for_a_vpn_confinement_namespace():
         False,
     )
     assert moved.probe["Watchdog"]["settings"]["qbittorrent"]["url"] == "http://192.168.77.1:8080"
+
+
+def test_the_command_on_root_path_reads_the_services_config_and_password():
+    result = ev(EXAMPLE)
+    w = result.probe["Watchdog"]
+    sc = result.data["serviceConfig"]["qbt-vpn-watchdog"]
+    (command,) = w["commands"]
+    # Ahead of the package's own bin/qbt-vpn-watchdog, should a user install that too.
+    assert command["priority"] < 5
+    lines = command["text"].splitlines()
+    assert f"export {CONFIG_ENV}={w['configFile']}" in lines
+    assert f'exec {w["package"]}/bin/qbt-vpn-watchdog "$@"' in lines
+    assert sc["ExecStart"].split()[3] == w["configFile"]  # the service's own file
+    # The password: the credential for the service, the same file for a root shell.
+    (credential,) = sc["LoadCredential"]
+    name, _, path = credential.partition(":")
+    assert w["settings"]["qbittorrent"]["password_file"] == path
+    assert w["settings"]["qbittorrent"]["password_credential"] == name
+
+
+def test_without_a_password_file_the_config_names_none():
+    settings = ev(WATCHDOG, False).probe["Watchdog"]["settings"]
+    assert "password_file" not in settings.get("qbittorrent", {})
+
+
+def test_log_flags_are_mirrored_as_typed_settings(tmp_path):
+    result = ev(
+        WATCHDOG.with_module(
+            '{ services.qbt-vpn-watchdog.settings.watchdog.log_format = "json"; }'
+        ),
+        False,
+    )
+    cfg = load_settings(result.probe["Watchdog"]["settings"], tmp_path)
+    assert (cfg.watchdog.log_format, cfg.watchdog.log_level) == ("json", "info")
+    with pytest.raises(EvalError, match="log_format"):
+        nixos_eval.evaluate(
+            WATCHDOG.with_module(
+                '{ services.qbt-vpn-watchdog.settings.watchdog.log_format = "xml"; }'
+            ),
+            False,
+        )
 
 
 # --- *_file options, web secrets, Prometheus rules ----------------------------------------

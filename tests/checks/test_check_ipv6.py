@@ -15,7 +15,7 @@ def run(*routes, error=None):
 
 def test_no_ipv6_route_at_all_passes():
     o = run()
-    assert o.ok and "IPv6 is off" in o.detail
+    assert o.ok and o.detail == "no IPv6 route outside the tunnel (no IPv6 routes at all)"
     assert o.observations["routes_outside_tunnel"] == 0
 
 
@@ -64,3 +64,8 @@ def test_a_route_outside_is_unsafe_and_a_tunnel_restart_is_the_remedy():
     assert reason_of("ipv6", "route_outside").restart
     assert classify("ipv6", "unreadable") != UNSAFE
     assert not reason_of("ipv6", "unreadable").restart
+
+
+def test_only_link_local_and_loopback_routes_are_said_as_such():
+    o = run(Route("::1/128", "lo", 254), Route("fe80::/64", "qbtvpn-ns", 254))
+    assert o.ok and o.detail == "no IPv6 route outside the tunnel (2 link-local or loopback only)"

@@ -29,6 +29,7 @@ import pytest
 
 from qbt_vpn_watchdog.checks import CheckSpec, load_all
 from qbt_vpn_watchdog.daemon import Daemon
+from qbt_vpn_watchdog.health import status_line
 from qbt_vpn_watchdog.logs import _JournalFormatter, setup_logging
 from qbt_vpn_watchdog.metrics import exposed_names
 from qbt_vpn_watchdog.results import Outcome, RemediationView
@@ -238,6 +239,9 @@ timeout = 1.0
 enabled = false
 [checks.path_mtu]
 enabled = {"true" if over.get("path_mtu") else "false"}
+[remediation]
+# Part of the stall limit (health.stall_limit): short, so a stalled loop shows in seconds.
+action_timeout = 0.5
 """
 
 
@@ -583,10 +587,13 @@ def test_metrics_over_http_has_every_catalogue_family(running):
     with_samples = {
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"
     }
-    # Exactly the catalogue: no process_/python_ defaults (see README: the service's
-    # CPU and memory come from systemd's cgroup accounting, not from the exporter).
-    assert typed == exposed_names()
-    assert with_samples == exposed_names()
+    # The catalogue and prometheus_client's process collector (watchdog.process_metrics,
+    # on by default); never its python_/gc defaults.
+    process = {n for n in typed if n.startswith("process_")}
+    assert "process_resident_memory_bytes" in process and "process_open_fds" in process
+    assert typed - process == exposed_names()
+    assert with_samples - process == exposed_names()
+    assert not any(n.startswith(("python_", "gc_")) for n in typed)
     assert metric(text, "qbtvpn_healthy") == 1
     assert metric(text, "qbtvpn_dns_lookup_duration_seconds", name="airvpn.org") == 0.012
     assert metric(text, "qbtvpn_exit_ip_info", country="NL", ip="198.51.100.7") == 1
@@ -617,6 +624,25 @@ def test_healthz_is_liveness_with_the_summary(running, tmp_path):
         time.sleep(0.05)
     assert status == 200 and body.startswith("alive; UNSAFE bind (error)"), body
     assert http_get(port, "/nope")[0] == 404
+
+
+def test_readyz_follows_the_tunnel_and_healthz_the_loop(running):
+    d, world, port = running()
+    assert http_get(port, "/readyz")[:2] == (200, "ready; ok: 4/4 checks passed\n")
+    world.qbt_up = False  # bind fails closed (unsafe); the remediator holds torrents
+    deadline = time.monotonic() + 5
+    status, body = 200, ""
+    while status == 200 and time.monotonic() < deadline:
+        status, body, _ = http_get(port, "/readyz")
+        time.sleep(0.05)
+    assert status == 503 and body.startswith("not ready: unsafe: bind"), body
+    assert "3 torrents held" in body
+    assert http_get(port, "/healthz")[0] == 200  # the loop is alive all along
+    world.qbt_up = True
+    while status == 503 and time.monotonic() < deadline + 5:
+        status, body, _ = http_get(port, "/readyz")
+        time.sleep(0.05)
+    assert status == 200, body
 
 
 def test_ipv6_listen_address(running):
@@ -689,12 +715,12 @@ def test_state_changes_are_logged_once(tmp_path, caplog):
 
 def test_status_lines(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
-    assert d.store.summarize(d.run_cycle(), d.config) == "ok: 4/4 checks passed"
+    assert status_line(d.run_cycle(), d.config, {}) == "ok: 4/4 checks passed"
     world.qbt_up = False
     d.run_cycle()
     snap = d.run_cycle()
     assert d.status_line == "UNSAFE bind (error) for 2 cycles; holding 3 torrents"
-    assert d.store.summarize(snap, d.config) == d.status_line
+    assert status_line(snap, d.config, d.store.histories(d.check_names)) == d.status_line
     d2, world2, _ = make_daemon(tmp_path, clock=Clock(), remediator=False, mode="observe")
     world2.qbt_up = False
     d2.run_cycle()
@@ -725,16 +751,37 @@ def test_a_remediator_bug_is_logged_once_and_the_loop_goes_on(tmp_path, caplog):
     assert sum("policy bug" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_watchdog_sec_shorter_than_two_worst_cycles_is_warned(tmp_path, caplog):
+def test_watchdog_sec_not_covering_every_action_of_a_cycle_is_warned(tmp_path, caplog):
+    from qbt_vpn_watchdog.systemd import watchdog_sec
+
     d, _, _ = make_daemon(tmp_path, interval=10.0)
-    d.notifier = Notifier("/nonexistent.sock", 15_000_000)  # WatchdogSec=15 < 2 * (10 + 1)
+    cfg = d.config
+    need = watchdog_sec(
+        10.0, [cfg.check(n).timeout for n in d.check_names], cfg.remediation.action_timeout
+    )
+    # The old rule (2 x (interval + longest timeout)) was happy with 90 s: one
+    # cycle's stop + tier-2 restart + rebind alone can take 3 x 30 s.
+    d.notifier = Notifier("/nonexistent.sock", 90_000_000)
     d._warn_watchdog_interval()
-    assert "WatchdogSec=15 s is less than twice the worst cycle" in caplog.text
-    assert "use WatchdogSec=22 or more" in caplog.text
+    assert "WatchdogSec=90 s does not cover the worst cycles" in caplog.text
+    assert f"use WatchdogSec={need} or more" in caplog.text
     caplog.clear()
-    d.notifier = Notifier("/nonexistent.sock", 60_000_000)
+    d.notifier = Notifier("/nonexistent.sock", need * 1_000_000)
     d._warn_watchdog_interval()
     assert "WatchdogSec" not in caplog.text
+
+
+def test_the_plain_unit_watchdog_sec_covers_the_default_config():
+    from qbt_vpn_watchdog.config import Config
+    from qbt_vpn_watchdog.systemd import watchdog_sec
+
+    cfg = Config()
+    unit = (
+        Path(__file__).resolve().parents[2] / "systemd" / "qbt-vpn-watchdog.service"
+    ).read_text()
+    got = int(re.search(r"(?m)^WatchdogSec=(\d+)$", unit).group(1))
+    timeouts = [cfg.check(n).timeout for n in cfg.enabled_checks()]
+    assert got == watchdog_sec(cfg.watchdog.interval, timeouts, cfg.remediation.action_timeout)
 
 
 def test_reload_in_process_keeps_state_and_reconfigures_the_remediator(tmp_path):
@@ -809,7 +856,7 @@ def test_metrics_render_once_per_snapshot(tmp_path):
     d.run_cycle()
     snap, variants = d.exposition._cached
     assert snap is d.snapshot and len(variants) == 1  # by the loop, not a scrape
-    (rendered, _accept), = variants.values()
+    ((rendered, _accept),) = variants.values()
     a = d.exposition.render()[0]
     assert a is rendered and d.exposition.render()[0] is a  # scrapes get those bytes
     d.run_cycle()

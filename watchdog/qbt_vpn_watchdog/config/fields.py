@@ -158,6 +158,10 @@ def _listen_address(v: str) -> str | None:
     return None
 
 
+def _max_connections(v: int) -> str | None:
+    return None if 1 <= v <= 1024 else "a whole number 1-1024"
+
+
 LISTEN_ADDRESS_ACCEPTS = 'an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::")'
 
 
@@ -173,6 +177,20 @@ def _key(default: object = dataclasses.MISSING, *, help: str, check=None, factor
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+TIMEOUT_HELP = "Seconds the check may take before it fails with reason timeout."
+INTERVAL_HELP = "Seconds between runs; 0 = every cycle."
+
+
+def _timeout(default: float, why: str = ""):
+    """A check's ``timeout``: every check says it in the same words (``why`` adds its own)."""
+    return _key(default, help=" ".join(filter(None, (TIMEOUT_HELP, why))), check=_positive)
+
+
+def _interval(default: float, why: str = ""):
+    """A check's ``interval``: the same words for every check, and why its default is what it is."""
+    return _key(default, help=" ".join(filter(None, (INTERVAL_HELP, why))), check=_non_negative)
 
 
 def _section(cls: type):

@@ -15,26 +15,33 @@ from qbt_vpn_watchdog.config.fields import (
     _host_port_or_empty,
     _host_ports,
     _ifname,
+    _interval,
     _ip_or_empty,
     _ips,
     _ipv4_or_empty,
     _key,
     _listen_address,
+    _max_connections,
     _names,
     _netns_name,
-    _non_negative,
     _one_of,
     _port,
     _port_or_zero,
     _positive,
     _section,
     _tag,
+    _timeout,
     _unit_or_empty,
     _url,
     _url_or_empty,
 )
 
 DEFAULT_PORT = 9879
+# The one file an empty config needs (README "Configure"; systemd/'s unit hands
+# the same file over as its credential).
+DEFAULT_PASSWORD_FILE = "/etc/qbt-vpn-watchdog/webui-password"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "logfmt", "json")
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,9 @@ class WatchdogSection:
     )
     mode: str = _key(
         "enforce",
-        help='"enforce" stops torrents and restarts the tunnel; "observe" only reports what it would do.',
+        help='"enforce" stops torrents and restarts the tunnel; "observe" only reports what it would do.'
+        ' On a new host start with "observe"; switch to "enforce" once `check` passes and the'
+        ' log\'s "would ..." lines are what you want done.',
         check=_one_of("enforce", "observe"),
     )
     listen_address: str = _key(
@@ -62,13 +71,41 @@ class WatchdogSection:
     history: int = _key(
         30, help="Recent results kept per check, for the checks and the policy.", check=_count
     )
+    process_metrics: bool = _key(
+        True,
+        help="Serve prometheus_client's process_* series (the daemon's CPU, memory, open files).",
+    )
+    log_level: str = _key(
+        "info",
+        help=f"{', '.join(LOG_LEVELS)}; the flag --log.level and $QBT_VPN_WATCHDOG_LOG_LEVEL win.",
+        check=_one_of(*LOG_LEVELS),
+    )
+    log_format: str = _key(
+        "text",
+        help='"text" (LEVEL message), "logfmt" or "json"; under journald every line keeps its'
+        " priority prefix. --log.format and $QBT_VPN_WATCHDOG_LOG_FORMAT win.",
+        check=_one_of(*LOG_FORMATS),
+    )
 
 
 @dataclass(frozen=True)
 class WebSection:
-    """HTTPS and basic auth for /metrics and /healthz, as Prometheus exporters offer them.
-    Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files."""
+    """HTTPS and basic auth for /metrics, /healthz and /readyz, as Prometheus exporters offer
+    them. Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files.
+    Prefer config_file (exporter-toolkit's web-config.yml, bcrypt hashes) to the tls_* and
+    basic_auth_* keys below, which stay for configs that use them."""
 
+    config_file: str = _key(
+        "",
+        help="exporter-toolkit's web-config.yml (as node_exporter's --web.config.file): TLS and"
+        ' bcrypt users; needs the [web] extra (bcrypt, PyYAML); "" = the keys below.',
+    )
+    max_connections: int = _key(
+        40,
+        help="Connections served at once; at the cap a new one replaces the oldest that has not"
+        " sent a whole request, else gets 503. Keep it well under LimitNOFILE.",
+        check=_max_connections,
+    )
     tls_cert_file: str = _key(
         "", help='PEM certificate (chain) to serve HTTPS with; "" = plain HTTP.'
     )
@@ -121,8 +158,9 @@ class QbittorrentSection:
     )
     username: str = _key("admin", help="WebUI user name.")
     password_file: str = _key(
-        "",
-        help="File holding the WebUI password (an empty file: none); must exist at start.",
+        DEFAULT_PASSWORD_FILE,
+        help="File holding the WebUI password (an empty file: none); must exist at start, unless"
+        ' the systemd credential below is there. "" = the credential only.',
     )
     password_credential: str = _key(
         "qbittorrent-password",
@@ -133,17 +171,19 @@ class QbittorrentSection:
         help="Port forwarded to qBittorrent in AirVPN's client area; 0 = none (else `bind` checks it).",
         check=_port_or_zero,
     )
-    timeout: float = _key(5.0, help="Seconds per Web API request.", check=_positive)
+    timeout: float = _key(
+        5.0,
+        help="Seconds for each Web API call, all of it (connect, answer, body), however slowly qBittorrent answers.",
+        check=_positive,
+    )
 
 
 # Keys every check has. A subclass re-declares the ones whose default differs.
 @dataclass(frozen=True)
 class CheckBase:
     enabled: bool = _key(True, help="Run this check.")
-    timeout: float = _key(
-        5.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
-    interval: float = _key(0.0, help="Seconds between runs; 0 = every cycle.", check=_non_negative)
+    timeout: float = _timeout(5.0)
+    interval: float = _interval(0.0)
     fail_after: int = _key(
         2, help="Failed results in a row before remediation acts on them.", check=_count
     )
@@ -156,9 +196,7 @@ class CheckBase:
 class HandshakeCheck(CheckBase):
     """Age of the last WireGuard handshake."""
 
-    timeout: float = _key(
-        2.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
+    timeout: float = _timeout(2.0)
     max_age: float = _key(
         180.0,
         help="Seconds; WireGuard's REJECT_AFTER_TIME: older session keys carry nothing.",
@@ -181,9 +219,7 @@ class ReturnPathCheck(CheckBase):
 class DnsCheck(CheckBase):
     """Lookups through the VPN's resolver, from inside the namespace."""
 
-    timeout: float = _key(
-        3.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
+    timeout: float = _timeout(3.0)
     names: list[str] = _key(help="Names to resolve.", check=_names, factory=lambda: ["airvpn.org"])
     resolver: str = _key(
         "",
@@ -205,9 +241,7 @@ class PathMtuCheck(CheckBase):
 
     # Healthy: two echoes, a millisecond. A black hole is confirmed in about 2 s
     # plus 4 s (the size and the way); the check's own budget keeps it under this.
-    timeout: float = _key(
-        10.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
+    timeout: float = _timeout(10.0)
     target: str = _key(
         "",
         help='Who answers the echoes (IPv4, in the tunnel); "" = the VPN\'s resolver (its gateway).',
@@ -219,16 +253,8 @@ class PathMtuCheck(CheckBase):
 class ExitIpCheck(CheckBase):
     """The address the internet sees, asked of an exit-IP endpoint through the tunnel."""
 
-    timeout: float = _key(
-        10.0,
-        help="Seconds the check may take before it fails with reason timeout.",
-        check=_positive,
-    )
-    interval: float = _key(
-        60.0,
-        help="Seconds between runs; AirVPN bans more than 600 requests per 10 minutes.",
-        check=_non_negative,
-    )
+    timeout: float = _timeout(10.0)
+    interval: float = _interval(60.0, "AirVPN bans more than 600 requests per 10 minutes.")
     url: str = _key("https://airvpn.org/api/whatismyip/", help="The endpoint.", check=_url)
     require_airvpn: bool = _key(
         True, help='Pass only when the endpoint answers "airvpn": true (else allowed_ips decide).'
@@ -256,11 +282,7 @@ class WebuiCheck(CheckBase):
     # not of the moment, and each run sends probes through the tunnel to the
     # VPN server's public address: once a minute, like exit_ip. qBittorrent
     # going away is seen every cycle by bind.
-    interval: float = _key(
-        60.0,
-        help="Seconds between runs; each run probes through the tunnel.",
-        check=_non_negative,
-    )
+    interval: float = _interval(60.0, "Each run probes through the tunnel.")
     lan_url: str = _key(
         "",
         help='The URL the LAN uses to reach the WebUI; "" = qbittorrent.url.',
@@ -283,7 +305,9 @@ class Ipv6Check(CheckBase):
     """No IPv6 route leaves the namespace except through the tunnel (IPv6 is
     blocked there; this reads the routing table and sends nothing)."""
 
-    timeout: float = _key(2.0, help="Seconds for one dump of the IPv6 routes.", check=_positive)
+    # Its help once said "Seconds for one dump of the IPv6 routes.", the one
+    # timeout that had drifted from the others' words: now one helper says them.
+    timeout: float = _timeout(2.0)
 
 
 @dataclass(frozen=True)
@@ -361,9 +385,11 @@ class RemediationSection:
 class Config:
     """qbt-vpn-watchdog configuration: every key, its default, what it means.
 
-    Every key is optional; the value shown is its default. Unknown keys are
-    errors (a typo must not silently disable a check). Durations are seconds.
-    Secrets never go in this file, only paths to files that hold them.
+    Every key is optional; the value shown is its default. One file must exist:
+    the WebUI password, at qbittorrent.password_file (an empty file: none),
+    unless systemd hands it over as a credential. Unknown keys are errors (a
+    typo must not silently disable a check). Durations are seconds. Secrets
+    never go in this file, only paths to files that hold them.
     Printed by `qbt-vpn-watchdog example-config`, from the schema in
     watchdog/qbt_vpn_watchdog/config/schema.py."""
 

@@ -12,7 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from qbt_vpn_watchdog.lab import faults, procs, qbt_versions, services, state
+from qbt_vpn_watchdog.lab import (
+    faults,
+    procs,
+    qbt_versions,
+    services,
+    state,
+    vpn_confinement,  # noqa: F401 - registers its shape's builder
+)
 from qbt_vpn_watchdog.lab import topology as t
 from qbt_vpn_watchdog.lab.state import CONFIG_PATH, STATE_DIR
 

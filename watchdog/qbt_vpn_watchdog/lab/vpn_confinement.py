@@ -273,3 +273,6 @@ def command(name: str) -> str:
     else:
         raise t.LabError(f"unknown confined-side command {name!r}")
     return ""
+
+
+t.BUILDERS[t.VPN_CONFINEMENT.name] = command
