@@ -7,7 +7,9 @@
 #
 # nixosModules.watchdog is the watchdog alone (services.qbt-vpn-watchdog);
 # nixosModules.confinement (= default) adds the confined tunnel and
-# qbittorrent-nox (services.qbittorrent-vpn) and imports the watchdog module.
+# qbittorrent-nox (services.qbittorrent-vpn) and imports the watchdog module;
+# nixosModules.vpnConfinement is the watchdog for a namespace built by
+# VPN-Confinement (services.qbt-vpn-watchdog.vpnConfinement).
 {
   pkgs ? import <nixpkgs> { },
   revision ? "", # the git revision, for qbtvpn_build_info (the flake passes its own)
@@ -18,6 +20,7 @@
   nixosModules = {
     watchdog = ./module-watchdog.nix;
     confinement = ./module-confinement.nix;
+    vpnConfinement = ./module-vpn-confinement.nix;
     default = ./module-confinement.nix;
   };
 

@@ -1,7 +1,13 @@
-# A storage host: qbittorrent-nox confined to an AirVPN
-# WireGuard tunnel, its WebUI on 8080 for the LAN / Podman network (qui and the
-# *arr services) and for Tailscale, the watchdog guarding it, and Prometheus
-# scraping the watchdog.
+# A storage host: nixpkgs' own qBittorrent (services.qbittorrent, NixOS 25.11
+# and later) confined to an AirVPN WireGuard tunnel, its WebUI on 8080 for the
+# LAN / Podman network (qui and the *arr services) and for Tailscale, the
+# watchdog guarding it, and Prometheus scraping the watchdog.
+#
+# services.qbittorrent stays as you have it; services.qbittorrent-vpn adds the
+# namespace, the tunnel with its kill switch and the WebUI forward, and sets
+# in services.qbittorrent only what confinement needs: the tunnel binding, the
+# forwarded port (torrentingPort), the WebUI port (webuiPort) and address.
+# For a NixOS without services.qbittorrent, see example-host-own-unit.nix.
 #
 # Import it from the host's configuration, or copy the parts you need. With
 # the flake: `imports = [ qbt-vpn-watchdog.nixosModules.default ];` instead
@@ -10,9 +16,23 @@
 {
   imports = [ ./module-confinement.nix ];
 
+  services.qbittorrent = {
+    enable = true;
+    # Written to qBittorrent.conf at every start (nixpkgs' module writes the
+    # whole file: change settings here, not in the WebUI).
+    serverConfig = {
+      LegalNotice.Accepted = true;
+      BitTorrent.Session.DefaultSavePath = "/srv/media/downloads";
+      Preferences.WebUI.Username = "admin";
+    };
+  };
+  # nixpkgs' unit has ProtectSystem=full: the downloads folder is writable as is.
+
   services.qbittorrent-vpn = {
     enable = true;
     namespace = "vpn";
+    # "nixpkgs" is the default whenever services.qbittorrent is enabled.
+    qbittorrent.unit = "nixpkgs";
 
     # AirVPN's Config Generator output (WireGuard, one server or a region such
     # as europe3.vpn.airdns.org:1637), kept in a secret: sops-nix or agenix put
@@ -21,41 +41,35 @@
     # used inside the namespace.
     wireguard.configFile = "/run/secrets/airvpn-wg0.conf";
 
-    # The port reserved under Client Area -> Forwarded ports.
+    # The port reserved under Client Area -> Forwarded ports; it becomes
+    # services.qbittorrent.torrentingPort.
     forwardedPort = 47123;
 
     webui = {
+      # Becomes services.qbittorrent.webuiPort.
       port = 8080;
       allowedRanges = [
         "10.88.0.0/16" # Podman's network: qui, sonarr, radarr, ...
         "100.64.0.0/10" # Tailscale
       ];
     };
-
-    qbittorrent = {
-      settings = {
-        BitTorrent.Session.DefaultSavePath = "/srv/media/downloads";
-        Preferences.WebUI.Username = "admin";
-      };
-      readWritePaths = [ "/srv/media/downloads" ];
-    };
   };
 
   services.qbt-vpn-watchdog = {
     # The same password the WebUI uses (set it once in the WebUI, or
-    # declare its PBKDF2 hash in qbittorrent.settings).
+    # declare its PBKDF2 hash in services.qbittorrent.serverConfig).
     passwordFile = "/run/secrets/qbittorrent-webui-password";
     # This host's Prometheus gets the alert and recording rules (rendered by
     # the mixin; runbook_url points at the runbook the package ships, unless
     # prometheusRules.runbookUrlPattern names a URL your on-call can open).
     prometheusRules.enable = true;
     settings = {
+      qbittorrent.username = "admin";
       # The first days on a new host: only report what it would do (`qbt-vpn-watchdog
       # check`, and the "would ..." lines in `journalctl -u qbt-vpn-watchdog`).
       # Switch to "enforce" (the default: stop torrents, restart the tunnel) once
       # check passes and those lines are what you want done.
       watchdog.mode = "observe";
-      qbittorrent.username = "admin";
       # Prometheus runs on this host. For a Prometheus elsewhere, use the
       # host's Tailscale address here and set openFirewall = true with
       # firewallFilter = "-i tailscale0 -p tcp -m tcp --dport 9879" (or

@@ -7,6 +7,13 @@
 #   qbittorrent-vpn.service         qbittorrent-nox inside the namespace
 #   qbt-vpn-watchdog.service        the watchdog, pointed at both
 #
+# Any other unit joins the same namespace with
+# `systemd.services.<name>.qbtVpn.enable = true` (Prowlarr, SABnzbd, Jackett:
+# whatever should reach the world only through the tunnel), and nixpkgs'
+# own `services.qbittorrent` (NixOS 25.11 and later) is confined that way
+# instead of qbittorrent-vpn.service when it is enabled: see
+# `qbittorrent.unit` below.
+#
 # Inside the namespace there is lo, the WireGuard interface (created in the
 # root namespace and moved in, so its encrypted UDP socket stays outside) and
 # one veth to the host. The only default route is the tunnel; an nftables kill
@@ -25,7 +32,19 @@ let
   inherit (lib) mkOption mkEnableOption mkIf mkDefault types;
 
   tunnelUnit = "qbittorrent-vpn-tunnel.service";
-  qbtUnit = "qbittorrent-vpn.service";
+  # nixpkgs' services.qbittorrent exists in this NixOS (25.11 and later).
+  nixpkgsHasQbittorrent = options.services ? qbittorrent;
+  nixpkgsQbt = cfg.qbittorrent.unit == "nixpkgs";
+  qbtUnitName = if nixpkgsQbt then "qbittorrent" else "qbittorrent-vpn";
+  qbtUnit = "${qbtUnitName}.service";
+
+  # Every unit confined into the namespace (systemd.services.<name>.qbtVpn).
+  confined = lib.filterAttrs (n: s: s.qbtVpn.enable) config.systemd.services;
+  confinedUnits = map (n: "${n}.service") (builtins.attrNames confined);
+  # The WebUI and every confined unit's own ports: open on the veth, forwarded from the host.
+  lanPorts = lib.unique (
+    [ cfg.webui.port ] ++ lib.concatMap (s: s.qbtVpn.ports) (builtins.attrValues confined)
+  );
   hostTableName = "qbittorrent_vpn_host";
 
   addressOf = cidr: builtins.head (lib.splitString "/" cidr);
@@ -53,7 +72,7 @@ let
       "--lan-ranges"
       (lib.concatStringsSep "," (cfg.webui.allowedRanges ++ [ "${hostAddress}/32" ]))
       "--webui-port"
-      (toString cfg.webui.port)
+      (lib.concatMapStringsSep "," toString lanPorts)
     ]
     ++ lib.optionals (cfg.wireguard.privateKeyFile != null) [
       "--private-key-file"
@@ -93,11 +112,15 @@ let
     }
     chain prerouting {
       type nat hook prerouting priority dstnat; policy accept;
-      fib daddr type local ip saddr @webui_clients tcp dport ${toString cfg.webui.port} dnat ip to ${nsAddress}:${toString cfg.webui.port}
+      ${lib.concatMapStringsSep "\n  " (
+      p: "fib daddr type local ip saddr @webui_clients tcp dport ${toString p} dnat ip to ${nsAddress}:${toString p}"
+    ) lanPorts}
     }
     chain forward {
       type filter hook forward priority filter; policy accept;
-      oifname "${cfg.veth.hostName}" ip daddr ${nsAddress} tcp dport ${toString cfg.webui.port} ip saddr @webui_clients accept
+      ${lib.concatMapStringsSep "\n  " (
+        p: ''oifname "${cfg.veth.hostName}" ip daddr ${nsAddress} tcp dport ${toString p} ip saddr @webui_clients accept''
+      ) lanPorts}
       oifname "${cfg.veth.hostName}" drop
       iifname "${cfg.veth.hostName}" ct state established,related accept
       iifname "${cfg.veth.hostName}" drop
@@ -139,22 +162,26 @@ let
       in
       acc // (if builtins.isAttrs value then flatten key value else { ${key} = value; })
     ) { } (builtins.attrNames attrs);
+  # What confinement needs from qBittorrent, whichever unit runs it: bound to
+  # the tunnel, listening on the forwarded port, the WebUI on the veth only.
+  enforcedSettings = {
+    BitTorrent.Session = {
+      Interface = cfg.wireguard.interface;
+      InterfaceName = cfg.wireguard.interface;
+    } // lib.optionalAttrs (cfg.forwardedPort != null) { Port = cfg.forwardedPort; };
+    Preferences = {
+      # The WebUI listens on the veth only: it cannot be reached through the
+      # tunnel even if the kill switch were gone.
+      WebUI.Address = nsAddress;
+      WebUI.Port = cfg.webui.port;
+      # Nothing to map behind a VPN; UPnP would only probe the namespace.
+      Connection.UPnP = false;
+    };
+  };
   qbtSettings = lib.mapAttrs (section: keys: flatten "" keys) (
-    lib.recursiveUpdate cfg.qbittorrent.settings {
-      LegalNotice.Accepted = true;
-      BitTorrent.Session = {
-        Interface = cfg.wireguard.interface;
-        InterfaceName = cfg.wireguard.interface;
-      } // lib.optionalAttrs (cfg.forwardedPort != null) { Port = cfg.forwardedPort; };
-      Preferences = {
-        # The WebUI listens on the veth only: it cannot be reached through the
-        # tunnel even if the kill switch were gone.
-        WebUI.Address = nsAddress;
-        WebUI.Port = cfg.webui.port;
-        # Nothing to map behind a VPN; UPnP would only probe the namespace.
-        Connection.UPnP = false;
-      };
-    }
+    lib.recursiveUpdate cfg.qbittorrent.settings (
+      lib.recursiveUpdate enforcedSettings { LegalNotice.Accepted = true; }
+    )
   );
   qbtSettingsFile = pkgs.writeText "qbittorrent-vpn-settings.json" (builtins.toJSON qbtSettings);
   qbtConf = "${cfg.qbittorrent.profileDir}/qBittorrent/config/qBittorrent.conf";
@@ -166,6 +193,55 @@ let
 in
 {
   imports = [ ./module-watchdog.nix ];
+
+  # systemd.services.<name>.qbtVpn: any unit into the namespace, as
+  # VPN-Confinement's systemd.services.<name>.vpnConfinement does for its own.
+  options.systemd.services = mkOption {
+    type = types.attrsOf (
+      types.submodule (
+        { name, config, ... }:
+        {
+          options.qbtVpn = {
+            enable = mkEnableOption "running this unit inside services.qbittorrent-vpn's network namespace (the world only through the tunnel)";
+            ports = mkOption {
+              type = types.listOf types.port;
+              default = [ ];
+              example = [ 9696 ];
+              description = ''
+                TCP ports this unit serves to the LAN (a web UI): opened on the
+                namespace's veth for webui.allowedRanges and, with
+                webui.forwardFromHost, forwarded from the host's own addresses
+                like the qBittorrent WebUI. Listen on the veth address
+                (veth.nsAddress) or on all addresses.
+              '';
+            };
+          };
+          config = mkIf config.qbtVpn.enable {
+            # Never without the tunnel: stopped with it, and restarted with it
+            # (a restart of the tunnel unit puts it into the new namespace).
+            bindsTo = [ tunnelUnit ];
+            partOf = [ tunnelUnit ];
+            after = [ tunnelUnit ];
+            serviceConfig = {
+              NetworkNamespacePath = "/run/netns/${cfg.namespace}";
+              # NetworkNamespacePath= does not do what `ip netns exec` does for DNS.
+              # Give the process the namespace's resolv.conf (norbind: a symlinked
+              # /etc/resolv.conf is followed and its target covered), and hide the
+              # host's nscd, resolvconf and systemd-resolved (nss-resolve's varlink
+              # socket, not the directory, which may hold the bind's target): each
+              # would answer from the host's namespace, outside the tunnel.
+              BindReadOnlyPaths = [ "/etc/netns/${cfg.namespace}/resolv.conf:/etc/resolv.conf:norbind" ];
+              InaccessiblePaths = [
+                "-/run/nscd"
+                "-/run/resolvconf"
+                "-/run/systemd/resolve/io.systemd.Resolve"
+              ];
+            };
+          };
+        }
+      )
+    );
+  };
 
   options.services.qbittorrent-vpn = {
     enable = mkEnableOption "qbittorrent-nox confined to a WireGuard (AirVPN) tunnel in a network namespace";
@@ -289,6 +365,25 @@ in
     };
 
     qbittorrent = {
+      unit = mkOption {
+        type = types.enum [
+          "own"
+          "nixpkgs"
+        ];
+        default = if nixpkgsHasQbittorrent && config.services.qbittorrent.enable then "nixpkgs" else "own";
+        defaultText = lib.literalExpression ''if services.qbittorrent.enable then "nixpkgs" else "own"'';
+        description = ''
+          Which unit runs qBittorrent in the namespace. `"nixpkgs"`: nixpkgs'
+          own `services.qbittorrent` (NixOS 25.11 and later), confined with
+          `systemd.services.qbittorrent.qbtVpn` and set through its own options
+          (`webuiPort`, `torrentingPort`, `serverConfig`); the other
+          `qbittorrent.*` options here are then unused. `"own"`:
+          `qbittorrent-vpn.service`, this module's unit, for releases without
+          `services.qbittorrent` or for keeping WebUI changes across restarts
+          (nixpkgs' unit rewrites the whole qBittorrent.conf from `serverConfig`
+          at every start; ours sets only the keys it names).
+        '';
+      };
       package = lib.mkPackageOption pkgs "qbittorrent-nox" { };
       user = mkOption {
         type = types.str;
@@ -349,9 +444,50 @@ in
     };
   };
 
-  config = mkIf cfg.enable {
+  config = lib.mkMerge [
+  {
+    assertions = [
+      {
+        assertion = cfg.enable || confined == { };
+        message = "systemd.services.{${lib.concatStringsSep "," (builtins.attrNames confined)}}.qbtVpn.enable needs services.qbittorrent-vpn.enable: there is no namespace to confine them to.";
+      }
+      {
+        # Our own unit beside an enabled services.qbittorrent: that one would
+        # run in the root namespace, outside the tunnel.
+        assertion =
+          !(cfg.enable && !nixpkgsQbt && nixpkgsHasQbittorrent && config.services.qbittorrent.enable)
+          || config.systemd.services.qbittorrent.qbtVpn.enable;
+        message = "services.qbittorrent is enabled but not confined (services.qbittorrent-vpn.qbittorrent.unit = \"own\" runs a second qBittorrent): it would run outside the tunnel. Disable services.qbittorrent, or set qbittorrent.unit = \"nixpkgs\".";
+      }
+      {
+        assertion = !(cfg.enable && nixpkgsQbt) || (nixpkgsHasQbittorrent && config.services.qbittorrent.enable);
+        message = "services.qbittorrent-vpn.qbittorrent.unit = \"nixpkgs\" needs nixpkgs' services.qbittorrent enabled (NixOS 25.11 and later): enable it, or use unit = \"own\".";
+      }
+    ];
+  }
+
+  # nixpkgs' services.qbittorrent, confined and set through its own options.
+  # Only where that module exists: a definition of an option NixOS does not
+  # declare is an error even under mkIf false.
+  (lib.optionalAttrs nixpkgsHasQbittorrent {
+    services.qbittorrent = mkIf (cfg.enable && nixpkgsQbt) {
+      # Set services.qbittorrent-vpn.webui.port and .forwardedPort, not these:
+      # a different value here is reported as conflicting definitions.
+      webuiPort = cfg.webui.port;
+      torrentingPort = mkIf (cfg.forwardedPort != null) cfg.forwardedPort;
+      serverConfig = lib.recursiveUpdate enforcedSettings {
+        LegalNotice.Accepted = mkDefault true;
+      };
+    };
+    systemd.services = mkIf (cfg.enable && nixpkgsQbt) {
+      qbittorrent.qbtVpn.enable = true;
+    };
+  })
+
+  (mkIf cfg.enable {
     services.qbittorrent-vpn.generated = {
-      qbittorrentSettings = qbtSettings;
+      inherit confinedUnits lanPorts qbtUnit;
+      qbittorrentSettings = if nixpkgsQbt then null else qbtSettings;
       inherit hostRuleset hostTableBody;
       hostTableLoadedBy =
         if !cfg.webui.forwardFromHost then null
@@ -397,16 +533,16 @@ in
         { ruleset = hostRuleset; }
     );
 
-    users.users = mkIf (cfg.qbittorrent.user == "qbittorrent") {
+    users.users = mkIf (!nixpkgsQbt && cfg.qbittorrent.user == "qbittorrent") {
       qbittorrent = {
         isSystemUser = true;
         group = cfg.qbittorrent.group;
         home = cfg.qbittorrent.profileDir;
       };
     };
-    users.groups = mkIf (cfg.qbittorrent.group == "qbittorrent") { qbittorrent = { }; };
+    users.groups = mkIf (!nixpkgsQbt && cfg.qbittorrent.group == "qbittorrent") { qbittorrent = { }; };
 
-    systemd.tmpfiles.rules = [
+    systemd.tmpfiles.rules = lib.optionals (!nixpkgsQbt) [
       "d ${cfg.qbittorrent.profileDir} 0750 ${cfg.qbittorrent.user} ${cfg.qbittorrent.group} -"
     ];
 
@@ -423,9 +559,10 @@ in
       ];
       wantedBy = [ "multi-user.target" ];
       restartTriggers = lib.optional tableByUnit hostTable;
-      # Keep qBittorrent running whenever the tunnel is up: after a failed
-      # boot-time start is retried below, its dependent start job is gone.
-      upholds = [ qbtUnit ];
+      # Keep qBittorrent (and every other confined unit) running whenever the
+      # tunnel is up: after a failed boot-time start is retried below, their
+      # dependent start jobs are gone.
+      upholds = confinedUnits;
       # Retry forever (a VPN outage at boot must not leave it down).
       startLimitIntervalSec = 0;
       serviceConfig = {
@@ -479,14 +616,11 @@ in
       };
     };
 
-    systemd.services.qbittorrent-vpn = {
+    systemd.services.qbittorrent-vpn = mkIf (!nixpkgsQbt) {
       description = "qBittorrent (qbittorrent-nox) confined to WireGuard ${cfg.wireguard.interface} in namespace ${cfg.namespace}";
-      # Never without the tunnel: stopped (and restarted) with it.
-      bindsTo = [ tunnelUnit ];
-      # A restart of the tunnel (the watchdog's tier 2) restarts it at once, into
-      # the new namespace (Upholds= above would start it again too, a moment later).
-      partOf = [ tunnelUnit ];
-      after = [ tunnelUnit ];
+      # In the namespace, bound to the tunnel, stopped and restarted with it
+      # (the watchdog's tier 2); Upholds= above starts it again too.
+      qbtVpn.enable = true;
       wantedBy = [ "multi-user.target" ];
       restartTriggers = [ qbtSettingsFile ];
       serviceConfig = {
@@ -503,19 +637,6 @@ in
           ++ lib.optional (cfg.forwardedPort != null) "--torrenting-port=${toString cfg.forwardedPort}"
           ++ cfg.qbittorrent.extraArgs
         );
-        NetworkNamespacePath = "/run/netns/${cfg.namespace}";
-        # NetworkNamespacePath= does not do what `ip netns exec` does for DNS.
-        # Give the process the namespace's resolv.conf (norbind: a symlinked
-        # /etc/resolv.conf is followed and its target covered), and hide the
-        # host's nscd, resolvconf and systemd-resolved (nss-resolve's varlink
-        # socket, not the directory, which may hold the bind's target): each
-        # would answer from the host's namespace, outside the tunnel.
-        BindReadOnlyPaths = [ "/etc/netns/${cfg.namespace}/resolv.conf:/etc/resolv.conf:norbind" ];
-        InaccessiblePaths = [
-          "-/run/nscd"
-          "-/run/resolvconf"
-          "-/run/systemd/resolve/io.systemd.Resolve"
-        ];
         Restart = "on-failure";
         RestartSec = 10;
         # Time to write resume data for many torrents.
@@ -578,5 +699,6 @@ in
         ];
       };
     };
-  };
+  })
+  ];
 }

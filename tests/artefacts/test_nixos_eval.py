@@ -29,7 +29,17 @@ from qbt_vpn_watchdog import config as wconfig
 from qbt_vpn_watchdog.cli import CONFIG_ENV
 from qbt_vpn_watchdog.health import stall_limit
 from tests.support import nixos_eval
-from tests.support.nixos_eval import CONFINEMENT, EXAMPLE, WATCHDOG, EvalError, System, to_toml
+from tests.support.nixos_eval import (
+    CONFINEMENT,
+    EXAMPLE,
+    OWN_EXAMPLE,
+    SECOND_UNIT,
+    VPN_CONFINEMENT,
+    WATCHDOG,
+    EvalError,
+    System,
+    to_toml,
+)
 
 pytestmark = pytest.mark.skipif(
     nixos_eval.unavailable() is not None, reason=nixos_eval.unavailable() or ""
@@ -134,7 +144,7 @@ def test_forwarding_forced_off_is_refused():
 
 
 def test_watchdog_unit():
-    result = ev(EXAMPLE)
+    result = ev(OWN_EXAMPLE)
     sc = result.data["serviceConfig"]["qbt-vpn-watchdog"]
     assert sc["Type"] == "notify"
     assert sc["Restart"] == "on-failure"
@@ -395,7 +405,7 @@ def test_secrets_in_the_store_are_refused(definition, option):
 
 
 def test_qbittorrent_unit_is_confined_and_bound_to_the_tunnel():
-    result = ev(EXAMPLE)
+    result = ev(OWN_EXAMPLE)
     sc = result.data["serviceConfig"]["qbittorrent-vpn"]
     unit = unit_map(result.data["unitTexts"]["qbittorrent-vpn"])
     assert sc["NetworkNamespacePath"] == "/run/netns/vpn"
@@ -412,7 +422,7 @@ def test_qbittorrent_unit_is_confined_and_bound_to_the_tunnel():
 
 
 def test_tunnel_unit_retries_and_upholds_qbittorrent():
-    result = ev(EXAMPLE)
+    result = ev(OWN_EXAMPLE)
     sc = result.data["serviceConfig"]["qbittorrent-vpn-tunnel"]
     unit = unit_map(result.data["unitTexts"]["qbittorrent-vpn-tunnel"])
     # Option-level upholds and startLimitIntervalSec, rendered by NixOS.
@@ -705,14 +715,14 @@ def test_plain_units_carry_the_nixos_units_sandbox(unit):
     # The systemd VM (tests/vm, `systemd_vm`) runs the plain units under a real systemd
     # with the kernel's WireGuard; NixOS users run the module's. Same sandbox, so what
     # the VM proves for one holds for the other.
-    nixos = sandbox_of_nixos(ev(EXAMPLE).data["serviceConfig"][unit])
+    nixos = sandbox_of_nixos(ev(OWN_EXAMPLE).data["serviceConfig"][unit])
     plain = sandbox_of_plain((PLAIN_UNITS / f"{unit}.service").read_text())
     assert plain == nixos
 
 
 def test_the_sandbox_comparison_sees_a_difference():
     plain = sandbox_of_plain((PLAIN_UNITS / "qbt-vpn-watchdog.service").read_text())
-    sc = dict(ev(EXAMPLE).data["serviceConfig"]["qbt-vpn-watchdog"])
+    sc = dict(ev(OWN_EXAMPLE).data["serviceConfig"]["qbt-vpn-watchdog"])
     assert sandbox_of_nixos(sc) == plain
     sc["CapabilityBoundingSet"] = [*sc["CapabilityBoundingSet"], "CAP_SYS_PTRACE"]
     assert sandbox_of_nixos(sc) != plain
@@ -739,9 +749,140 @@ def dependencies_among_ours(text: str) -> dict[str, list[str]]:
 def test_plain_units_depend_on_each_other_as_the_nixos_units_do(unit):
     # Found in the systemd VM: without Upholds= a tunnel that came up on a retry left
     # qBittorrent down for good (its start job had failed as a dependency).
-    nixos = dependencies_among_ours(ev(EXAMPLE).data["unitTexts"][unit])
+    nixos = dependencies_among_ours(ev(OWN_EXAMPLE).data["unitTexts"][unit])
     plain = dependencies_among_ours((PLAIN_UNITS / f"{unit}.service").read_text())
     assert plain == nixos
+
+
+# --- nixpkgs' services.qbittorrent confined; any unit confined (issue 25) ---------------
+
+NIXPKGS_QBT = "qbittorrent.service"
+
+
+def test_nixpkgs_qbittorrent_is_confined_through_its_own_options():
+    result = ev(EXAMPLE)
+    assert "qbittorrent-vpn" not in result.data["unitTexts"]  # no second qBittorrent
+    sc = result.data["serviceConfig"]["qbittorrent"]
+    unit = unit_map(result.data["unitTexts"]["qbittorrent"])
+    assert sc["NetworkNamespacePath"] == "/run/netns/vpn"
+    assert sc["BindReadOnlyPaths"] == ["/etc/netns/vpn/resolv.conf:/etc/resolv.conf:norbind"]
+    assert "-/run/nscd" in sc["InaccessiblePaths"]
+    assert unit["Unit.BindsTo"] == [TUNNEL] and unit["Unit.PartOf"] == [TUNNEL]
+    assert TUNNEL in unit["Unit.After"]
+    # nixpkgs' hardening is kept as it is.
+    assert sc["PrivateUsers"] is True and sc["ProcSubset"] == "pid"
+    assert sc["CapabilityBoundingSet"] == ""
+    argv = shlex.split(sc["ExecStart"])
+    assert "--webui-port=8080" in argv and "--torrenting-port=47123" in argv
+    # Through services.qbittorrent's own options, merged with the user's serverConfig.
+    q = result.probe["Qbittorrent"]
+    assert q["webuiPort"] == 8080 and q["torrentingPort"] == 47123
+    session = q["serverConfig"]["BitTorrent"]["Session"]
+    assert session["Interface"] == "wg0" and session["InterfaceName"] == "wg0"
+    assert session["Port"] == 47123
+    assert session["DefaultSavePath"] == "/srv/media/downloads"  # the user's, kept
+    prefs = q["serverConfig"]["Preferences"]
+    assert prefs["WebUI"] == {"Address": "10.231.0.2", "Port": 8080, "Username": "admin"}
+    assert prefs["Connection"]["UPnP"] is False
+    # The tunnel upholds it; the watchdog starts after it and watches its WebUI on the veth.
+    tunnel = unit_map(result.data["unitTexts"]["qbittorrent-vpn-tunnel"])
+    assert tunnel["Unit.Upholds"] == [NIXPKGS_QBT]
+    watchdog = unit_map(result.data["unitTexts"]["qbt-vpn-watchdog"])
+    assert {TUNNEL, NIXPKGS_QBT} <= set(watchdog["Unit.After"])
+    assert result.probe["Watchdog"]["settings"]["qbittorrent"]["url"] == "http://10.231.0.2:8080"
+    assert result.probe["Confinement"]["qbtUnit"] == NIXPKGS_QBT
+
+
+def test_a_binding_the_user_sets_otherwise_is_an_error_not_a_silent_choice():
+    conflicting = EXAMPLE.with_module(
+        '{ services.qbittorrent.serverConfig.BitTorrent.Session.Interface = "eth0"; }',
+        "example host, qBittorrent bound to eth0",
+    )
+    with pytest.raises(EvalError, match=r"(?s)conflicting definition values"):
+        ev(conflicting, False)
+    port = EXAMPLE.with_module(
+        "{ services.qbittorrent.webuiPort = 8082; }", "example host, another webuiPort"
+    )
+    with pytest.raises(EvalError, match=r"(?s)services\.qbittorrent\.webuiPort.*conflicting"):
+        ev(port, False)
+
+
+def test_own_unit_when_asked_even_beside_services_qbittorrent():
+    result = confinement_with('{ services.qbittorrent-vpn.qbittorrent.unit = "own"; }')
+    assert "qbittorrent-vpn" in result.data["unitTexts"]
+    assert result.probe["Confinement"]["qbtUnit"] == QBT
+    refused = confinement_with('{ services.qbittorrent-vpn.qbittorrent.unit = "nixpkgs"; }')
+    assert any(
+        'qbittorrent.unit = "nixpkgs" needs nixpkgs\' services.qbittorrent' in a
+        for a in refused.data["failedAssertions"]
+    )
+
+
+def test_an_unconfined_services_qbittorrent_beside_our_unit_is_refused():
+    forced = '{ lib, ... }: { services.qbittorrent-vpn.qbittorrent.unit = lib.mkForce "own"; }'
+    result = ev(EXAMPLE.with_module(forced), False)
+    assert any(
+        "services.qbittorrent is enabled but not confined" in a
+        for a in result.data["failedAssertions"]
+    )
+
+
+def test_a_second_unit_is_confined_beside_qbittorrent():
+    result = ev(SECOND_UNIT)
+    sc = result.data["serviceConfig"]["jackett"]
+    unit = unit_map(result.data["unitTexts"]["jackett"])
+    assert sc["NetworkNamespacePath"] == "/run/netns/vpn"
+    assert sc["BindReadOnlyPaths"] == ["/etc/netns/vpn/resolv.conf:/etc/resolv.conf:norbind"]
+    assert unit["Unit.BindsTo"] == [TUNNEL] and TUNNEL in unit["Unit.After"]
+    tunnel = result.data["serviceConfig"]["qbittorrent-vpn-tunnel"]
+    assert sorted(unit_map(result.data["unitTexts"]["qbittorrent-vpn-tunnel"])["Unit.Upholds"]) == [
+        "jackett.service",
+        NIXPKGS_QBT,
+    ]
+    # Its port is opened in the namespace's kill switch and forwarded from the host.
+    argv = shlex.split(tunnel["ExecStart"])
+    assert argv[argv.index("--webui-port") + 1] == "8080,9117"
+    rules = result.probe["Confinement"]["hostRuleset"]
+    assert "tcp dport 9117 dnat ip to 10.231.0.2:9117" in rules
+    assert "dnat ip to 10.231.0.2:8080" in rules
+
+
+def test_confining_a_unit_without_the_namespace_is_refused():
+    result = ev(
+        System(
+            "a confined unit, no namespace",
+            (
+                str(nixos_eval.NIX_DIR / "module-confinement.nix"),
+                '{ systemd.services.qvn-x = { script = "true"; qbtVpn.enable = true; }; }',
+            ),
+            (),
+        ),
+        False,
+    )
+    assert any(
+        "systemd.services.{qvn-x}.qbtVpn.enable needs services.qbittorrent-vpn.enable" in a
+        for a in result.data["failedAssertions"]
+    )
+
+
+def test_watchdog_for_a_vpn_confinement_namespace():
+    result = ev(VPN_CONFINEMENT)
+    s = result.probe["Watchdog"]["settings"]
+    assert s["namespace"]["name"] == "wg"
+    assert s["wireguard"] == {"interface": "wg0", "reader": "kernel"} | {
+        k: v for k, v in s["wireguard"].items() if k not in ("interface", "reader")
+    }
+    assert s["qbittorrent"]["url"] == "http://192.168.15.1:8080"
+    assert s["qbittorrent"]["forwarded_port"] == 47123
+    assert s["remediation"]["restart_unit"] == "wg.service"
+    unit = unit_map(result.data["unitTexts"]["qbt-vpn-watchdog"])
+    assert {"wg.service", NIXPKGS_QBT} <= set(unit["Unit.After"])
+    # Another namespaceAddress in vpnNamespaces is followed.
+    moved = ev(
+        VPN_CONFINEMENT.with_module('{ vpnNamespaces.wg.namespaceAddress = "192.168.77.1"; }'),
+        False,
+    )
+    assert moved.probe["Watchdog"]["settings"]["qbittorrent"]["url"] == "http://192.168.77.1:8080"
 
 
 def test_the_command_on_root_path_reads_the_services_config_and_password():
@@ -882,7 +1023,9 @@ def test_the_example_host_hands_its_prometheus_the_rendered_rules(tmp_path):
         assert r["annotations"]["runbook_url"] == want
     if shutil.which("promtool"):
         proc = subprocess.run(
-            ["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+            ["promtool", "check", "rules", str(tmp_path / "rules.yml")],
+            capture_output=True,
+            text=True,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -903,7 +1046,9 @@ def test_prometheus_rules_follow_the_selector_and_labels(tmp_path):
     assert all('job="torrent-box"' in r["expr"] for r in rules)
     for r in (r for r in rules if "alert" in r):
         assert r["labels"]["team"] == "media"
-        assert r["annotations"]["runbook_url"] == f"https://wiki.example.org/rb#{r['alert'].lower()}"
+        assert (
+            r["annotations"]["runbook_url"] == f"https://wiki.example.org/rb#{r['alert'].lower()}"
+        )
 
 
 def test_prometheus_rules_without_prometheus_on_the_host_are_refused():

@@ -167,3 +167,23 @@ def test_restart_tunnel_removes_an_ipv6_path_that_appeared(v6_setup):
     p = run(*args, "restart-tunnel")
     assert p.returncode == 0, p.stderr
     assert _v6_state() == ("", "")
+
+
+@pytest.mark.root
+def test_more_lan_ports_are_each_opened_on_the_veth(v6_setup):
+    # Other confined units' web UIs (the NixOS module's qbtVpn.ports): the kill
+    # switch accepts each from the LAN ranges, and replies to each, nothing else.
+    args, up = v6_setup
+    assert up.returncode == 0, up.stderr
+    again = run(*args, "--webui-port", "8080,9117", "up")
+    assert again.returncode == 0, again.stderr
+    rules = _sh("ip", "netns", "exec", V6_NS, "nft", "list", "table", "inet", "vpn_killswitch")
+    assert 'iifname "qvt6l1" ip saddr @lan4 tcp dport { 8080, 9117 } accept' in rules
+    assert (
+        'oifname "qvt6l1" ip daddr @lan4 tcp sport { 8080, 9117 } ct state established accept'
+        in rules
+    )
+    single = run(*args, "--webui-port", "8080", "up")
+    assert single.returncode == 0, single.stderr
+    rules = _sh("ip", "netns", "exec", V6_NS, "nft", "list", "table", "inet", "vpn_killswitch")
+    assert "tcp dport 8080 accept" in rules and "9117" not in rules

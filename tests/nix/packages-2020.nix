@@ -13,6 +13,9 @@ in
     (self: super: {
       qbt-vpn-watchdog = standIn "qbt-vpn-watchdog";
       qbittorrent-nox = standIn "qbittorrent-nox";
+      # The second confined unit of nix/example-host-second-unit.nix (services.jackett,
+      # in 20.09's modules; the frozen tree holds no pkgs/servers/jackett).
+      jackett = standIn "jackett";
     })
   ];
 }

@@ -43,6 +43,11 @@ in
     }
     // lib.optionalAttrs (has [ "services" "qbittorrent-vpn" ] && vpn.enable) {
       X-Confinement = json vpn.generated;
+    }
+    // lib.optionalAttrs (has [ "services" "qbittorrent" ] && config.services.qbittorrent.enable) {
+      X-Qbittorrent = json {
+        inherit (config.services.qbittorrent) serverConfig webuiPort torrentingPort;
+      };
     };
   };
 }

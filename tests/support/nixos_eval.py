@@ -36,6 +36,11 @@ PROBE_UNIT = "qvn-eval-probe"
 # The units each module brings.
 WATCHDOG_UNITS = ("qbt-vpn-watchdog",)
 CONFINEMENT_UNITS = ("qbittorrent-vpn-tunnel", "qbittorrent-vpn", "qbt-vpn-watchdog")
+# The confinement module around nixpkgs' services.qbittorrent (its unit: qbittorrent).
+NIXPKGS_QBT_UNITS = ("qbittorrent-vpn-tunnel", "qbittorrent", "qbt-vpn-watchdog")
+# VPN-Confinement's options as its modules/options.nix and modules/systemd.nix
+# declare them (Maroka-chan/VPN-Confinement), for the frozen tree and a checkout alike.
+VPN_CONFINEMENT_OPTIONS = ROOT / "tests" / "nix" / "vpn-confinement-options.nix"
 
 
 def harness() -> Path:
@@ -109,7 +114,33 @@ def vm_node(node: str, units: tuple[str, ...]) -> System:
     )
 
 
-EXAMPLE = System("example host", (str(NIX_DIR / "example-host.nix"),), CONFINEMENT_UNITS)
+EXAMPLE = System("example host", (str(NIX_DIR / "example-host.nix"),), NIXPKGS_QBT_UNITS)
+OWN_EXAMPLE = System(
+    "example host, own qBittorrent unit",
+    (str(NIX_DIR / "example-host-own-unit.nix"),),
+    CONFINEMENT_UNITS,
+)
+SECOND_UNIT = System(
+    "example host + a second confined unit",
+    (str(NIX_DIR / "example-host-second-unit.nix"),),
+    (*NIXPKGS_QBT_UNITS, "jackett"),
+)
+VPN_CONFINEMENT = System(
+    "watchdog for a VPN-Confinement namespace",
+    (
+        str(NIX_DIR / "module-vpn-confinement.nix"),
+        str(VPN_CONFINEMENT_OPTIONS),
+        """{ vpnNamespaces.wg = { enable = true; wireguardConfigFile = "/run/secrets/wg0.conf";
+               accessibleFrom = [ "192.168.1.0/24" ];
+               portMappings = [ { from = 8080; to = 8080; } ];
+               openVPNPorts = [ { port = 47123; protocol = "both"; } ]; };
+           services.qbittorrent = { enable = true; torrentingPort = 47123;
+             serverConfig.Preferences.WebUI.Address = "192.168.15.1"; };
+           systemd.services.qbittorrent.vpnConfinement = { enable = true; vpnNamespace = "wg"; };
+           services.qbt-vpn-watchdog.vpnConfinement.namespace = "wg"; }""",
+    ),
+    ("qbittorrent", "qbt-vpn-watchdog"),
+)
 CONFINEMENT = System(
     "confinement module alone",
     (
@@ -152,6 +183,9 @@ def systems() -> list[System]:
     """Every system the issue lists, in the order of the report's table."""
     return [
         EXAMPLE,
+        OWN_EXAMPLE,
+        SECOND_UNIT,
+        VPN_CONFINEMENT,
         WATCHDOG,
         CONFINEMENT,
         vm_node("storage", CONFINEMENT_UNITS),

@@ -11,6 +11,7 @@ tests/vm/systemd_guest runs in the VM as one pytest session.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -44,9 +45,29 @@ ExecStart={sys.executable} -m tests.vm.systemd_setup
 """
 
 
+# QVN_VM_QBT_UNIT=nixpkgs: qBittorrent confined with the sandbox of nixpkgs' own
+# unit (services.qbittorrent, NixOS 25.11: PrivateUsers=, ProcSubset=pid,
+# ProtectSystem=full, no AF_UNIX, shared /tmp), as the NixOS module's
+# qbtVpn confinement leaves it, instead of ours: the namespace, resolv.conf and
+# tunnel binding stay as NixOS renders them for both. Issue 25 item 4.
+NIXPKGS_QBT_SHAPE = """[Service]
+PrivateUsers=yes
+ProcSubset=pid
+ProtectSystem=full
+PrivateTmp=no
+RestrictAddressFamilies=
+RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK
+TimeoutStopSec=1800
+"""
+
+
 def install() -> tuple[dict[str, str], dict[str, str]]:
     """(files, symlinks) that make the guest a host with the product installed."""
     files = {f"/etc/systemd/system/{u}": (UNITS / u).read_text() for u in PRODUCT_UNITS}
+    if os.environ.get("QVN_VM_QBT_UNIT") == "nixpkgs":
+        files["/etc/systemd/system/qbittorrent-vpn.service.d/nixpkgs-shape.conf"] = (
+            NIXPKGS_QBT_SHAPE
+        )
     files["/etc/systemd/system/qvw-airvpn.service"] = AIRVPN_UNIT
     files["/etc/sysusers.d/qbittorrent-vpn.conf"] = (UNITS / "qbittorrent-vpn.sysusers").read_text()
     # Where README "Install" puts the command: the unit's ExecStart path (a

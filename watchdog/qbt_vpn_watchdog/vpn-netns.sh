@@ -44,7 +44,8 @@
 #   --lan-ranges C[,C]     sources allowed to reach the WebUI (LAN, Tailscale
 #                          100.64.0.0/10); routed back through the veth. IPv4
 #                          only: IPv6 ranges are skipped (IPv6 is blocked)
-#   --webui-port N         default 8080
+#   --webui-port N[,N]     default 8080; more ports for other confined units'
+#                          web UIs (qbtVpn.ports), each opened like the WebUI
 #   --forwarded-port N     port accepted inbound on the tunnel (AirVPN forwarding)
 #   --nft-table NAME       kill switch table in the namespace (default vpn_killswitch)
 set -euo pipefail
@@ -190,12 +191,14 @@ killswitch_up() {
   if [ -n "$FWD_PORT" ]; then
     fwd="iifname \"$IFACE\" meta l4proto { tcp, udp } th dport $FWD_PORT accept"
   fi
+  local ports
+  ports=$(split "$WEBUI_PORT" | paste -sd, - | sed 's/,/, /g')
   if [ -n "$LAN_VETH" ]; then
-    veth="iifname \"$NS_VETH\" ip saddr @lan4 tcp dport $WEBUI_PORT accept"
+    veth="iifname \"$NS_VETH\" ip saddr @lan4 tcp dport { $ports } accept"
   fi
   local out_veth=""
   if [ -n "$LAN_VETH" ]; then
-    out_veth="oifname \"$NS_VETH\" ip daddr @lan4 tcp sport $WEBUI_PORT ct state established accept"
+    out_veth="oifname \"$NS_VETH\" ip daddr @lan4 tcp sport { $ports } ct state established accept"
   fi
   ip netns exec "$NETNS" nft -f - <<EOF
 table inet $NFT_TABLE

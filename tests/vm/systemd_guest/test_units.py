@@ -82,6 +82,26 @@ def test_units_come_up_in_order_and_the_check_passes():
     print(p.stdout)
 
 
+NIXPKGS_SHAPE = Path("/etc/systemd/system/qbittorrent-vpn.service.d/nixpkgs-shape.conf")
+
+
+def test_nixpkgs_sandbox_is_in_force_when_asked():
+    """QVN_VM_QBT_UNIT=nixpkgs on the host: qBittorrent runs with nixpkgs' unit sandbox
+    (PrivateUsers=, ProcSubset=pid, no AF_UNIX) in the namespace; else with ours."""
+    props = show("qbittorrent-vpn.service", "PrivateUsers", "ProcSubset", "ProtectSystem",
+                 "RestrictAddressFamilies", "NetworkNamespacePath", "MainPID")  # fmt: skip
+    if NIXPKGS_SHAPE.exists():
+        assert props["PrivateUsers"] == "yes" and props["ProcSubset"] == "pid"
+        assert props["ProtectSystem"] == "full"
+        assert "AF_UNIX" not in props["RestrictAddressFamilies"]
+    else:  # our own unit's sandbox (systemd/qbittorrent-vpn.service)
+        assert props["PrivateUsers"] == "no" and props["ProtectSystem"] == "strict"
+    assert props["NetworkNamespacePath"] == "/run/netns/vpn"
+    # In the namespace for real: the process's network namespace is /run/netns/vpn's.
+    pid = props["MainPID"]
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/run/netns/vpn").st_ino
+
+
 def test_notify_status_reload_and_a_clean_stop():
     # STATUS= of the last cycle, as `systemctl status` shows it.
     status = wait_for(

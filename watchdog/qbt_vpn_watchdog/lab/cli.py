@@ -9,8 +9,10 @@ import time
 
 USAGE = """usage: qbt-vpn-watchdog lab COMMAND
 
-  up               build the lab and print the path of the watchdog config for it;
-                   QBT_VERSION=4.5 (default) or 5.1 picks the confined qBittorrent
+  up [--shape S]   build the lab and print the path of the watchdog config for it;
+                   QBT_VERSION=4.5 (default) or 5.1 picks the confined qBittorrent;
+                   --shape own (default: this project's namespace) or
+                   vpn-confinement (the namespace VPN-Confinement builds)
   down             remove everything of the lab (idempotent)
   status           what is running, which faults are applied, the confined
                    qBittorrent's version as it reports it (JSON)
@@ -40,14 +42,25 @@ def main(argv: list[str]) -> int:
         )
         return 2
     from qbt_vpn_watchdog.lab import control, faults, qbt_versions, services
+    from qbt_vpn_watchdog.lab import topology as t
     from qbt_vpn_watchdog.lab.topology import LabError
 
     cmd, args = argv[0], argv[1:]
+    shape = "own"
+    if cmd == "up" and len(args) == 2 and args[0] == "--shape":
+        shape, args = args[1], []
     try:
         if cmd == "up" and not args:
+            if shape not in t.SHAPES:
+                raise LabError(f"unknown --shape {shape!r} (known: {', '.join(t.SHAPES)})")
             qbt_versions.check_installed(qbt_versions.selected())  # before touching anything
             with control.exclusive():
                 if control.is_up():
+                    if t.SHAPE.name != shape:
+                        raise LabError(
+                            f"the lab is up with shape {t.SHAPE.name}, not {shape}: "
+                            "run `lab down` first"
+                        )
                     running = services.client_version()
                     if running != qbt_versions.selected():
                         raise LabError(
@@ -59,7 +72,7 @@ def main(argv: list[str]) -> int:
                 if control.stale():
                     control.down()
                 t0 = time.monotonic()
-                path = control.up()
+                path = control.up(shape)
             print(f"lab up in {time.monotonic() - t0:.1f} s; watchdog config:", file=sys.stderr)
             print(path)
             return 0

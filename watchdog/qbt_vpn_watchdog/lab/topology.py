@@ -6,6 +6,12 @@
                                   └─qvli0══qvli1── qvl-inet ("the internet": exit-IP
                                                    endpoint, seeder + tracker)
 
+The confined side has a shape (`Shape`, chosen at `lab up --shape NAME` and
+kept in the state directory for every later command): "own", the layout above
+that watchdog/vpn-netns.sh builds on a host of ours, or "vpn-confinement", the
+layout VPN-Confinement (github.com/Maroka-chan/VPN-Confinement) builds
+(lab/vpn_confinement.py): the same outer namespaces, another confined one.
+
 Every lab prefix lives in 198.18.0.0/15 (the benchmarking range) or in the
 tunnel range, and the root namespace gets blackhole routes for both before
 anything starts: a stray connect from the root namespace can never leave the
@@ -16,10 +22,12 @@ the blackhole), because that is how the LAN reaches the WebUI.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from qbt_vpn_watchdog.lab.state import LOG_DIR, PID_DIR, WG_DIR
+from qbt_vpn_watchdog.lab.state import LOG_DIR, PID_DIR, STATE_DIR, WG_DIR
 
 # Namespaces. The confined one plays the host's "vpn" namespace.
 NS_VPN = "qvl-vpn"
@@ -37,16 +45,8 @@ WG_PORT = 1637  # AirVPN's
 LAN_HOST, LAN_NS = "qvll0", "qvll1"  # root <-> qvl-vpn
 WAN_CLIENT_IF, WAN_SERVER_IF = "qvlw0", "qvlw1"  # qvl-wan <-> qvl-srv
 INET_SERVER_IF, INET_HOST_IF = "qvli0", "qvli1"  # qvl-srv <-> qvl-inet
-LINKS = (
-    LAN_HOST,
-    LAN_NS,
-    WAN_CLIENT_IF,
-    WAN_SERVER_IF,
-    INET_SERVER_IF,
-    INET_HOST_IF,
-    WG_CLIENT,
-    WG_SERVER,
-)
+_OUTER_LINKS = (WAN_CLIENT_IF, WAN_SERVER_IF, INET_SERVER_IF, INET_HOST_IF)
+LINKS = (LAN_HOST, LAN_NS, *_OUTER_LINKS, WG_CLIENT, WG_SERVER)
 
 # Addresses
 WAN_CLIENT_ADDR = "198.18.0.2/30"
@@ -99,6 +99,104 @@ SRV_NAT_TABLE = "qvl_nat"
 
 class LabError(Exception):
     pass
+
+
+# --- the confined side's shape ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What differs between confined sides: names, addresses, who builds them.
+
+    The outer namespaces, the server, the "internet" and every fault are shared;
+    the module names above (NS_VPN, WG_CLIENT, LAN_HOST, ...) always hold the
+    selected shape's values, so the rest of the lab reads them as before.
+    """
+
+    name: str
+    ns_vpn: str
+    wg_client: str
+    lan_host: str  # the root namespace's end of the veth (in `bridge` when there is one)
+    lan_ns: str
+    lan_host_addr: str  # on the bridge when there is one, else on lan_host
+    lan_ns_addr: str
+    lan_ranges: tuple[str, ...]  # VPN-Confinement: accessibleFrom
+    bridge: str | None = None
+    lan6_host_addr: str | None = None  # a ULA on the LAN side, when the shape has one
+    lan6_ns_addr: str | None = None
+    # Restarting the tunnel restarts the confined qBittorrent too (VPN-Confinement:
+    # `systemctl restart <name>.service` rebuilds the namespace; BindsTo= restarts
+    # every unit confined in it).
+    restart_restarts_qbittorrent: bool = False
+    # What a host runs for tier 2, shown in docs and status.
+    host_restart: str = "systemctl reload-or-restart qbittorrent-vpn-tunnel.service"
+
+
+OWN = Shape(
+    name="own",
+    ns_vpn="qvl-vpn",
+    wg_client="qvlc0",
+    lan_host="qvll0",
+    lan_ns="qvll1",
+    lan_host_addr="198.19.77.1/30",
+    lan_ns_addr="198.19.77.2/30",
+    lan_ranges=("198.19.77.0/30", "198.19.200.0/24"),
+)
+# VPN-Confinement's names for a namespace called "qvl-vc" (at most 7 characters,
+# as it requires): <name>0, <name>-br, veth-<name>-br / veth-<name>, and its
+# default addresses, the ULA pair included.
+VPN_CONFINEMENT = Shape(
+    name="vpn-confinement",
+    ns_vpn="qvl-vc",
+    wg_client="qvl-vc0",
+    lan_host="veth-qvl-vc-br",
+    lan_ns="veth-qvl-vc",
+    lan_host_addr="192.168.15.5/24",  # bridgeAddress
+    lan_ns_addr="192.168.15.1/24",  # namespaceAddress
+    lan_ranges=("198.19.200.0/24",),
+    bridge="qvl-vc-br",
+    lan6_host_addr="fd93:9701:1d00::1/64",  # bridgeAddressIPv6
+    lan6_ns_addr="fd93:9701:1d00::2/64",  # namespaceAddressIPv6
+    restart_restarts_qbittorrent=True,
+    host_restart="systemctl restart <name>.service",
+)
+SHAPES = {s.name: s for s in (OWN, VPN_CONFINEMENT)}
+SHAPE_FILE = STATE_DIR / "shape"
+SHAPE = OWN
+
+
+def select(shape: Shape | str) -> Shape:
+    """Make ``shape`` the lab's confined side in this process (the module names follow)."""
+    global SHAPE, NS_VPN, WG_CLIENT, LAN_HOST, LAN_NS, LAN_HOST_ADDR, LAN_NS_ADDR, LAN_NS_IP
+    global LAN_RANGES, NAMESPACES, LINKS
+    if isinstance(shape, str):
+        if shape not in SHAPES:
+            raise LabError(f"unknown lab shape {shape!r} (known: {', '.join(SHAPES)})")
+        shape = SHAPES[shape]
+    SHAPE = shape
+    NS_VPN, WG_CLIENT = shape.ns_vpn, shape.wg_client
+    LAN_HOST, LAN_NS = shape.lan_host, shape.lan_ns
+    LAN_HOST_ADDR, LAN_NS_ADDR = shape.lan_host_addr, shape.lan_ns_addr
+    LAN_NS_IP = shape.lan_ns_addr.split("/")[0]
+    LAN_RANGES = shape.lan_ranges
+    NAMESPACES = (NS_VPN, NS_WAN, NS_SRV, NS_INET)
+    LINKS = (LAN_HOST, LAN_NS, *_OUTER_LINKS, WG_CLIENT, WG_SERVER)
+    return shape
+
+
+def remember_shape() -> None:
+    """Keep the selected shape for every later command (heal, restart-tunnel, down)."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    SHAPE_FILE.write_text(SHAPE.name + "\n")
+
+
+def _recall_shape() -> None:
+    try:
+        name = SHAPE_FILE.read_text().strip()
+    except OSError:
+        return
+    if name in SHAPES:
+        select(name)
 
 
 def run(
@@ -180,8 +278,27 @@ def script_argv(command: str) -> list[str]:
     ]
 
 
+# Shapes whose confined side is built in Python rather than by vpn-netns.sh
+# register here (lab/vpn_confinement.py; control imports it), so that this
+# module imports none of them.
+BUILDERS: dict[str, Callable[[str], str]] = {}
+
+
 def confined(command: str) -> str:
+    """up, down, tunnel-up, tunnel-down or restart-tunnel of the selected shape's confined side."""
+    if SHAPE.name in BUILDERS:
+        return BUILDERS[SHAPE.name](command)
+    if SHAPE is not OWN:
+        raise LabError(f"no builder for the lab shape {SHAPE.name} (import its module)")
     return run(script_argv(command))
+
+
+def confined_present() -> bool:
+    return (
+        ns_exists(NS_VPN)
+        or link_exists(LAN_HOST)
+        or bool(SHAPE.bridge and link_exists(SHAPE.bridge))
+    )
 
 
 # --- safety: blackholes ---------------------------------------------------------
@@ -270,3 +387,6 @@ def namespaces_down() -> None:
         run(["ip", "link", "del", LAN_HOST], check=False)
     for name in NAMESPACES:
         run(["rm", "-rf", f"/etc/netns/{name}"], check=False)
+
+
+_recall_shape()

@@ -31,7 +31,13 @@ STOPPED_STATES = frozenset({"pausedDL", "pausedUP", "stoppedDL", "stoppedUP"})
 # stopped: downloading/uploading, stalled, queued (a queued torrent starts as
 # soon as another stops), checking, metaDL, forced, moving, and "error" (an
 # error torrent may still be in libtorrent's upload mode, i.e. connected).
-NOT_ACTIVE_STATES = STOPPED_STATES | frozenset({"missingFiles"})
+#
+# "checkingResumeData" is what every torrent shows while qBittorrent starts and
+# loads its resume data, a torrent the user stopped included: not yet known,
+# so left alone too (the next sweep stops it once it shows what it is). Seen in
+# the lab when a VPN-Confinement unit restart restarted qBittorrent during a
+# hold: the user's stopped torrent was tagged, then resumed with ours.
+NOT_ACTIVE_STATES = STOPPED_STATES | frozenset({"missingFiles", "checkingResumeData"})
 
 
 # Stop cannot be confirmed for these: qBittorrent shows the error, not the pause.
