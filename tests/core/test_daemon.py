@@ -169,8 +169,19 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
             observations={"path_mtu_bytes": 1320.0, "tunnel_mtu_bytes": 1320.0},
         )
 
+    def killswitch(ctx):
+        return Outcome.passed(
+            "refused out of qvll1 (IPv4/IPv6)",
+            facts={"qvll1 ipv4": "refused", "qvll1 ipv6": "refused"},
+        )
+
+    def port_forward(ctx):
+        return Outcome.passed("answered", observations={"connect_seconds": 0.04})
+
     # The real checks' specs (reasons, series, order) with these functions.
     return {
+        "killswitch": real_spec("killswitch", killswitch),
+        "port_forward": real_spec("port_forward", port_forward),
         "handshake": real_spec("handshake", handshake),
         "dns": real_spec("dns", dns),
         "path_mtu": real_spec("path_mtu", path_mtu),
@@ -238,6 +249,10 @@ timeout = 1.0
 enabled = false
 [checks.path_mtu]
 enabled = {"true" if over.get("path_mtu") else "false"}
+[checks.killswitch]
+enabled = {"true" if over.get("guards") else "false"}
+[checks.port_forward]
+enabled = {"true" if over.get("guards") else "false"}
 """
 
 
@@ -575,7 +590,7 @@ def test_a_provisional_result_is_run_again_within_seconds(running):
 
 
 def test_metrics_over_http_has_every_catalogue_family(running):
-    d, world, port = running(path_mtu=True)
+    d, world, port = running(path_mtu=True, guards=True)
     world.qbt_up = True
     status, text, _ = http_get(port, "/metrics")
     assert status == 200
@@ -809,7 +824,7 @@ def test_metrics_render_once_per_snapshot(tmp_path):
     d.run_cycle()
     snap, variants = d.exposition._cached
     assert snap is d.snapshot and len(variants) == 1  # by the loop, not a scrape
-    (rendered, _accept), = variants.values()
+    ((rendered, _accept),) = variants.values()
     a = d.exposition.render()[0]
     assert a is rendered and d.exposition.render()[0] is a  # scrapes get those bytes
     d.run_cycle()

@@ -132,7 +132,14 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     sources = build_sources(cfg)
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
-    results = runner.run_cycle(Context(cfg, sources), timeouts, {})
+    # port_forward targets the exit address exit_ip sees: run it after that one.
+    later = {"port_forward"} if "exit_ip" in names else set()
+    first = {n: s for n, s in timeouts.items() if n not in later}
+    results = runner.run_cycle(Context(cfg, sources), first, {})
+    if later & set(names):
+        seen = results["exit_ip"].facts.get("ip", "")
+        ctx = Context(cfg, sources, exit_ip=seen)
+        results.update(runner.run_cycle(ctx, {n: timeouts[n] for n in later & set(names)}, {}))
     rp = results.get("return_path")
     if pending(rp):
         if sys.stderr.isatty():

@@ -103,6 +103,15 @@ def _ips(v: list) -> str | None:
     return None
 
 
+def _ipv6_prefixes(v: list) -> str | None:
+    for x in v:
+        try:
+            ipaddress.IPv6Network(x, strict=False)
+        except (ValueError, TypeError):
+            return 'a list of IPv6 prefixes, e.g. ["fd51:7a6c::/48"]'
+    return None
+
+
 def _ifname(v: str) -> str | None:
     # Linux IFNAMSIZ is 16 including the NUL; no slashes or spaces.
     if 0 < len(v) < 16 and "/" not in v and not any(c.isspace() for c in v):
@@ -271,6 +280,13 @@ class NamespaceSection:
         "",
         help='Network namespace holding the tunnel and qBittorrent (`ip netns list`); "" = the root namespace.',
         check=_netns_name,
+    )
+    built_by_vpn_netns: bool = _key(
+        False,
+        help="true when this project's vpn-netns.sh builds the namespace and its kill switch (the "
+        "NixOS confinement module and the lab set it): a tunnel restart then re-installs the kill "
+        "switch and turns IPv6 off again, so killswitch and ipv6 failures restart the tunnel; "
+        "false: they only hold the torrents (a restart cannot fix another module's rules).",
     )
 
 
@@ -473,6 +489,47 @@ class Ipv6Check(CheckBase):
     blocked there; this reads the routing table and sends nothing)."""
 
     timeout: float = _key(2.0, help="Seconds for one dump of the IPv6 routes.", check=_positive)
+    lan_prefixes: list[str] = _key(
+        help="The LAN's own IPv6 prefixes: a route to one of them beside the tunnel carries "
+        "nothing to the internet (degraded, not unsafe), e.g. a ULA on the LAN veth.",
+        check=_ipv6_prefixes,
+        factory=list,
+    )
+
+
+@dataclass(frozen=True)
+class KillswitchCheck(CheckBase):
+    """The kill switch refuses a packet out of every interface but the tunnel, IPv4 and IPv6
+    (a probe that cannot leave the host: link-local multicast with TTL 0; docs/checks.md)."""
+
+    timeout: float = _key(
+        2.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
+    )
+
+
+@dataclass(frozen=True)
+class PortForwardCheck(CheckBase):
+    """The forwarded port answers from outside the tunnel: a TCP connect from the host to
+    the exit address and qbittorrent.forwarded_port, which AirVPN forwards to qBittorrent."""
+
+    # Each run is one SYN over the internet to the VPN's exit and back in
+    # through the tunnel; a closed port stalls seeding but leaks nothing.
+    interval: float = _key(
+        300.0,
+        help="Seconds between runs; each run is one TCP connect over the internet.",
+        check=_non_negative,
+    )
+    exit_ip: str = _key(
+        "",
+        help='The exit address AirVPN forwards the port on; "" = the one exit_ip saw last.',
+        check=_ip_or_empty,
+    )
+    probe_netns: str = _key(
+        "",
+        help='Network namespace the connect leaves from; "" = the root namespace (the host: '
+        "outside the tunnel, as any peer on the internet).",
+        check=_netns_name,
+    )
 
 
 @dataclass(frozen=True)
@@ -487,6 +544,8 @@ class ChecksSection:
     bind: BindCheck = _section(BindCheck)
     webui: WebuiCheck = _section(WebuiCheck)
     ipv6: Ipv6Check = _section(Ipv6Check)
+    killswitch: KillswitchCheck = _section(KillswitchCheck)
+    port_forward: PortForwardCheck = _section(PortForwardCheck)
 
 
 @dataclass(frozen=True)

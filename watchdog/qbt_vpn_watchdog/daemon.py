@@ -256,7 +256,10 @@ class Daemon:
             due = self.due_checks(now)
         else:
             due = {n: cfg.check(n).timeout for n in self.check_names if n in only}
-        ctx = Context(cfg, self.sources, now=self.clock)
+        seen = store.latest("exit_ip")
+        ctx = Context(
+            cfg, self.sources, now=self.clock, exit_ip=seen.facts.get("ip", "") if seen else ""
+        )
         store.record(self.runner.run_cycle(ctx, due, store.histories(due)), now)
         store.merge_readings(ctx)
         store.cycles += 1

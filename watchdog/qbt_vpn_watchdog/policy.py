@@ -58,9 +58,11 @@ __all__ = ["DEGRADED", "SAFE", "UNKNOWN", "UNSAFE", "classify", "decide"]
 HOUR = 3600.0
 
 
-def restart_helps(check: str, reason: str) -> bool:
-    """Whether a tunnel restart is the remedy for this result (the check declares it)."""
-    return reason_of(check, reason).restart
+def restart_helps(check: str, reason: str, ours: bool = True) -> bool:
+    """Whether a tunnel restart is the remedy for this result (the check declares it;
+    ``ours``: the namespace is built by our vpn-netns.sh, see ``Reason.ours_only``)."""
+    r = reason_of(check, reason)
+    return r.restart and (ours or not r.ours_only)
 
 
 def rebind_helps(check: str, reason: str) -> bool:
@@ -85,6 +87,8 @@ class Settings:
     tiers: tuple[int, ...] = (1,)  # the restart tiers configured, in order
     alternatives: int = 0  # how many alternative endpoints tier 3 rotates through
     rebind: bool = True
+    # namespace.built_by_vpn_netns: a restart re-installs the kill switch (Reason.ours_only)
+    ours: bool = True
 
     @classmethod
     def from_config(cls, cfg: Config) -> Settings:
@@ -106,6 +110,7 @@ class Settings:
             tiers=tuple(tiers),
             alternatives=len(r.alternative_endpoints),
             rebind=r.rebind,
+            ours=cfg.namespace.built_by_vpn_netns,
         )
 
     def fail_n(self, check: str) -> int:
@@ -281,7 +286,7 @@ def decide(
             actions.append(Action("stop_torrents", "keep holding", sweep=True))
         mem = replace(mem, stopped=True)
 
-    tunnel_bad = sorted(c for c in trips if restart_helps(c, latest[c].reason))
+    tunnel_bad = sorted(c for c in trips if restart_helps(c, latest[c].reason, settings.ours))
     if tunnel_bad and not mem.gave_up:
         fresh = [c for c in tunnel_bad if tripped(hist[c], settings.fail_n(c), mem.last_restart)]
         if fresh and now >= mem.next_restart:
