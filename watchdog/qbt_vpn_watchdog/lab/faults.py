@@ -386,6 +386,131 @@ def heal_ipv6() -> None:
         _lan_ipv6(1)
 
 
+# --- killswitch: the confined namespace's kill switch removed ------------------------
+
+
+def break_killswitch() -> None:
+    # `nft flush ruleset` inside the namespace, as tried by hand in #20: every
+    # other check stays ok, nothing leaks until the next route change.
+    t.run(["nft", "delete", "table", "inet", t.KILLSWITCH_TABLE], netns=t.NS_VPN)
+
+
+def heal_killswitch() -> None:
+    # What the tunnel's restart does (vpn-netns.sh restart-tunnel re-installs it),
+    # without re-creating the tunnel: the script's kill switch alone.
+    if t.ns_exists(t.NS_VPN):
+        restart_tunnel()
+        services.rebind_client_qbt()
+
+
+# --- killswitch-open: the table kept, one rule lets anything out of the LAN veth ---
+
+_OPEN_COMMENT = "qvl-fault-killswitch-open"
+
+
+def _insert_output_rule(*match: str, comment: str) -> None:
+    t.run(
+        ["nft", "insert", "rule", "inet", t.KILLSWITCH_TABLE, "output", *match, "accept",
+         "comment", f'"{comment}"'],
+        netns=t.NS_VPN,
+    )  # fmt: skip
+
+
+def _delete_output_rules(comment: str) -> None:
+    if not t.ns_exists(t.NS_VPN):
+        return
+    out = t.run(
+        ["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, "output"],
+        netns=t.NS_VPN,
+        check=False,
+    )
+    for line in out.splitlines():
+        if comment in line and "# handle " in line:
+            handle = line.rsplit("# handle ", 1)[1].strip()
+            t.run(
+                ["nft", "delete", "rule", "inet", t.KILLSWITCH_TABLE, "output", "handle", handle],
+                netns=t.NS_VPN,
+                check=False,
+            )
+
+
+def break_killswitch_open() -> None:
+    # A rule someone adds "for the LAN": output on the veth to any address.
+    _insert_output_rule("oifname", t.LAN_NS, comment=_OPEN_COMMENT)
+
+
+def heal_killswitch_open() -> None:
+    _delete_output_rules(_OPEN_COMMENT)
+
+
+# --- ipv6-open: IPv6 on the LAN side, and the kill switch lets it out ----------------
+
+_IPV6_OPEN_COMMENT = "qvl-fault-ipv6-open"
+
+
+def break_ipv6_open() -> None:
+    # The ipv6 fault with a kill switch that handles IPv4 only (as some
+    # hand-written ones do): now IPv6 can really leave beside the tunnel.
+    break_ipv6()
+    _insert_output_rule("oifname", t.LAN_NS, "meta", "nfproto", "ipv6", comment=_IPV6_OPEN_COMMENT)
+
+
+def heal_ipv6_open() -> None:
+    _delete_output_rules(_IPV6_OPEN_COMMENT)
+    heal_ipv6()
+
+
+# --- port-closed / port-moved: the forwarded port stops answering from outside -------
+
+
+def break_port_closed() -> None:
+    # The forward removed on the AirVPN-like server (a reservation deleted in
+    # the client area, or moved to another server).
+    out = t.run(["nft", "-a", "list", "chain", "ip", t.SRV_NAT_TABLE, "prerouting"], netns=t.NS_SRV)
+    for line in out.splitlines():
+        if "dnat to" in line and "# handle " in line:
+            handle = line.rsplit("# handle ", 1)[1].strip()
+            t.run(
+                ["nft", "delete", "rule", "ip", t.SRV_NAT_TABLE, "prerouting", "handle", handle],
+                netns=t.NS_SRV,
+            )
+
+
+def heal_port_closed() -> None:
+    if not t.ns_exists(t.NS_SRV):
+        return
+    out = t.run(["nft", "list", "chain", "ip", t.SRV_NAT_TABLE, "prerouting"], netns=t.NS_SRV)
+    if "dnat to" not in out:
+        t.run(
+            ["nft", "add", "rule", "ip", t.SRV_NAT_TABLE, "prerouting", *t.FORWARD_RULE.split()],
+            netns=t.NS_SRV,
+        )
+
+
+MOVED_PORT = t.FORWARDED_PORT + 1
+
+
+def _set_listen_port(port: int) -> None:
+    c = services.qbt_client()
+    c.app_set_preferences({"listen_port": port})
+    deadline = time.monotonic() + 5
+    while c.app_preferences().get("listen_port") != port:
+        if time.monotonic() > deadline:
+            raise t.LabError(f"qBittorrent did not take listen port {port}")
+        time.sleep(0.1)
+
+
+def break_port_moved() -> None:
+    # qBittorrent listens on another port than the one AirVPN forwards (a
+    # port changed in its settings, a profile restored from elsewhere).
+    _set_listen_port(MOVED_PORT)
+
+
+def heal_port_moved() -> None:
+    if procs.running("client-qbt", "qbittorrent-nox"):
+        _set_listen_port(t.FORWARDED_PORT)
+
+
 # --- qbt-down: qbittorrent-nox stops ---------------------------------------------------
 
 
@@ -465,6 +590,41 @@ FAULTS: dict[str, Fault] = {
             heal_ipv6,
         ),
         Fault("qbt-down", "qbittorrent-nox is stopped", break_qbt_down, heal_qbt_down),
+        Fault(
+            "killswitch",
+            "the confined namespace's kill switch table is removed",
+            break_killswitch,
+            heal_killswitch,
+            signature=("killswitch", ("missing",)),
+        ),
+        Fault(
+            "killswitch-open",
+            "the kill switch stays, one rule accepts output on the LAN veth to any address",
+            break_killswitch_open,
+            heal_killswitch_open,
+            signature=("killswitch", ("lan_open",)),
+        ),
+        Fault(
+            "ipv6-open",
+            "IPv6 on the namespace's LAN side, and the kill switch lets IPv6 out there",
+            break_ipv6_open,
+            heal_ipv6_open,
+            signature=("ipv6", ("route_outside",)),
+        ),
+        Fault(
+            "port-closed",
+            "the VPN server no longer forwards the forwarded port",
+            break_port_closed,
+            heal_port_closed,
+            signature=("port_forward", ("closed",)),
+        ),
+        Fault(
+            "port-moved",
+            f"qBittorrent listens on port {MOVED_PORT}, not the forwarded {t.FORWARDED_PORT}",
+            break_port_moved,
+            heal_port_moved,
+            signature=("port_forward", ("closed",)),
+        ),
     )
 }
 
