@@ -561,6 +561,9 @@ in
       ];
       settings = {
         namespace.name = mkDefault cfg.namespace;
+        # Built by vpn-netns.sh: its restart-tunnel (the reload below) re-installs
+        # the kill switch and turns IPv6 off, so killswitch/ipv6 failures restart it.
+        namespace.built_by_vpn_netns = mkDefault true;
         wireguard.interface = mkDefault cfg.wireguard.interface;
         # NixOS uses the kernel's WireGuard.
         wireguard.reader = mkDefault "kernel";
