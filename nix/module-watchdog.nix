@@ -26,7 +26,7 @@ let
     qbt-vpn-watchdog = pkgs.qbt-vpn-watchdog or (pkgs.python3Packages.callPackage ./package.nix { });
   };
 
-  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config.py (tests/artefacts/test_nix.py keeps this
+  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config/schema.py (tests/artefacts/test_nix.py keeps this
   # table equal to the dataclass defaults).
   defaultCheckTimeouts = {
     handshake = 2;

@@ -21,7 +21,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_sources_and_actions_never_import_a_check():
-    files = [*sorted((PKG / "sources").glob("*.py")), PKG / "actions.py"]
+    files = [*sorted((PKG / "sources").rglob("*.py")), PKG / "actions.py"]
     offenders = {
         str(f.relative_to(PKG)): sorted(
             m for m in imported_modules(f) if m.startswith("qbt_vpn_watchdog.checks")

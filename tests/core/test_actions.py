@@ -351,7 +351,7 @@ def test_observe_mode_would_stop_what_the_adapter_stops(monkeypatch, drift):
     # torrent (the one stop_active uses), whatever that definition becomes.
     from qbt_vpn_watchdog.metrics import QBT_TORRENT_STATES
     from qbt_vpn_watchdog.sources import TorrentBrief
-    from qbt_vpn_watchdog.sources import qbittorrent as adapter
+    from qbt_vpn_watchdog.sources.qbittorrent import torrents as adapter  # where is_active reads it
 
     if drift:  # qBittorrent grows a state that is not active
         monkeypatch.setattr(adapter, "NOT_ACTIVE_STATES", adapter.NOT_ACTIVE_STATES | {"queuedDL"})

@@ -37,10 +37,8 @@ import random
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -59,6 +57,7 @@ from qbt_vpn_watchdog.results import CheckResult, RemediationView
 from qbt_vpn_watchdog.sources import LinkReader, QbittorrentClient, SourceError, Sources
 from qbt_vpn_watchdog.sources.qbittorrent import is_active
 from qbt_vpn_watchdog.sources.tunnel import on_tunnel, tunnel_peer
+from qbt_vpn_watchdog.workers import Busy, Workers
 
 log = logging.getLogger(__name__)
 
@@ -217,35 +216,16 @@ def rebind(
     return f"bound to {interface}, port {port}, new sockets; torrents re-announced"
 
 
-class _Bounded:
-    """Run callables in a worker thread, giving up after a timeout.
-
-    Python threads cannot be killed: an action that overran is left to finish
-    on its own and the same action is refused until it has, so a hung call
-    never piles up threads (the Runner does the same for checks).
-    """
-
-    def __init__(self) -> None:
-        self._busy: dict[str, Future] = {}
-
-    def __call__(self, name: str, fn: Callable[[], Any], timeout: float) -> Any:
-        prev = self._busy.get(name)
-        if prev is not None and not prev.done():
-            raise ActionError(f"{name}: the previous attempt is still running (hung?)")
-        fut: Future = Future()
-
-        def work() -> None:
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(e)
-
-        self._busy[name] = fut
-        threading.Thread(target=work, name=f"action-{name}", daemon=True).start()
-        try:
-            return fut.result(timeout=timeout)
-        except TimeoutError:
-            raise ActionError(f"{name}: no result within {timeout:g} s") from None
+def _bounded(workers: Workers, name: str, fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()`` in a worker thread within ``timeout`` (``workers.Workers``): an action that
+    overran is left to finish on its own and refused until it has, so a hung call never
+    piles up threads (the Runner does the same for checks)."""
+    try:
+        return workers.call(name, fn, timeout)
+    except Busy:
+        raise ActionError(f"{name}: the previous attempt is still running (hung?)") from None
+    except TimeoutError:
+        raise ActionError(f"{name}: no result within {timeout:g} s") from None
 
 
 # --- the remediator ---------------------------------------------------------------
@@ -278,7 +258,7 @@ class Remediator:
         self.failures_total = dict.fromkeys(ACTIONS, 0)
         self.held: list[str] = []
         self._held_known = False
-        self._bounded = _Bounded()
+        self._workers = Workers("action")
         self._qbt_paused_until = 0.0
         self._last_error: dict[str, str] = {}
         self._observed: set[str] = set()  # "would" lines already logged this incident
@@ -364,7 +344,7 @@ class Remediator:
         if self._held_known or self.observe or now < self._qbt_paused_until:
             return
         try:
-            held = self._bounded(
+            held = _bounded(self._workers,
                 "held", lambda: self.sources.qbittorrent.held(self.tag), self.timeout
             )
         except (SourceError, ActionError) as e:
@@ -390,7 +370,7 @@ class Remediator:
         if kind in _QBT_ACTIONS and now < self._qbt_paused_until:
             return False  # login failed recently: never retried before the pause ends
         try:
-            done = self._bounded(kind, lambda: self._do(action), self.timeout)
+            done = _bounded(self._workers, kind, lambda: self._do(action), self.timeout)
         except (SourceError, ActionError, ValueError, OSError) as e:
             self._note_failure(kind, e, now)
             return False
@@ -486,7 +466,7 @@ class Remediator:
 
     def _active_names(self) -> list[str] | None:
         try:
-            st = self._bounded("state", self.sources.qbittorrent.state, self.timeout)
+            st = _bounded(self._workers, "state", self.sources.qbittorrent.state, self.timeout)
         except (SourceError, ActionError):
             return None
         return [t.name for t in st.torrents if is_active(t)]

@@ -17,8 +17,14 @@ import hmac
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from qbt_vpn_watchdog.config import ConfigError, WebSection
+# The error type only, never the loader: config.loading calls load_web_security,
+# so importing the config package from here would close an import circle.
+from qbt_vpn_watchdog.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from qbt_vpn_watchdog.config.schema import WebSection
 
 TLS_VERSIONS = {"TLS1.2": ssl.TLSVersion.TLSv1_2, "TLS1.3": ssl.TLSVersion.TLSv1_3}
 REALM = "qbt-vpn-watchdog"

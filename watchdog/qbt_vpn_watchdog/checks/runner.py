@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from functools import partial
 
 from qbt_vpn_watchdog.checks.context import Context
 from qbt_vpn_watchdog.checks.registry import CheckSpec
 from qbt_vpn_watchdog.results import COMMON_REASONS, ERROR, TIMEOUT, CheckResult, Outcome
+from qbt_vpn_watchdog.workers import Busy, Workers
 
 log = logging.getLogger("qbt_vpn_watchdog.checks")
 
@@ -20,7 +21,8 @@ class Runner:
 
     A check that overruns its timeout gets a ``timeout`` result; its thread is
     left to finish on its own (Python threads cannot be killed) and the check
-    is not started again until it has, so a hung probe never piles up threads.
+    is not started again until it has, so a hung probe never piles up threads
+    (``workers.Workers``, which runs remediation's actions too).
     """
 
     def __init__(
@@ -28,8 +30,7 @@ class Runner:
     ) -> None:
         self.specs = dict(specs)
         self.clock = clock
-        self._busy: dict[str, Future] = {}
-        self._lock = threading.Lock()
+        self._workers = Workers("check")
 
     def run_cycle(
         self,
@@ -42,29 +43,22 @@ class Runner:
         results: dict[str, CheckResult] = {}
         for name, timeout in timeouts.items():
             spec = self.specs[name]
-            with self._lock:
-                prev = self._busy.get(name)
-                if prev is not None and not prev.done():
-                    results[name] = CheckResult(
-                        name,
-                        False,
-                        TIMEOUT,
-                        "still running from an earlier cycle (hung?)",
-                        {},
-                        {},
-                        started,
-                        0.0,
-                    )
-                    continue
-            fut: Future = Future()
             t0 = time.monotonic()
             sub = ctx.for_check(histories.get(name, ()))
-            th = threading.Thread(
-                target=_run_one, args=(spec, sub, fut), name=f"check-{name}", daemon=True
-            )
-            with self._lock:
-                self._busy[name] = fut
-            th.start()
+            try:
+                fut = self._workers.start(name, partial(_run_one, spec, sub))
+            except Busy:
+                results[name] = CheckResult(
+                    name,
+                    False,
+                    TIMEOUT,
+                    "still running from an earlier cycle (hung?)",
+                    {},
+                    {},
+                    started,
+                    0.0,
+                )
+                continue
             futures[name] = (fut, t0, timeout)
         for name, (fut, t0, timeout) in futures.items():
             remaining = max(0.0, t0 + timeout - time.monotonic())
@@ -79,7 +73,7 @@ class Runner:
         return {n: results[n] for n in timeouts if n in results}
 
 
-def _run_one(spec: CheckSpec, ctx: Context, fut: Future) -> None:
+def _run_one(spec: CheckSpec, ctx: Context) -> Outcome:
     try:
         outcome = spec.fn(ctx)
         if not isinstance(outcome, Outcome):
@@ -90,7 +84,9 @@ def _run_one(spec: CheckSpec, ctx: Context, fut: Future) -> None:
             and outcome.reason not in COMMON_REASONS
         ):
             raise ValueError(f"reason {outcome.reason!r} is not one of {spec.reason_names}")
-    except Exception as e:  # noqa: BLE001 - the runner's job is to keep going
+    # BaseException too: the worker hands anything raised to the loop's thread,
+    # and a check that calls sys.exit() must not end the watchdog.
+    except BaseException as e:  # noqa: BLE001 - the runner's job is to keep going
         log.debug("check %s raised", spec.name, exc_info=True)
         outcome = Outcome.failed(ERROR, f"{type(e).__name__}: {e}")
-    fut.set_result(outcome)
+    return outcome
