@@ -329,34 +329,31 @@ dnat to {t.CLIENT_TUN_IP}
     )
 
 
+def _delete_rules(chain: str, comment: str) -> None:
+    """Delete the kill switch's rules in ``chain`` that a fault added (marked by ``comment``)."""
+    if not t.ns_exists(t.NS_VPN):
+        return
+    out = t.run(
+        ["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, chain],
+        netns=t.NS_VPN,
+        check=False,
+    )
+    for line in out.splitlines():
+        if comment in line and "# handle " in line:
+            handle = line.rsplit("# handle ", 1)[1].strip()
+            t.run(
+                ["nft", "delete", "rule", "inet", t.KILLSWITCH_TABLE, chain, "handle", handle],
+                netns=t.NS_VPN,
+                check=False,
+            )
+
+
 def heal_webui_exposed() -> None:
     if t.ns_exists(t.NS_SRV):
         t.run(
             ["nft", "delete", "table", "ip", _table("webui-exposed")], netns=t.NS_SRV, check=False
         )
-    if t.ns_exists(t.NS_VPN):
-        out = t.run(
-            ["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, "input"],
-            netns=t.NS_VPN,
-            check=False,
-        )
-        for line in out.splitlines():
-            if "qvl-fault-webui-exposed" in line and "# handle " in line:
-                handle = line.rsplit("# handle ", 1)[1].strip()
-                t.run(
-                    [
-                        "nft",
-                        "delete",
-                        "rule",
-                        "inet",
-                        t.KILLSWITCH_TABLE,
-                        "input",
-                        "handle",
-                        handle,
-                    ],
-                    netns=t.NS_VPN,
-                    check=False,
-                )
+    _delete_rules("input", "qvl-fault-webui-exposed")
 
 
 # --- ipv6: IPv6 appears on the namespace's LAN side ------------------------------------
@@ -416,31 +413,13 @@ def _insert_output_rule(*match: str, comment: str) -> None:
     )  # fmt: skip
 
 
-def _delete_output_rules(comment: str) -> None:
-    if not t.ns_exists(t.NS_VPN):
-        return
-    out = t.run(
-        ["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, "output"],
-        netns=t.NS_VPN,
-        check=False,
-    )
-    for line in out.splitlines():
-        if comment in line and "# handle " in line:
-            handle = line.rsplit("# handle ", 1)[1].strip()
-            t.run(
-                ["nft", "delete", "rule", "inet", t.KILLSWITCH_TABLE, "output", "handle", handle],
-                netns=t.NS_VPN,
-                check=False,
-            )
-
-
 def break_killswitch_open() -> None:
     # A rule someone adds "for the LAN": output on the veth to any address.
     _insert_output_rule("oifname", t.LAN_NS, comment=_OPEN_COMMENT)
 
 
 def heal_killswitch_open() -> None:
-    _delete_output_rules(_OPEN_COMMENT)
+    _delete_rules("output", _OPEN_COMMENT)
 
 
 # --- ipv6-open: IPv6 on the LAN side, and the kill switch lets it out ----------------
@@ -456,7 +435,7 @@ def break_ipv6_open() -> None:
 
 
 def heal_ipv6_open() -> None:
-    _delete_output_rules(_IPV6_OPEN_COMMENT)
+    _delete_rules("output", _IPV6_OPEN_COMMENT)
     heal_ipv6()
 
 
