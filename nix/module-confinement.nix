@@ -570,6 +570,8 @@ in
         # From the root namespace straight over the veth.
         qbittorrent.url = mkDefault "http://${nsAddress}:${toString cfg.webui.port}";
         qbittorrent.forwarded_port = mkDefault (if cfg.forwardedPort == null then 0 else cfg.forwardedPort);
+        # Without a forwarded port there is nothing to reach from outside (it would only say not_configured).
+        checks.port_forward.enabled = mkDefault (cfg.forwardedPort != null);
         # Tier-2 remediation: the unit's reload is the script's
         # restart-tunnel, the same step the lab's restart runs: only the
         # WireGuard link is recreated, the namespace, kill switch and

@@ -218,7 +218,8 @@ def test_packages_are_package_options():
 
 def test_watchdog_sec_default_covers_three_intervals_and_every_timeout():
     cfg = wconfig.Config()
-    timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks())
+    # This system has no forwarded port: the module turns port_forward off.
+    timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks() if n != "port_forward")
     for interval in (10, 2.5):
         result = confinement_with(
             f"{{ services.qbt-vpn-watchdog.settings.watchdog.interval = {interval}; }}"
@@ -293,6 +294,10 @@ def test_example_host_settings_are_a_config_the_watchdog_accepts(tmp_path):
     assert cfg.wireguard.reader == "kernel"
     assert cfg.qbittorrent.url == "http://10.231.0.2:8080"
     assert cfg.qbittorrent.forwarded_port == 47123
+    # The guards: the namespace is built by vpn-netns.sh (killswitch and ipv6 restart it),
+    # and the forwarded port is checked from the host.
+    assert cfg.namespace.built_by_vpn_netns is True
+    assert cfg.checks.port_forward.enabled and cfg.checks.killswitch.enabled
     assert cfg.remediation.restart_command == ["systemctl", "reload-or-restart", TUNNEL]
     assert cfg.remediation.endpoint == "europe3.vpn.airdns.org:1637"
     # No secret in the settings (they end up in the world-readable store).
@@ -713,3 +718,12 @@ def test_plain_units_depend_on_each_other_as_the_nixos_units_do(unit):
     nixos = dependencies_among_ours(ev(EXAMPLE).data["unitTexts"][unit])
     plain = dependencies_among_ours((PLAIN_UNITS / f"{unit}.service").read_text())
     assert plain == nixos
+
+
+def test_without_a_forwarded_port_the_port_check_is_off(tmp_path):
+    result = confinement_with(
+        "{ lib, ... }: { services.qbittorrent-vpn.forwardedPort = lib.mkForce null; }"
+    )
+    cfg = load_settings(result.probe["Watchdog"]["settings"], tmp_path)
+    assert cfg.qbittorrent.forwarded_port == 0
+    assert not cfg.checks.port_forward.enabled

@@ -313,7 +313,8 @@ class KillswitchCheck(CheckBase):
 @dataclass(frozen=True)
 class PortForwardCheck(CheckBase):
     """The forwarded port answers from outside the tunnel: a TCP connect from the host to
-    the exit address and qbittorrent.forwarded_port, which AirVPN forwards to qBittorrent."""
+    the exit address and qbittorrent.forwarded_port, which AirVPN forwards to qBittorrent.
+    Without a forwarded port it only reports not_configured: set enabled = false then."""
 
     # Each run is one SYN over the internet to the VPN's exit and back in
     # through the tunnel; a closed port stalls seeding but leaks nothing.
