@@ -97,7 +97,7 @@ def check(ctx: Context) -> Outcome:
         )
     return Outcome.failed(
         "closed",
-        f"{exit_ip}:{port} from {where}: {ans.outcome} ({ans.detail}): peers on the internet "
+        f"{exit_ip}:{port} from {where}: {ans.detail}: peers on the internet "
         f"cannot reach qBittorrent, seeding stalls{_listening_hint(ctx, port)}",
         facts=facts,
     )

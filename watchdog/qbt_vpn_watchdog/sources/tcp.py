@@ -30,9 +30,11 @@ class TcpConnect:
             try:
                 s.connect((host, port))
             except TimeoutError:
-                return TcpAnswer(host, port, "timeout", time.monotonic() - t0, "no answer")
+                return TcpAnswer(
+                    host, port, "timeout", time.monotonic() - t0, f"no answer within {timeout:g} s"
+                )
             except ConnectionRefusedError:
-                return TcpAnswer(host, port, "refused", time.monotonic() - t0, "refused (RST)")
+                return TcpAnswer(host, port, "refused", time.monotonic() - t0, "refused (a RST)")
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
                     raise SourceError(f"cannot connect: {e.strerror}", kind="local") from None
