@@ -9,7 +9,7 @@ import pytest
 
 from qbt_vpn_watchdog.checks import classify, port_forward
 from qbt_vpn_watchdog.config import Config
-from qbt_vpn_watchdog.results import DEGRADED
+from qbt_vpn_watchdog.results import DEGRADED, CheckResult
 from qbt_vpn_watchdog.sources.tcp import TcpConnect
 from tests.support.fakes import Fixed, context
 
@@ -71,6 +71,12 @@ def test_no_forwarded_port_is_not_configured():
 def test_no_exit_address_known_yet(listener):
     o = port_forward.check(context(cfg(listener, exit_ip=""), tcp=TcpConnect()))
     assert o.reason == "no_exit_ip"
+    assert o.provisional, "run again in a second, not 300 s later"
+    first = CheckResult.from_outcome("port_forward", o, 0.0, 0.0)
+    again = port_forward.check(
+        context(cfg(listener, exit_ip=""), history=[first], tcp=TcpConnect())
+    )
+    assert again.reason == "no_exit_ip" and not again.provisional, "only once"
     ctx = context(cfg(listener, exit_ip=""), tcp=TcpConnect())
     ctx.exit_ip = "127.0.0.1"  # what the loop hands in: exit_ip's last address
     assert port_forward.check(ctx).ok

@@ -78,10 +78,14 @@ def check(ctx: Context) -> Outcome:
         )
     exit_ip = cfg.exit_ip or ctx.exit_ip
     if not exit_ip:
+        # Right after start exit_ip runs in the same cycle: ask the loop to run
+        # this again in a second (once), not an interval (300 s) later.
+        again = not (ctx.history and ctx.history[-1].reason == "no_exit_ip")
         return Outcome.failed(
             "no_exit_ip",
             "no exit address known yet: exit_ip has not reported one "
             "(or set checks.port_forward.exit_ip)",
+            provisional=again,
         )
     where = cfg.probe_netns or "the host"
     try:
