@@ -45,11 +45,16 @@
     # The same password the WebUI uses (set it once in the WebUI, or
     # declare its PBKDF2 hash in qbittorrent.settings).
     passwordFile = "/run/secrets/qbittorrent-webui-password";
+    # This host's Prometheus gets the alert and recording rules (rendered by
+    # the mixin; runbook_url points at the runbook the package ships, unless
+    # prometheusRules.runbookUrlPattern names a URL your on-call can open).
+    prometheusRules.enable = true;
     settings = {
       qbittorrent.username = "admin";
       # Prometheus runs on this host. For a Prometheus elsewhere, use the
-      # host's Tailscale address here and set openFirewall (or open the port
-      # on tailscale0 only).
+      # host's Tailscale address here and set openFirewall = true with
+      # firewallFilter = "-i tailscale0 -p tcp -m tcp --dport 9879" (or
+      # firewallRules with networking.nftables) to open the port there only.
       watchdog.listen_address = "127.0.0.1";
       remediation = {
         # Tier 1 re-resolves this name, so AirVPN can hand out another server.

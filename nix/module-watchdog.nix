@@ -18,7 +18,7 @@ let
   inherit (lib) mkOption mkEnableOption mkIf types;
 
   settingsFormat = pkgs.formats.toml { };
-  generatedConfig = settingsFormat.generate "qbt-vpn-watchdog.toml" cfg.settings;
+  generatedConfig = settingsFormat.generate "qbt-vpn-watchdog.toml" renderedSettings;
 
   # The package comes from pkgs when an overlay (the flake's) puts it there,
   # else it is built from this repository.
@@ -54,6 +54,77 @@ let
   defaultWatchdogSec = ceil (3 * cfg.settings.watchdog.interval + sumTimeouts + actionTimeout);
 
   credentialName = cfg.settings.qbittorrent.password_credential;
+
+  # The rules as the mixin renders them for prometheusRules.*.
+  renderedRules = pkgs.runCommand "qbt-vpn-watchdog.rules.yml" { } (
+    lib.escapeShellArgs (
+      [
+        "${cfg.package}/bin/qbt-vpn-watchdog-mixin"
+        "--selector"
+        cfg.prometheusRules.selector
+        "--runbook-url-pattern"
+        cfg.prometheusRules.runbookUrlPattern
+      ]
+      ++ lib.concatLists (lib.mapAttrsToList (k: v: [ "--label" "${k}=${v}" ]) cfg.prometheusRules.labels)
+    )
+    + " > $out"
+  );
+
+  port = toString cfg.settings.watchdog.listen_port;
+  firewallFilter =
+    if cfg.firewallFilter != null then cfg.firewallFilter else "-p tcp -m tcp --dport ${port}";
+  firewallRules =
+    if cfg.firewallRules != null then
+      cfg.firewallRules
+    else
+      ''tcp dport ${port} accept comment "qbt-vpn-watchdog"'';
+  nftables = config.networking.nftables.enable;
+
+  # Every `*_file` key in `settings`, at any depth, as [ { path = "settings.a.b_file"; value; } ].
+  fileSettings =
+    let
+      walk =
+        prefix: attrs:
+        lib.concatLists (
+          lib.mapAttrsToList (
+            name: value:
+            if lib.isAttrs value && !(lib.isDerivation value) then
+              walk (prefix ++ [ name ]) value
+            else if lib.hasSuffix "_file" name then
+              [
+                {
+                  path = lib.concatStringsSep "." (prefix ++ [ name ]);
+                  inherit value;
+                }
+              ]
+            else
+              [ ]
+          ) attrs
+        );
+    in
+    walk [ "settings" ] cfg.settings;
+  # A Nix path literal (./key.pem) is copied into the store when the TOML is
+  # written; a string under /nix/store already is there. Both are
+  # world-readable, whatever the file's mode was.
+  inStore =
+    value:
+    builtins.isPath value
+    || (lib.isDerivation value)
+    || (builtins.isString value && lib.hasPrefix builtins.storeDir value);
+
+  # Web secrets reach the service as systemd credentials: systemd reads them
+  # (the service needs no access to where they live) and the TOML names the
+  # copy under the unit's credentials directory.
+  credentialsDir = "/run/credentials/qbt-vpn-watchdog.service";
+  webFiles = lib.filterAttrs (
+    name: value: lib.hasSuffix "_file" name && builtins.isString value && value != ""
+  ) (cfg.settings.web or { });
+  webCredential = name: "web-" + lib.replaceStrings [ "_" ] [ "-" ] (lib.removeSuffix "_file" name);
+  renderedSettings = lib.recursiveUpdate cfg.settings (
+    lib.optionalAttrs (webFiles != { }) {
+      web = lib.mapAttrs (name: _: "${credentialsDir}/${webCredential name}") webFiles;
+    }
+  );
 in
 {
   options.services.qbt-vpn-watchdog = {
@@ -165,6 +236,14 @@ in
       };
     };
 
+    generatedSettings = mkOption {
+      type = types.attrsOf types.anything;
+      internal = true;
+      readOnly = true;
+      default = renderedSettings;
+      description = "`settings` as the generated TOML has them: each `web.*_file` names its systemd credential.";
+    };
+
     configFile = mkOption {
       type = types.path;
       default = generatedConfig;
@@ -201,7 +280,81 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open `settings.watchdog.listen_port` (TCP) for a Prometheus on another host.";
+      description = ''
+        Open `settings.watchdog.listen_port` (TCP) for a Prometheus on
+        another host, as the nixpkgs exporters do: by `firewallFilter`
+        (iptables) or `firewallRules` (nftables, when
+        `networking.nftables.enable`). By default from every interface and
+        address: narrow it with those two options. `listen_address` must
+        not be 127.0.0.1 for this to be of use.
+      '';
+    };
+
+    firewallFilter = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      defaultText = lib.literalExpression ''"-p tcp -m tcp --dport ''${toString settings.watchdog.listen_port}"'';
+      example = "-i tailscale0 -p tcp -m tcp --dport 9879";
+      description = ''
+        iptables filter for `openFirewall` (the iptables firewall): used as
+        `ip46tables -A nixos-fw <filter> -j nixos-fw-accept`. For example
+        only the interface your Prometheus comes from.
+      '';
+    };
+
+    firewallRules = mkOption {
+      type = types.nullOr types.lines;
+      default = null;
+      defaultText = lib.literalExpression ''"tcp dport ''${toString settings.watchdog.listen_port} accept comment \"qbt-vpn-watchdog\""'';
+      example = ''iifname "tailscale0" tcp dport 9879 accept comment "qbt-vpn-watchdog"'';
+      description = ''
+        nftables rules for `openFirewall` when `networking.nftables.enable`:
+        added to the firewall's input chain (`networking.firewall.extraInputRules`).
+      '';
+    };
+
+    prometheusRules = {
+      enable = mkEnableOption ''
+        handing this host's Prometheus (`services.prometheus`) the watchdog's
+        alert and recording rules through `services.prometheus.ruleFiles`,
+        rendered for the options below''
+      ;
+      selector = mkOption {
+        type = types.str;
+        default = "";
+        example = ''job="torrent-box"'';
+        description = ''
+          Label matchers put into every query of the rules (see
+          docs/alerting.md). Set it when the scrape job is not called
+          "qbt-vpn-watchdog" or when Prometheus scrapes more than one.
+        '';
+      };
+      runbookUrlPattern = mkOption {
+        type = types.strMatching ".*%s.*";
+        default = "file://${cfg.package}/share/qbt-vpn-watchdog/docs/runbook.md#%s";
+        defaultText = lib.literalExpression ''"file://''${package}/share/qbt-vpn-watchdog/docs/runbook.md#%s"'';
+        example = "https://wiki.example.org/runbooks/qbt-vpn-watchdog#%s";
+        description = ''
+          Every alert's runbook_url; `%s` is the alert name lowercased (the
+          section's anchor in the runbook). The default is the runbook the
+          package ships, on this host; a URL your on-call can open is better.
+        '';
+      };
+      labels = mkOption {
+        type = types.attrsOf types.str;
+        default = { };
+        example = {
+          team = "media";
+        };
+        description = "Labels added to every alert (for Alertmanager's routes).";
+      };
+      file = mkOption {
+        type = types.path;
+        readOnly = true;
+        default = renderedRules;
+        defaultText = lib.literalExpression "the rules rendered by qbt-vpn-watchdog-mixin";
+        description = "The rendered rule file (for a Prometheus configured elsewhere).";
+      };
     };
 
     after = mkOption {
@@ -225,9 +378,40 @@ in
         assertion = cfg.passwordFile == null || !(lib.hasPrefix "/nix/store" cfg.passwordFile);
         message = "services.qbt-vpn-watchdog.passwordFile must not be in the Nix store (it is world-readable).";
       }
-    ];
+      {
+        assertion = (cfg.firewallFilter != null || cfg.firewallRules != null) -> cfg.openFirewall;
+        message = "services.qbt-vpn-watchdog.firewallFilter/firewallRules have no effect unless services.qbt-vpn-watchdog.openFirewall = true.";
+      }
+      {
+        assertion = cfg.prometheusRules.enable -> config.services.prometheus.enable;
+        message = ''
+          services.qbt-vpn-watchdog.prometheusRules.enable needs services.prometheus on this host.
+          For a Prometheus elsewhere, load services.qbt-vpn-watchdog.prometheusRules.file
+          (or share/qbt-vpn-watchdog/alerts/qbt-vpn-watchdog.rules.yml of the package) there.'';
+      }
+    ]
+    ++ map (f: {
+      assertion = !(inStore f.value);
+      message = ''
+        services.qbt-vpn-watchdog.${f.path} = ${builtins.toJSON (toString f.value)} is, or would be copied into, the Nix store, which every user can read. Give the file as a string outside the store, e.g. "/run/secrets/qbt-vpn-watchdog-key.pem" (a Nix path such as ./key.pem is copied into the store).'';
+    }) fileSettings;
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.settings.watchdog.listen_port ];
+    warnings = lib.optional (
+      cfg.openFirewall
+      && builtins.elem cfg.settings.watchdog.listen_address [
+        "127.0.0.1"
+        "::1"
+        "localhost"
+      ]
+    ) "services.qbt-vpn-watchdog.openFirewall opens port ${port}, but settings.watchdog.listen_address is ${cfg.settings.watchdog.listen_address}: no other host can reach it. Set listen_address to the address Prometheus connects to.";
+
+    # As nixpkgs' exporters (services/monitoring/prometheus/exporters.nix).
+    networking.firewall.extraCommands = mkIf (cfg.openFirewall && !nftables) (
+      "ip46tables -A nixos-fw ${firewallFilter} -m comment --comment qbt-vpn-watchdog -j nixos-fw-accept"
+    );
+    networking.firewall.extraInputRules = mkIf (cfg.openFirewall && nftables) firewallRules;
+
+    services.prometheus.ruleFiles = mkIf cfg.prometheusRules.enable [ renderedRules ];
 
     systemd.services.qbt-vpn-watchdog = {
       description = "Watchdog and Prometheus exporter for the WireGuard-confined qBittorrent";
@@ -244,7 +428,11 @@ in
         WatchdogSec = cfg.watchdogSec;
         Restart = "on-failure";
         RestartSec = 5;
-        LoadCredential = lib.optional (cfg.passwordFile != null) "${credentialName}:${cfg.passwordFile}";
+        # The WebUI password, and the web secrets: every settings.web.*_file
+        # (the TOML names the copy under ${credentialsDir}).
+        LoadCredential =
+          lib.optional (cfg.passwordFile != null) "${credentialName}:${cfg.passwordFile}"
+          ++ lib.mapAttrsToList (name: value: "${webCredential name}:${value}") webFiles;
 
         # Root, with a bounding set of exactly three capabilities. CAP_SYS_ADMIN
         # is required for setns() into the confined namespace, and a process

@@ -5,9 +5,11 @@
 # Besides the `qbt-vpn-watchdog` command it installs `qbt-vpn-netns`, the
 # namespace and tunnel bring-up script that the confinement module runs and the
 # lab tests exercise (watchdog/qbt_vpn_watchdog/vpn-netns.sh), wrapped with the tools it calls,
-# and the Prometheus rules, the Alertmanager example and the Grafana dashboard
-# under share/qbt-vpn-watchdog/ (for services.prometheus.ruleFiles and
-# Grafana's file provisioning).
+# and the monitoring mixin under share/qbt-vpn-watchdog/: the Prometheus rules
+# and their promtool tests, the Alertmanager example, the Grafana dashboard and
+# the runbook (pyproject.toml's data-files put them there; postInstall makes
+# sure), with `qbt-vpn-watchdog-mixin` to render them for another selector
+# (the NixOS module's prometheusRules does).
 {
   lib,
   buildPythonApplication,
@@ -47,6 +49,7 @@ buildPythonApplication {
       ../tests
       ../alerts
       ../dashboards
+      ../docs/runbook.md
     ];
   };
 
@@ -65,7 +68,9 @@ buildPythonApplication {
 
   postInstall = ''
     install -Dm644 -t $out/share/qbt-vpn-watchdog/alerts alerts/qbt-vpn-watchdog.rules.yml alerts/alertmanager.yml
+    install -Dm644 -t $out/share/qbt-vpn-watchdog/alerts/tests alerts/tests/*.test.yml
     install -Dm644 -t $out/share/qbt-vpn-watchdog/dashboards dashboards/qbt-vpn-watchdog.json
+    install -Dm644 -t $out/share/qbt-vpn-watchdog/docs docs/runbook.md
     install -Dm755 watchdog/qbt_vpn_watchdog/vpn-netns.sh $out/libexec/qbt-vpn-watchdog/vpn-netns.sh
     makeWrapper $out/libexec/qbt-vpn-watchdog/vpn-netns.sh $out/bin/qbt-vpn-netns \
       --prefix PATH : ${

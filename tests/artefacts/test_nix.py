@@ -117,17 +117,25 @@ def test_package_installs_the_shared_bringup_script():
     assert "vpn-netns.sh" in data["qbt_vpn_watchdog"]
 
 
-def test_package_ships_the_rules_the_example_and_the_dashboard():
+def test_package_ships_the_mixin_where_the_wheel_does():
+    # share/qbt-vpn-watchdog/<dir>/<file>, as pyproject.toml's data-files lay it
+    # out for the wheel (qbt_vpn_watchdog/mixin.py looks there).
     text = (ROOT / "nix" / "package.nix").read_text()
     post = package_args()["postInstall"]
-    for path in (
-        "alerts/qbt-vpn-watchdog.rules.yml",
-        "alerts/alertmanager.yml",
-        "dashboards/qbt-vpn-watchdog.json",
-    ):
-        assert (ROOT / path).exists(), path
-        assert f" {path}" in post, f"{path} not installed"
-        assert f"../{path.split('/')[0]}\n" in text, f"{path} not in the source fileset"
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"
+    ]
+    assert len(data_files) >= 4
+    for dest, sources in data_files.items():
+        for source in sources:
+            assert list(ROOT.glob(source)), source
+            assert f"-t $out/{dest} {source}" in post or f"-t $out/{dest} " in post, (
+                f"{source} not installed under {dest}"
+            )
+            assert source in post, f"{source} not installed"
+            # The wheel build reads it: the source fileset must hold it.
+            top = source.split("/")[0]
+            assert f"../{top}\n" in text or f"../{source}\n" in text, f"{source} not in the fileset"
 
 
 # The commands the bring-up script runs, and the package providing each.

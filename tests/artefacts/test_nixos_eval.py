@@ -18,10 +18,12 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qbt_vpn_watchdog import config as wconfig
 from tests.support import nixos_eval
@@ -237,14 +239,58 @@ def test_watchdog_sec_default_covers_three_intervals_and_every_timeout():
     assert result.probe["Watchdog"]["watchdogSec"] == expected
 
 
+OPEN = (
+    "{ services.qbt-vpn-watchdog = { openFirewall = true;"
+    ' settings.watchdog = { listen_port = 9100; listen_address = "100.64.1.2"; }; %s }; }'
+)
+ACCEPT = "-m comment --comment qbt-vpn-watchdog -j nixos-fw-accept"
+
+
 def test_open_firewall_opens_the_metrics_port_only_when_asked():
-    closed = ev(CONFINEMENT).probe["Firewall"]["allowedTCPPorts"]
-    assert 9100 not in closed
-    opened = confinement_with(
-        "{ services.qbt-vpn-watchdog = { openFirewall = true;"
-        ' settings.watchdog = { listen_port = 9100; listen_address = "100.64.1.2"; }; }; }'
+    closed = ev(CONFINEMENT).probe["Firewall"]
+    assert "qbt-vpn-watchdog" not in closed["extraCommands"]
+    assert 9100 not in closed["allowedTCPPorts"]
+    opened = confinement_with(OPEN % "").probe["Firewall"]
+    # As nixpkgs' exporters: a rule in the iptables firewall, by default from anywhere.
+    assert f"ip46tables -A nixos-fw -p tcp -m tcp --dport 9100 {ACCEPT}" in opened["extraCommands"]
+    assert opened["allowedTCPPorts"] == closed["allowedTCPPorts"]
+
+
+def test_firewall_filter_narrows_the_opening_to_one_interface():
+    fw = confinement_with(OPEN % 'firewallFilter = "-i tailscale0 -p tcp -m tcp --dport 9100";')
+    rules = fw.probe["Firewall"]["extraCommands"]
+    assert f"ip46tables -A nixos-fw -i tailscale0 -p tcp -m tcp --dport 9100 {ACCEPT}" in rules
+    assert "-A nixos-fw -p tcp" not in rules
+    assert nixos_eval.problems(fw) == []
+
+
+def test_firewall_rules_go_to_the_nftables_firewall():
+    off = "networking.firewall.enable = false;" if nixos_eval.frozen() else ""
+    nft = f"{{ networking.nftables.enable = true; {off} }}"
+    default = ev(CONFINEMENT.with_module(OPEN % "").with_module(nft), False).probe["Firewall"]
+    assert default["extraInputRules"].strip() == 'tcp dport 9100 accept comment "qbt-vpn-watchdog"'
+    assert "qbt-vpn-watchdog" not in default["extraCommands"]
+    own = 'iifname "tailscale0" tcp dport 9100 accept comment "qbt-vpn-watchdog"'
+    custom = ev(
+        CONFINEMENT.with_module(OPEN % f"firewallRules = ''{own}'';").with_module(nft), False
+    ).probe["Firewall"]
+    assert custom["extraInputRules"].strip() == own
+
+
+def test_open_firewall_on_a_loopback_listener_warns():
+    result = confinement_with(
+        '{ services.qbt-vpn-watchdog = { openFirewall = true; settings.watchdog.listen_address = "127.0.0.1"; }; }'
     )
-    assert sorted(opened.probe["Firewall"]["allowedTCPPorts"]) == sorted([*closed, 9100])
+    (warning,) = [w for w in nixos_eval.problems(result) if "openFirewall" in w]
+    assert "listen_address is 127.0.0.1: no other host can reach it" in warning
+
+
+def test_a_firewall_filter_without_open_firewall_is_refused():
+    result = confinement_with('{ services.qbt-vpn-watchdog.firewallFilter = "-i eth0"; }')
+    assert any(
+        "firewallFilter/firewallRules have no effect unless" in a
+        for a in result.data["failedAssertions"]
+    )
 
 
 # --- settings -> TOML -> the watchdog's own loader ---------------------------------
@@ -727,3 +773,132 @@ def test_without_a_forwarded_port_the_port_check_is_off(tmp_path):
     cfg = load_settings(result.probe["Watchdog"]["settings"], tmp_path)
     assert cfg.qbittorrent.forwarded_port == 0
     assert not cfg.checks.port_forward.enabled
+
+
+# --- *_file options, web secrets, Prometheus rules ----------------------------------------
+
+
+def watchdog_with(expr: str) -> nixos_eval.Evaluation:
+    return ev(WATCHDOG.with_module(expr), False)
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        # A Nix path (unquoted) is copied into the store when the TOML is written.
+        ("web.tls_key_file", str(ROOT / "tests" / "nix" / "probe.nix")),
+        ("web.basic_auth_password_file", '"/nix/store/0000000000000000000000000000000a-pw"'),
+        ("qbittorrent.password_file", '"/nix/store/0000000000000000000000000000000b-pw"'),
+        ("checks.exit_ip.some_other_file", str(ROOT / "tests" / "nix" / "stand-ins.nix")),
+    ],
+)
+def test_every_file_setting_in_the_store_is_refused(setting, value):
+    result = watchdog_with(f"{{ services.qbt-vpn-watchdog.settings.{setting} = {value}; }}")
+    failed = [a for a in result.data["failedAssertions"] if f"settings.{setting} = " in a]
+    assert len(failed) == 1, result.data["failedAssertions"]
+    assert "Nix store, which every user can read" in failed[0]
+    assert "/run/secrets/" in failed[0]  # says what to give instead
+
+
+def test_file_settings_outside_the_store_pass():
+    result = watchdog_with(
+        '{ services.qbt-vpn-watchdog.settings = { web.tls_key_file = "/run/secrets/key.pem";'
+        ' qbittorrent.password_file = "/run/secrets/pw"; }; }'
+    )
+    assert result.data["failedAssertions"] == []
+
+
+WEB = """{ services.qbt-vpn-watchdog.settings.web = {
+  tls_cert_file = "/run/secrets/qvn-cert.pem";
+  tls_key_file = "/run/secrets/qvn-key.pem";
+  basic_auth_username = "prometheus";
+  basic_auth_password_file = "/run/secrets/qvn-prometheus-password";
+}; }"""
+
+
+def test_web_secrets_reach_the_service_as_credentials(tmp_path):
+    result = ev(WATCHDOG.with_module(WEB))
+    assert nixos_eval.problems(result) == []
+    creds = result.data["serviceConfig"]["qbt-vpn-watchdog"]["LoadCredential"]
+    assert sorted(creds) == [
+        "web-basic-auth-password:/run/secrets/qvn-prometheus-password",
+        "web-tls-cert:/run/secrets/qvn-cert.pem",
+        "web-tls-key:/run/secrets/qvn-key.pem",
+    ]
+    # The TOML names systemd's copies; the watchdog's loader accepts it.
+    generated = result.probe["Watchdog"]["generatedSettings"]
+    run = "/run/credentials/qbt-vpn-watchdog.service"
+    assert generated["web"] == {
+        "tls_cert_file": f"{run}/web-tls-cert",
+        "tls_key_file": f"{run}/web-tls-key",
+        "basic_auth_username": "prometheus",
+        "basic_auth_password_file": f"{run}/web-basic-auth-password",
+    }
+    cfg = load_settings(generated, tmp_path)
+    assert cfg.web.tls_key_file == f"{run}/web-tls-key"
+    assert "/run/secrets" not in json.dumps(generated)
+    texts = {"qbt-vpn-watchdog": result.data["unitTexts"]["qbt-vpn-watchdog"]}
+    proc = nixos_eval.systemd_analyze_verify(nixos_eval.write_units(texts, tmp_path))
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+
+
+def _run_rules_command(result: nixos_eval.Evaluation, tmp_path: Path) -> str:
+    """Build the rendered rules as Nix would, with this checkout's mixin for the store's."""
+    command = result.probe["Watchdog"]["prometheusRules"]["command"]
+    mixin = shutil.which("qbt-vpn-watchdog-mixin") or str(
+        Path(sys.executable).with_name("qbt-vpn-watchdog-mixin")
+    )
+    command = re.sub(r"/nix/store/[^ ]+/bin/qbt-vpn-watchdog-mixin", mixin, command, count=1)
+    out = tmp_path / "rules.yml"
+    proc = subprocess.run(
+        ["bash", "-c", command], env={"out": str(out), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text()
+
+
+def test_the_example_host_hands_its_prometheus_the_rendered_rules(tmp_path):
+    result = ev(EXAMPLE)
+    rules = result.probe["Watchdog"]["prometheusRules"]
+    assert result.probe["Prometheus-RuleFiles"] == [rules["file"]]
+    text = _run_rules_command(result, tmp_path)
+    doc = yaml.safe_load(text)
+    alerts = [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+    package = re.search(r"/nix/store/[^ ]+-qbt-vpn-watchdog(?=/bin/)", rules["command"]).group()
+    for r in alerts:
+        # The runbook the package ships, on this host.
+        want = f"file://{package}/share/qbt-vpn-watchdog/docs/runbook.md#{r['alert'].lower()}"
+        assert r["annotations"]["runbook_url"] == want
+    if shutil.which("promtool"):
+        proc = subprocess.run(
+            ["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_rules_follow_the_selector_and_labels(tmp_path):
+    result = ev(
+        EXAMPLE.with_module(
+            """{ services.qbt-vpn-watchdog.prometheusRules = {
+                 selector = ''job="torrent-box"'';
+                 runbookUrlPattern = "https://wiki.example.org/rb#%s";
+                 labels.team = "media"; }; }""",
+            "example host, rules for job torrent-box",
+        ),
+        False,
+    )
+    doc = yaml.safe_load(_run_rules_command(result, tmp_path))
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert all('job="torrent-box"' in r["expr"] for r in rules)
+    for r in (r for r in rules if "alert" in r):
+        assert r["labels"]["team"] == "media"
+        assert r["annotations"]["runbook_url"] == f"https://wiki.example.org/rb#{r['alert'].lower()}"
+
+
+def test_prometheus_rules_without_prometheus_on_the_host_are_refused():
+    result = watchdog_with("{ services.qbt-vpn-watchdog.prometheusRules.enable = true; }")
+    assert any(
+        "prometheusRules.enable needs services.prometheus on this host" in a
+        for a in result.data["failedAssertions"]
+    )

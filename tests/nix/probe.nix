@@ -14,8 +14,10 @@ in
     enable = false;
     serviceConfig = {
       X-Firewall = json {
-        inherit (config.networking.firewall) enable allowedTCPPorts;
+        inherit (config.networking.firewall) enable allowedTCPPorts extraCommands;
+        extraInputRules = if has [ "networking" "firewall" "extraInputRules" ] then config.networking.firewall.extraInputRules else null;
       };
+      X-Prometheus-RuleFiles = json (if config.services.prometheus.enable then map toString config.services.prometheus.ruleFiles else null);
       X-Nftables-Tables = json (if has [ "networking" "nftables" "tables" ] then config.networking.nftables.tables else null);
       X-Tmpfiles = json config.systemd.tmpfiles.rules;
       X-Prometheus = json (if config.services.prometheus.enable then config.services.prometheus.scrapeConfigs else null);
@@ -25,8 +27,13 @@ in
     }
     // lib.optionalAttrs (has [ "services" "qbt-vpn-watchdog" ] && wd.enable) {
       X-Watchdog = json {
-        inherit (wd) settings watchdogSec;
+        inherit (wd) settings generatedSettings watchdogSec;
         configFile = toString wd.configFile;
+        prometheusRules = {
+          file = toString wd.prometheusRules.file;
+          # The build script of the rendered rules (pkgs.runCommand's buildCommand).
+          command = wd.prometheusRules.file.buildCommand;
+        };
       };
     }
     // lib.optionalAttrs (has [ "services" "qbittorrent-vpn" ] && vpn.enable) {

@@ -30,6 +30,16 @@ in
       );
     };
 
+    # networking.firewall.extraInputRules: NixOS 23.05 (nftables-based
+    # firewall), where the nixpkgs exporters put `firewallRules`; the
+    # watchdog module does the same. Declared only: 20.09 has no nftables
+    # firewall to render it into.
+    networking.firewall.extraInputRules = mkOption {
+      type = types.lines;
+      default = "";
+      description = "Extra nftables rules for the firewall's input chain.";
+    };
+
     # services.dnsmasq.settings: NixOS 23.05 (RFC 42 settings replaced extraConfig).
     # Used by the VM test's airvpn node. Declared only: 20.09's dnsmasq module
     # does not render it, so its values reach no file here.

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from qbt_vpn_watchdog.metrics import BY_NAME
+from qbt_vpn_watchdog.mixin import Options
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "qbt-vpn-watchdog.rules.yml"
@@ -25,9 +27,9 @@ ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 DASHBOARD = ROOT / "dashboards" / "qbt-vpn-watchdog.json"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
-# Where every alert's runbook_url points (+ "#<alertname lowercased>"). The one
-# place to change when the project moves.
-RUNBOOK_BASE = "https://github.com/qbt-vpn-watchdog/qbt-vpn-watchdog/blob/main/docs/runbook.md"
+# Where every shipped alert's runbook_url points (+ "#<alertname lowercased>"):
+# the mixin's default pattern, relative to the folder of the shipped files.
+RUNBOOK_BASE = Options().runbook_page
 JOB = "qbt-vpn-watchdog"
 
 # Series that are not the watchdog's own: Prometheus's per-target `up`.
@@ -146,6 +148,16 @@ def grafana_to_promql(expr: str) -> str:
     expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m")
     expr = expr.replace("$__range", "5m")
     return expr.replace("$instance", ".+").replace("$job", JOB)
+
+
+def promtool_check_exprs(exprs: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """promtool has no "check this expression": each one becomes a recording rule."""
+    rules = [{"record": f"check:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
+    path = tmp_path / "exprs.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "exprs", "rules": rules}]}))
+    return subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
 
 
 def free_port() -> int:
