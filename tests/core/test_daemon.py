@@ -60,6 +60,8 @@ class World:
         self.release = threading.Event()
         self.wg_slow = threading.Event()  # set: reading WireGuard takes until release
         self.exit_calls = 0
+        self.exit_down = False  # exit_ip answers unreachable (no address) while set
+        self.port_targets: list[str] = []  # the exit address each port_forward run was handed
         self.bind_says: list[str] = []  # reasons bind returns next, one per run (then ok)
         self.bind_runs: list[float] = []  # monotonic time of each bind run
         self.dns_provisional = 0  # runs of dns left that say "provisional"
@@ -150,6 +152,8 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
 
     def exit_ip(ctx):
         world.exit_calls += 1
+        if world.exit_down:
+            return Outcome.failed("unreachable", "no answer")
         return Outcome.passed(
             "AirVPN exit",
             observations={"airvpn": 1.0},
@@ -176,6 +180,7 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
         )
 
     def port_forward(ctx):
+        world.port_targets.append(ctx.exit_ip)
         return Outcome.passed("answered", observations={"connect_seconds": 0.04})
 
     # The real checks' specs (reasons, series, order) with these functions.
@@ -253,6 +258,7 @@ enabled = {"true" if over.get("path_mtu") else "false"}
 enabled = {"true" if over.get("guards") else "false"}
 [checks.port_forward]
 enabled = {"true" if over.get("guards") else "false"}
+interval = 0.0
 """
 
 
@@ -968,3 +974,17 @@ def test_the_start_log_says_observe_mode(running, caplog):
     assert started and started[0].startswith(
         "started in observe (reports what it would do, never stops or restarts anything) mode:"
     )
+
+
+def test_port_forward_is_handed_the_last_exit_address_exit_ip_saw(tmp_path):
+    d, world, _ = make_daemon(tmp_path, guards=True, exit_interval=0.0)
+    try:
+        d.run_cycle()  # both run at once: no address yet
+        d.run_cycle()
+        world.exit_down = True  # the tunnel down: exit_ip sees no address...
+        d.run_cycle()
+        d.run_cycle()
+        # ...and port_forward still targets the last one it saw (it reports the port closed).
+        assert world.port_targets == ["", "198.51.100.7", "198.51.100.7", "198.51.100.7"]
+    finally:
+        d.stop()

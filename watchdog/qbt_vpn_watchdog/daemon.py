@@ -256,10 +256,10 @@ class Daemon:
             due = self.due_checks(now)
         else:
             due = {n: cfg.check(n).timeout for n in self.check_names if n in only}
-        seen = store.latest("exit_ip")
-        ctx = Context(
-            cfg, self.sources, now=self.clock, exit_ip=seen.facts.get("ip", "") if seen else ""
-        )
+        # port_forward's target: the last exit address exit_ip saw, also while it
+        # cannot see one (a dead tunnel: the port is then reported closed, not unknown).
+        seen = (r.facts.get("ip", "") for r in reversed(store.history("exit_ip")))
+        ctx = Context(cfg, self.sources, now=self.clock, exit_ip=next(filter(None, seen), ""))
         store.record(self.runner.run_cycle(ctx, due, store.histories(due)), now)
         store.merge_readings(ctx)
         store.cycles += 1
