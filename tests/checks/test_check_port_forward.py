@@ -12,6 +12,7 @@ from qbt_vpn_watchdog.config import Config
 from qbt_vpn_watchdog.results import DEGRADED, CheckResult
 from qbt_vpn_watchdog.sources.tcp import TcpConnect
 from tests.support.fakes import Fixed, context
+from tests.support.monitoring import free_port
 
 
 def cfg(port: int, exit_ip: str = "127.0.0.1") -> Config:
@@ -34,14 +35,6 @@ def listener():
         yield s.getsockname()[1]
     finally:
         s.close()
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_an_answering_port_passes(listener):

@@ -242,14 +242,19 @@ def heal_exit_ip() -> None:
 # --- bind: qBittorrent rebound to the LAN veth through its API ---------------------
 
 
-def _set_interface(name: str) -> None:
+def _set_preference(key: str, value: object, **also: object) -> None:
+    """Set qBittorrent's ``key`` (and ``also``) through its API; wait until it reads back."""
     c = services.qbt_client()
-    c.app_set_preferences({"current_network_interface": name, "current_interface_address": ""})
+    c.app_set_preferences({key: value, **also})
     deadline = time.monotonic() + 5
-    while c.app_preferences().get("current_network_interface") != name:
+    while c.app_preferences().get(key) != value:
         if time.monotonic() > deadline:
-            raise t.LabError(f"qBittorrent did not take interface {name}")
+            raise t.LabError(f"qBittorrent did not take {key} = {value!r}")
         time.sleep(0.1)
+
+
+def _set_interface(name: str) -> None:
+    _set_preference("current_network_interface", name, current_interface_address="")
 
 
 def break_bind() -> None:
@@ -469,25 +474,15 @@ def heal_port_closed() -> None:
 MOVED_PORT = t.FORWARDED_PORT + 1
 
 
-def _set_listen_port(port: int) -> None:
-    c = services.qbt_client()
-    c.app_set_preferences({"listen_port": port})
-    deadline = time.monotonic() + 5
-    while c.app_preferences().get("listen_port") != port:
-        if time.monotonic() > deadline:
-            raise t.LabError(f"qBittorrent did not take listen port {port}")
-        time.sleep(0.1)
-
-
 def break_port_moved() -> None:
     # qBittorrent listens on another port than the one AirVPN forwards (a
     # port changed in its settings, a profile restored from elsewhere).
-    _set_listen_port(MOVED_PORT)
+    _set_preference("listen_port", MOVED_PORT)
 
 
 def heal_port_moved() -> None:
     if procs.running("client-qbt", "qbittorrent-nox"):
-        _set_listen_port(t.FORWARDED_PORT)
+        _set_preference("listen_port", t.FORWARDED_PORT)
 
 
 # --- qbt-down: qbittorrent-nox stops ---------------------------------------------------
