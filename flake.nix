@@ -10,7 +10,7 @@
         "x86_64-linux"
         "aarch64-linux"
       ];
-      forAll = f: nixpkgs.lib.genAttrs systems (system: f (import ./nix { pkgs = nixpkgs.legacyPackages.${system}; }));
+      forAll = f: nixpkgs.lib.genAttrs systems (system: f (import ./nix { pkgs = nixpkgs.legacyPackages.${system}; revision = self.rev or self.dirtyRev or ""; }));
     in
     {
       packages = forAll (p: {

@@ -10,9 +10,10 @@
 # qbittorrent-nox (services.qbittorrent-vpn) and imports the watchdog module.
 {
   pkgs ? import <nixpkgs> { },
+  revision ? "", # the git revision, for qbtvpn_build_info (the flake passes its own)
 }:
 {
-  package = pkgs.python3Packages.callPackage ./package.nix { };
+  package = pkgs.python3Packages.callPackage ./package.nix { inherit revision; };
 
   nixosModules = {
     watchdog = ./module-watchdog.nix;

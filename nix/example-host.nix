@@ -1,6 +1,6 @@
 # A storage host: qbittorrent-nox confined to an AirVPN
 # WireGuard tunnel, its WebUI on 8080 for the LAN / Podman network (qui and the
-# *arr services) and for Tailscale, the watchdog enforcing it, and Prometheus
+# *arr services) and for Tailscale, the watchdog guarding it, and Prometheus
 # scraping the watchdog.
 #
 # Import it from the host's configuration, or copy the parts you need. With
@@ -50,6 +50,11 @@
     # prometheusRules.runbookUrlPattern names a URL your on-call can open).
     prometheusRules.enable = true;
     settings = {
+      # The first days on a new host: only report what it would do (`qbt-vpn-watchdog
+      # check`, and the "would ..." lines in `journalctl -u qbt-vpn-watchdog`).
+      # Switch to "enforce" (the default: stop torrents, restart the tunnel) once
+      # check passes and those lines are what you want done.
+      watchdog.mode = "observe";
       qbittorrent.username = "admin";
       # Prometheus runs on this host. For a Prometheus elsewhere, use the
       # host's Tailscale address here and set openFirewall = true with

@@ -55,6 +55,15 @@ let
 
   credentialName = cfg.settings.qbittorrent.password_credential;
 
+  # `qbt-vpn-watchdog` on root's PATH, reading the service's own config (and,
+  # through its password_file, the same password the service gets as a
+  # credential): `qbt-vpn-watchdog check` (and `check --json`) need no argument.
+  # --config still overrides it.
+  cli = pkgs.writeShellScriptBin "qbt-vpn-watchdog" ''
+    export QBT_VPN_WATCHDOG_CONFIG=${cfg.configFile}
+    exec ${lib.getExe cfg.package} "$@"
+  '';
+
   # The rules as the mixin renders them for prometheusRules.*.
   renderedRules = pkgs.runCommand "qbt-vpn-watchdog.rules.yml" { } (
     lib.escapeShellArgs (
@@ -157,7 +166,17 @@ in
                 "observe"
               ];
               default = "enforce";
-              description = ''"enforce" stops torrents and restarts the tunnel; "observe" only reports.'';
+              description = ''"enforce" stops torrents and restarts the tunnel; "observe" only reports (what it would do: the journal's "would ..." lines). On a new host start with "observe" and switch once `qbt-vpn-watchdog check` passes and those lines are what you want done.'';
+            };
+            log_level = mkOption {
+              type = types.enum [ "debug" "info" "warning" "error" ];
+              default = "info";
+              description = "Log level (the flag --log.level).";
+            };
+            log_format = mkOption {
+              type = types.enum [ "text" "logfmt" "json" ];
+              default = "text";
+              description = "Log lines as text, logfmt or JSON (the flag --log.format); journald keeps each line's priority.";
             };
             listen_address = mkOption {
               type = types.str;
@@ -412,6 +431,14 @@ in
     networking.firewall.extraInputRules = mkIf (cfg.openFirewall && nftables) firewallRules;
 
     services.prometheus.ruleFiles = mkIf cfg.prometheusRules.enable [ renderedRules ];
+
+    # The file's path (never its content) in the config: the service reads the
+    # credential first; a root shell's `qbt-vpn-watchdog check` reads the file.
+    services.qbt-vpn-watchdog.settings.qbittorrent.password_file = mkIf (cfg.passwordFile != null) (
+      lib.mkDefault cfg.passwordFile
+    );
+    # Before the package, should it be installed too: the same command, pointed at the config.
+    environment.systemPackages = [ (lib.hiPrio cli) ];
 
     systemd.services.qbt-vpn-watchdog = {
       description = "Watchdog and Prometheus exporter for the WireGuard-confined qBittorrent";

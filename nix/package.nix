@@ -20,6 +20,12 @@
   dnspython,
   tenacity,
   requests,
+  # web.config_file (exporter-toolkit's web-config.yml): the `web` extra, shipped here so
+  # a NixOS host can use the same web config as its other exporters.
+  bcrypt,
+  pyyaml,
+  # The git revision for qbtvpn_build_info (the flake passes self.rev); "" = unknown.
+  revision ? "",
   pytestCheckHook,
   hypothesis,
   watchdog, # PyPI's filesystem-events package: a test imports it beside ours
@@ -44,6 +50,7 @@ buildPythonApplication {
     root = ../.;
     fileset = lib.fileset.unions [
       ../pyproject.toml
+      ../setup.py
       ../README.md
       ../watchdog
       ../tests
@@ -62,7 +69,11 @@ buildPythonApplication {
     dnspython
     tenacity
     requests
+    bcrypt
+    pyyaml
   ];
+
+  env.QBTVPN_REVISION = revision; # read by setup.py's build_py
 
   nativeBuildInputs = [ makeWrapper ];
 

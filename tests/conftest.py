@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.support.lab_fixture"]
+pytest_plugins = ["tests.support.lab_fixture", "tests.support.installed"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,9 +23,23 @@ def _imported_top_levels() -> set[str]:
     return names - set(sys.stdlib_module_names) - {"qbt_vpn_watchdog"}
 
 
-def _declared() -> set[str]:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def _names(deps: list[str]) -> set[str]:
     return {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
+
+
+def _declared() -> set[str]:
+    """The runtime dependencies and the optional `web` extra (web.config_file only)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return _names(project["dependencies"]) | _names(project["optional-dependencies"]["web"])
+
+
+def test_the_web_extra_is_imported_only_where_a_web_config_file_is_read():
+    """bcrypt and PyYAML are optional: imported lazily, so the daemon starts without them."""
+    for path in (ROOT / "watchdog").rglob("*.py"):
+        for node in ast.parse(path.read_text(), str(path)).body:  # module level only
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
+                assert not {"bcrypt", "yaml"} & {n.split(".")[0] for n in names}, path
 
 
 def test_every_imported_package_is_declared_and_every_declared_one_used():

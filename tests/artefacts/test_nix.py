@@ -93,7 +93,9 @@ def test_package_follows_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert args["pname"] == project["name"]
     assert args["version"] == project["version"]
-    wanted = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in project["dependencies"]}
+    # The runtime dependencies and the `web` extra (web.config_file), shipped in the package.
+    deps = project["dependencies"] + project["optional-dependencies"]["web"]
+    wanted = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in deps}
     have = {d.removeprefix("/nix/store/stub-") for d in args["dependencies"]}
     assert have == wanted
     assert args["pyproject"] is True

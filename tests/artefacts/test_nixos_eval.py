@@ -26,8 +26,9 @@ import pytest
 import yaml
 
 from qbt_vpn_watchdog import config as wconfig
+from qbt_vpn_watchdog.cli import CONFIG_ENV
 from tests.support import nixos_eval
-from tests.support.nixos_eval import CONFINEMENT, EXAMPLE, WATCHDOG, EvalError, System
+from tests.support.nixos_eval import CONFINEMENT, EXAMPLE, WATCHDOG, EvalError, System, to_toml
 
 pytestmark = pytest.mark.skipif(
     nixos_eval.unavailable() is not None, reason=nixos_eval.unavailable() or ""
@@ -296,34 +297,6 @@ def test_a_firewall_filter_without_open_firewall_is_refused():
 # --- settings -> TOML -> the watchdog's own loader ---------------------------------
 
 
-def to_toml(data: dict) -> str:
-    """JSON-shaped data -> TOML, as nixpkgs' formats.toml writes it."""
-    lines: list[str] = []
-
-    def scalar(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        raise ValueError(f"cannot write {v!r} (TOML has no null)")
-
-    def table(prefix: str, d: dict) -> None:
-        plain = {k: v for k, v in d.items() if not isinstance(v, dict)}
-        if prefix and (plain or not d):
-            lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {scalar(v)}" for k, v in plain.items())
-        for k, v in d.items():
-            if isinstance(v, dict):
-                table(f"{prefix}.{k}" if prefix else k, v)
-
-    table("", data)
-    return "\n".join(lines) + "\n"
-
-
 def load_settings(settings: dict, tmp_path: Path) -> wconfig.Config:
     path = tmp_path / "qbt-vpn-watchdog.toml"
     path.write_text(to_toml(settings))
@@ -346,8 +319,11 @@ def test_example_host_settings_are_a_config_the_watchdog_accepts(tmp_path):
     assert cfg.checks.port_forward.enabled and cfg.checks.killswitch.enabled
     assert cfg.remediation.restart_command == ["systemctl", "reload-or-restart", TUNNEL]
     assert cfg.remediation.endpoint == "europe3.vpn.airdns.org:1637"
-    # No secret in the settings (they end up in the world-readable store).
-    assert "/run/secrets" not in json.dumps(settings)
+    # No secret in the settings (they end up in the world-readable store): only
+    # the password file's path, which a root shell's `qbt-vpn-watchdog` reads.
+    assert re.findall(r"/run/secrets/[^\"]*", json.dumps(settings)) == [
+        "/run/secrets/qbittorrent-webui-password"
+    ]
     # Prometheus scrapes where the watchdog listens.
     targets = result.probe["Prometheus"][0]["static_configs"][0]["targets"]
     assert targets == [f"{cfg.watchdog.listen_address}:{cfg.watchdog.listen_port}"]
@@ -773,6 +749,47 @@ def test_without_a_forwarded_port_the_port_check_is_off(tmp_path):
     cfg = load_settings(result.probe["Watchdog"]["settings"], tmp_path)
     assert cfg.qbittorrent.forwarded_port == 0
     assert not cfg.checks.port_forward.enabled
+
+
+def test_the_command_on_root_path_reads_the_services_config_and_password():
+    result = ev(EXAMPLE)
+    w = result.probe["Watchdog"]
+    sc = result.data["serviceConfig"]["qbt-vpn-watchdog"]
+    (command,) = w["commands"]
+    # Ahead of the package's own bin/qbt-vpn-watchdog, should a user install that too.
+    assert command["priority"] < 5
+    lines = command["text"].splitlines()
+    assert f"export {CONFIG_ENV}={w['configFile']}" in lines
+    assert f'exec {w["package"]}/bin/qbt-vpn-watchdog "$@"' in lines
+    assert sc["ExecStart"].split()[3] == w["configFile"]  # the service's own file
+    # The password: the credential for the service, the same file for a root shell.
+    (credential,) = sc["LoadCredential"]
+    name, _, path = credential.partition(":")
+    assert w["settings"]["qbittorrent"]["password_file"] == path
+    assert w["settings"]["qbittorrent"]["password_credential"] == name
+
+
+def test_without_a_password_file_the_config_names_none():
+    settings = ev(WATCHDOG, False).probe["Watchdog"]["settings"]
+    assert "password_file" not in settings.get("qbittorrent", {})
+
+
+def test_log_flags_are_mirrored_as_typed_settings(tmp_path):
+    result = ev(
+        WATCHDOG.with_module(
+            '{ services.qbt-vpn-watchdog.settings.watchdog.log_format = "json"; }'
+        ),
+        False,
+    )
+    cfg = load_settings(result.probe["Watchdog"]["settings"], tmp_path)
+    assert (cfg.watchdog.log_format, cfg.watchdog.log_level) == ("json", "info")
+    with pytest.raises(EvalError, match="log_format"):
+        nixos_eval.evaluate(
+            WATCHDOG.with_module(
+                '{ services.qbt-vpn-watchdog.settings.watchdog.log_format = "xml"; }'
+            ),
+            False,
+        )
 
 
 # --- *_file options, web secrets, Prometheus rules ----------------------------------------

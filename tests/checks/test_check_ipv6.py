@@ -15,7 +15,7 @@ def run(*routes, error=None):
 
 def test_no_ipv6_route_at_all_passes():
     o = run()
-    assert o.ok and "IPv6 is off" in o.detail
+    assert o.ok and o.detail == "no IPv6 route outside the tunnel (no IPv6 routes at all)"
     assert o.observations["routes_outside_tunnel"] == 0
 
 
@@ -134,3 +134,8 @@ def test_lan_prefixes_are_validated():
 
     with pytest.raises(ConfigError, match=r"checks\.ipv6\.lan_prefixes"):
         parse('[checks.ipv6]\nlan_prefixes = ["fd51::/16", "not-a-prefix"]\n')
+
+
+def test_only_link_local_and_loopback_routes_are_said_as_such():
+    o = run(Route("::1/128", "lo", 254), Route("fe80::/64", "qbtvpn-ns", 254))
+    assert o.ok and o.detail == "no IPv6 route outside the tunnel (2 link-local or loopback only)"

@@ -162,3 +162,24 @@ def test_every_reason_is_degraded_and_the_policy_never_acts_on_it():
     }
     d = decide(hist, Memory(), s, 21.0, random.Random(0))
     assert d.state == "ok" and d.actions == ()
+
+
+def test_a_missing_namespace_is_not_measured():
+    class Gone(FakeLinks):
+        def link(self, name):
+            raise SourceError(
+                "network namespace 'vpn' does not exist (/run/netns/vpn)", kind="missing"
+            )
+
+    p = FakePmtu(measured())
+    o = run(p, links=Gone())
+    assert o.reason == "not_measured" and "does not exist" in o.detail and p.calls == []
+
+
+def test_a_missing_namespace_read_for_real_is_a_reason_not_an_error(tmp_path):
+    # The one-shot path with the real sources: the namespace is named but not there.
+    from qbt_vpn_watchdog.cli import run_once
+
+    (r,) = run_once(parse('[namespace]\nname = "qvn-no-such-ns"\n'), ["path_mtu"])
+    assert r.reason == "not_measured", (r.reason, r.detail)
+    assert "qvn-no-such-ns" in r.detail

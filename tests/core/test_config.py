@@ -3,6 +3,7 @@ import json
 import os
 import tomllib
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -159,9 +160,34 @@ def test_a_missing_password_file_is_a_config_error_at_load(tmp_path, monkeypatch
     with pytest.raises(ConfigError) as e:
         config.load(f, secrets=True)
     assert e.value.errors == [f"qbittorrent.password_file: no such file: {missing}"]
-    f.write_text("")
+    f.write_text('[qbittorrent]\npassword_file = ""\n')
     with pytest.raises(ConfigError, match="password_file: not set"):
         config.load(f, secrets=True)
     missing.write_text("")  # an empty file: no password, and that is allowed
     f.write_text(f'[qbittorrent]\npassword_file = "{missing}"\n')
     assert config.load(f, secrets=True)
+
+
+@pytest.mark.parametrize("text", ["", "example"])
+def test_an_empty_config_and_the_example_run_with_the_defaults(tmp_path, monkeypatch, text):
+    # "Every key is optional" (README, docs/configuration.md, the example's header):
+    # an empty file, or example-config's output, is a whole config; the one file
+    # the defaults name, the WebUI password, is all it needs.
+    f = tmp_path / "c.toml"
+    f.write_text(config.render_example() if text else "")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert config.load(f) == config.Config(source=str(f))
+    assert config.Config().qbittorrent.password_file == config.DEFAULT_PASSWORD_FILE
+    if not Path(config.DEFAULT_PASSWORD_FILE).exists():
+        with pytest.raises(ConfigError) as e:
+            config.load(f, secrets=True)
+        assert e.value.errors == [
+            f"qbittorrent.password_file: no such file: {config.DEFAULT_PASSWORD_FILE} (the default:"
+            " write the WebUI password there, or set password_file; an empty file means no password)"
+        ]
+    # Under systemd the unit's credential stands in for the file.
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / config.Config().qbittorrent.password_credential).write_text("")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert config.load(f, secrets=True) == config.Config(source=str(f))

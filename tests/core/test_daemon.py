@@ -604,10 +604,13 @@ def test_metrics_over_http_has_every_catalogue_family(running):
     with_samples = {
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"
     }
-    # Exactly the catalogue: no process_/python_ defaults (see README: the service's
-    # CPU and memory come from systemd's cgroup accounting, not from the exporter).
-    assert typed == exposed_names()
-    assert with_samples == exposed_names()
+    # The catalogue and prometheus_client's process collector (watchdog.process_metrics,
+    # on by default); never its python_/gc defaults.
+    process = {n for n in typed if n.startswith("process_")}
+    assert "process_resident_memory_bytes" in process and "process_open_fds" in process
+    assert typed - process == exposed_names()
+    assert with_samples - process == exposed_names()
+    assert not any(n.startswith(("python_", "gc_")) for n in typed)
     assert metric(text, "qbtvpn_healthy") == 1
     assert metric(text, "qbtvpn_dns_lookup_duration_seconds", name="airvpn.org") == 0.012
     assert metric(text, "qbtvpn_exit_ip_info", country="NL", ip="198.51.100.7") == 1
@@ -638,6 +641,25 @@ def test_healthz_is_liveness_with_the_summary(running, tmp_path):
         time.sleep(0.05)
     assert status == 200 and body.startswith("alive; UNSAFE bind (error)"), body
     assert http_get(port, "/nope")[0] == 404
+
+
+def test_readyz_follows_the_tunnel_and_healthz_the_loop(running):
+    d, world, port = running()
+    assert http_get(port, "/readyz")[:2] == (200, "ready; ok: 4/4 checks passed\n")
+    world.qbt_up = False  # bind fails closed (unsafe); the remediator holds torrents
+    deadline = time.monotonic() + 5
+    status, body = 200, ""
+    while status == 200 and time.monotonic() < deadline:
+        status, body, _ = http_get(port, "/readyz")
+        time.sleep(0.05)
+    assert status == 503 and body.startswith("not ready: unsafe: bind"), body
+    assert "3 torrents held" in body
+    assert http_get(port, "/healthz")[0] == 200  # the loop is alive all along
+    world.qbt_up = True
+    while status == 503 and time.monotonic() < deadline + 5:
+        status, body, _ = http_get(port, "/readyz")
+        time.sleep(0.05)
+    assert status == 200, body
 
 
 def test_ipv6_listen_address(running):

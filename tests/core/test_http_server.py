@@ -127,13 +127,13 @@ class Links(HTMLParser):
             self.hrefs += [v for k, v in attrs if k == "href" and v]
 
 
-def test_the_landing_page_links_metrics_and_healthz(served, session):
+def test_the_landing_page_links_metrics_healthz_and_readyz(served, session):
     r = session.get(served.base, timeout=5)
     assert r.status_code == 200 and r.headers["Content-Type"] == "text/html; charset=utf-8"
     page = Links()
     page.feed(r.text)
     targets = {urljoin(r.url, h) for h in page.hrefs}
-    assert targets == {served.base + "metrics", served.base + "healthz"}
+    assert targets == {served.base + p for p in ("metrics", "healthz", "readyz")}
     for url in targets:
         assert session.get(url, timeout=5).status_code == 200, url
     assert session.get(served.base + "healthz", timeout=5).text == "alive; ok: 6/6\n"

@@ -15,15 +15,14 @@ import urllib.parse
 
 import pytest
 import requests
-import yaml
 
 from qbt_vpn_watchdog import config
 from qbt_vpn_watchdog.http_server import HttpServer
 from qbt_vpn_watchdog.metrics import Exposition
 from qbt_vpn_watchdog.web_security import WebSecurity, load_web_security
 from tests.core.test_metrics_collector import full_snapshot
-from tests.support.monitoring import free_port
-from tests.support.procs import Proc, wait_for
+from tests.support.monitoring import prometheus_with_basic_auth
+from tests.support.procs import wait_for
 from tests.support.tls_files import self_signed
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
@@ -147,41 +146,8 @@ def test_prometheus_scrapes_it_with_tls_config_and_basic_auth(tls, tmp_path):
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not it\n")
 
-    def job(name: str, password_file) -> dict:
-        return {
-            "job_name": name,
-            "scheme": "https",
-            "tls_config": {"ca_file": str(cert)},
-            "basic_auth": {"username": "prometheus", "password_file": str(password_file)},
-            "static_configs": [{"targets": [target]}],
-        }
-
-    port = free_port()
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [job("watchdog", pw), job("wrong-password", wrong)],
-            }
-        )
-    )
-    proc = Proc(
-        ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        tmp_path / "prometheus.log",
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api/v1"
-
-    def targets() -> dict[str, dict]:
-        try:
-            with _session() as s:
-                data = s.get(f"{api}/targets", timeout=2).json()["data"]["activeTargets"]
-        except (requests.RequestException, ValueError, KeyError):
-            return {}
-        return {t["labels"]["job"]: t for t in data if t["health"] != "unknown"}
-
-    try:
+    jobs = {"watchdog": pw, "wrong-password": wrong}
+    with prometheus_with_basic_auth(tmp_path, target, cert, jobs) as (targets, api, proc):
         got = wait_for("both targets scraped", lambda: len(targets()) == 2 and targets(), 30,
                        diag=proc.tail)  # fmt: skip
         assert got["watchdog"]["health"] == "up", got["watchdog"]["lastError"]
@@ -195,5 +161,3 @@ def test_prometheus_scrapes_it_with_tls_config_and_basic_auth(tls, tmp_path):
                 15,
             )
         assert r[0]["metric"]["job"] == "watchdog"
-    finally:
-        proc.stop()

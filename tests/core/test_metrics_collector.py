@@ -224,9 +224,13 @@ def test_healthy_when_every_check_passed():
     assert value(render(dataclasses.replace(snap, results=results)), "qbtvpn_healthy") == 0
 
 
-def test_before_the_first_cycle_only_build_info():
+HTTP = {"qbtvpn_http_connections", "qbtvpn_http_connections_dropped_total",
+        "qbtvpn_http_auth_failures_total"}  # fmt: skip
+
+
+def test_before_the_first_cycle_only_build_info_and_the_http_server():
     text = render(None)
-    assert families_with_samples(text) == {"qbtvpn_build_info"}
+    assert families_with_samples(text) == {"qbtvpn_build_info", *HTTP}
 
 
 def test_failed_reads_say_down_not_unknown():
@@ -266,7 +270,7 @@ def test_a_failing_snapshot_getter_never_fails_the_scrape():
         raise RuntimeError("bug")
 
     fams = {f.name for f in SnapshotCollector(boom).collect()}
-    assert fams == {"qbtvpn_build"}
+    assert fams == {"qbtvpn_build", *(n.removesuffix("_total") for n in HTTP)}
 
 
 def test_secrets_never_reach_the_exposition():

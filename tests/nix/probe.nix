@@ -29,6 +29,11 @@ in
       X-Watchdog = json {
         inherit (wd) settings generatedSettings watchdogSec;
         configFile = toString wd.configFile;
+        package = toString wd.package;
+        # The `qbt-vpn-watchdog` commands on the system's PATH: (priority, script text).
+        commands = map (p: { priority = p.meta.priority or 5; text = p.text or null; }) (
+          builtins.filter (p: (p.name or "") == "qbt-vpn-watchdog") config.environment.systemPackages
+        );
         prometheusRules = {
           file = toString wd.prometheusRules.file;
           # The build script of the rendered rules (pkgs.runCommand's buildCommand).

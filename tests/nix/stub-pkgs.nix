@@ -20,6 +20,7 @@ let
   pythonPackages = top: self: named [
     "setuptools" "prometheus-client" "pyroute2" "qbittorrent-api" "dnspython"
     "tenacity" "requests" "pytest" "hypothesis" "pytestCheckHook" "watchdog"
+    "bcrypt" "pyyaml"
   ] // {
     inherit lib;
     buildPythonApplication = args: drv "${args.pname}-${args.version}" {

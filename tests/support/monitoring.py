@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +174,49 @@ def duration_seconds(d: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != d:
         raise ValueError(f"not a duration: {d!r}")
     return float(sum(int(n) * units[u] for n, u in parts))
+
+
+@contextmanager
+def prometheus_with_basic_auth(tmp_path: Path, target: str, ca_file: Path, jobs: dict):
+    """A real Prometheus scraping ``target`` over HTTPS every second: one job per
+    (name -> password file), each as user "prometheus". Yields (targets, api, proc):
+    ``targets()`` maps each job already scraped to Prometheus's active target."""
+    import requests
+
+    from tests.support.procs import Proc
+
+    def job(name: str, password_file) -> dict:
+        return {
+            "job_name": name,
+            "scheme": "https",
+            "tls_config": {"ca_file": str(ca_file)},
+            "basic_auth": {"username": "prometheus", "password_file": str(password_file)},
+            "static_configs": [{"targets": [target]}],
+        }
+
+    port = free_port()
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [job(name, pw) for name, pw in jobs.items()],
+    }))  # fmt: skip
+    proc = Proc(
+        ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        tmp_path / "prometheus.log",
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def targets() -> dict[str, dict]:
+        try:
+            with requests.Session() as s:
+                s.trust_env = False  # loopback only
+                data = s.get(f"{api}/targets", timeout=2).json()["data"]["activeTargets"]
+        except (requests.RequestException, ValueError, KeyError):
+            return {}
+        return {t["labels"]["job"]: t for t in data if t["health"] != "unknown"}
+
+    try:
+        yield targets, api, proc
+    finally:
+        proc.stop()

@@ -251,6 +251,34 @@ def problems(ev: Evaluation) -> list[str]:
     return out
 
 
+def to_toml(data: dict) -> str:
+    """JSON-shaped data -> TOML, as nixpkgs' formats.toml writes it."""
+    lines: list[str] = []
+
+    def scalar(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        raise ValueError(f"cannot write {v!r} (TOML has no null)")
+
+    def table(prefix: str, d: dict) -> None:
+        plain = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        if prefix and (plain or not d):
+            lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {scalar(v)}" for k, v in plain.items())
+        for k, v in d.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", data)
+    return "\n".join(lines) + "\n"
+
+
 # --- unit files for systemd-analyze verify -------------------------------------
 
 STORE_PATH = re.compile(r"/nix/store/[0-9a-z]{32}-[^\s\"'=:;]+")

@@ -2,8 +2,9 @@
 
 Marked ``systemd_vm``. Boots the VM with systemd as PID 1 (Debian's 252, from
 this machine's root) and the product's plain units from systemd/, installed as
-a user would: the binaries at /usr/local/bin, the units in /etc/systemd/system
-and started at boot. ``qvw-airvpn.service`` (tests/vm/systemd_setup.py, test
+a user would: the command at the unit's ExecStart path (a virtualenv under /opt,
+linked from /usr/local/bin), the tunnel's script at /usr/local/bin, the units in
+/etc/systemd/system and started at boot. ``qvw-airvpn.service`` (tests/vm/systemd_setup.py, test
 scaffolding) makes the AirVPN-like server and the host's config first. Then
 tests/vm/systemd_guest runs in the VM as one pytest session.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.installed import exec_start
 from tests.vm.runner import make_state_disk
 from tests.vm.session import defined_tests, guest_session
 
@@ -47,8 +49,13 @@ def install() -> tuple[dict[str, str], dict[str, str]]:
     files = {f"/etc/systemd/system/{u}": (UNITS / u).read_text() for u in PRODUCT_UNITS}
     files["/etc/systemd/system/qvw-airvpn.service"] = AIRVPN_UNIT
     files["/etc/sysusers.d/qbittorrent-vpn.conf"] = (UNITS / "qbittorrent-vpn.sysusers").read_text()
+    # Where README "Install" puts the command: the unit's ExecStart path (a
+    # virtualenv under /opt), here the checkout's .venv, and on PATH through
+    # /usr/local/bin as the install steps link it.
+    command = exec_start()[0]
     links = {
-        "/usr/local/bin/qbt-vpn-watchdog": str(Path(sys.executable).parent / "qbt-vpn-watchdog"),
+        command: str(Path(sys.executable).parent / "qbt-vpn-watchdog"),
+        "/usr/local/bin/qbt-vpn-watchdog": command,
         "/usr/local/bin/qbt-vpn-netns": str(REPO / "watchdog" / "qbt_vpn_watchdog" / "vpn-netns.sh"),
     }
     # This machine's Python lives under /root (pyenv), which ProtectHome=yes hides

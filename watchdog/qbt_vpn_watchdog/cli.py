@@ -7,6 +7,7 @@ or not the privileges the command needs (root, or CAP_SYS_ADMIN + CAP_NET_ADMIN)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -15,36 +16,96 @@ import time
 from collections.abc import Sequence
 
 from qbt_vpn_watchdog import __version__, privileges
-from qbt_vpn_watchdog.config import Config, ConfigError, load, render_example
+from qbt_vpn_watchdog.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    listen_flag,
+    load,
+    render_example,
+    set_flags,
+)
+from qbt_vpn_watchdog.logs import FORMAT_ENV, LEVEL_ENV, env_log_level, setup_logging
 from qbt_vpn_watchdog.results import CheckResult
 
-DEFAULT_CONFIG = os.environ.get("QBT_VPN_WATCHDOG_CONFIG", "/etc/qbt-vpn-watchdog/config.toml")
+# The config both commands read unless --config says otherwise; on NixOS the
+# module's `qbt-vpn-watchdog` wrapper sets the variable to the service's own file.
+CONFIG_ENV = "QBT_VPN_WATCHDOG_CONFIG"
+DEFAULT_CONFIG = os.environ.get(CONFIG_ENV, "/etc/qbt-vpn-watchdog/config.toml")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _checks_epilog() -> str:
+    from qbt_vpn_watchdog.checks import load_all
+
+    specs = load_all()
+    width = max(len(n) for n in specs)
+    lines = [f"  {n:<{width}}  {s.summary}" for n, s in specs.items()]
+    return (
+        "checks (in this order; every one is enabled unless checks.NAME.enabled = false):\n"
+        + "\n".join(lines)
+    )
+
+
+def _parser(checks: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``checks``: list them under `check --help` (imports every check)."""
     p = argparse.ArgumentParser(
         prog="qbt-vpn-watchdog",
         description="Watch a WireGuard-confined qBittorrent: checks, Prometheus metrics, remediation.",
+        epilog=f"The config is {DEFAULT_CONFIG} unless --config (or ${CONFIG_ENV}) says otherwise.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"TOML config (default {DEFAULT_CONFIG}; ${CONFIG_ENV})",
+    )
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument(
+        "--log.level", dest="log_level", choices=LOG_LEVELS, metavar="LEVEL", type=str.lower,
+        help=f"{'|'.join(LOG_LEVELS)}; overrides watchdog.log_level and ${LEVEL_ENV}",
+    )  # fmt: skip
+    logs.add_argument(
+        "--log.format", dest="log_format", choices=LOG_FORMATS, metavar="FORMAT",
+        help=f"{'|'.join(LOG_FORMATS)}; overrides watchdog.log_format and ${FORMAT_ENV}"
+        " (under journald each line keeps its priority prefix)",
+    )  # fmt: skip
 
     c = sub.add_parser(
-        "check", help="run every check once, print the results, exit 0 ok / 1 failed / 2 bad config"
-    )
-    c.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})"
+        "check",
+        parents=[config, logs],
+        help="run every check once, print the results, exit 0 ok / 1 failed / 2 bad config",
+        epilog=_checks_epilog() if checks else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument(
-        "--only", action="append", metavar="CHECK", help="run only this check (repeatable)"
+        "--only",
+        action="append",
+        metavar="CHECK",
+        help="run only this check (repeatable); an unknown or disabled one is a usage error (exit 2)",
     )
 
-    r = sub.add_parser("run", help="the daemon: poll loop, /metrics, sd_notify, remediation")
-    r.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"TOML config (default {DEFAULT_CONFIG})"
+    r = sub.add_parser(
+        "run",
+        parents=[config, logs],
+        help="the daemon: poll loop, /metrics, sd_notify, remediation",
     )
+    r.add_argument(
+        "--web.listen-address",
+        dest="web_listen_address",
+        metavar="HOST:PORT",
+        help="where /metrics listens, e.g. 127.0.0.1:9879 or [::]:9879;"
+        " overrides watchdog.listen_address and listen_port (also on reload)",
+    )
+    r.add_argument(
+        "--web.config.file", dest="web_config_file", default="", metavar="FILE",
+        help="exporter-toolkit web-config.yml (TLS, bcrypt users), as node_exporter takes;"
+        " wins over web.config_file",
+    )  # fmt: skip
 
     sub.add_parser("example-config", help="print the commented example config")
     sub.add_parser(
@@ -61,23 +122,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         from qbt_vpn_watchdog.lab.cli import main as lab_main
 
         return lab_main(argv[1:])
-    args = _parser().parse_args(argv)
+    # Only `check` imports every check to list them: --version and run start lighter.
+    args = _parser(checks=argv[:1] == ["check"]).parse_args(argv)
     if args.command == "example-config":
         sys.stdout.write(render_example())
         return EXIT_OK
     if args.command == "run":
+        if args.web_listen_address is not None:
+            try:
+                set_flags({"watchdog": listen_flag(args.web_listen_address)})
+            except ValueError as e:
+                print(f"qbt-vpn-watchdog: --web.listen-address: {e}", file=sys.stderr)
+                return EXIT_CONFIG
         # The daemon re-reads the file itself; this only refuses, before
         # anything starts, what would make it fail later (no privileges, a
         # missing password file), with the same exit status as `check`.
-        if not privileged("run") or load_or_report(args.config) is None:
+        if not privileged("run"):
             return EXIT_CONFIG
+        cfg = load_or_report(args.config)
+        if cfg is None:
+            return EXIT_CONFIG
+        if args.web_config_file and not _web_config_usable(args.config, args.web_config_file):
+            return EXIT_CONFIG
+        _setup_logging(cfg, args)
         from qbt_vpn_watchdog.daemon import main as daemon_main
 
-        return daemon_main(args.config)
+        return daemon_main(args.config, args.web_config_file)
     if args.command == "check":
-        return check_command(args.config, as_json=args.json, only=args.only)
-    _parser().print_help()
+        return check_command(
+            args.config, as_json=args.json, only=args.only, log=(args.log_level, args.log_format)
+        )
+    _parser(checks=False).print_help()
     return EXIT_CONFIG
+
+
+def _web_config_usable(path: str, web_config_file: str) -> bool:
+    """``run --web.config.file``: the file must be usable before anything starts (else exit 2)."""
+    from qbt_vpn_watchdog.web_security import load_web_security, with_config_file
+
+    try:
+        load_web_security(with_config_file(load(path), web_config_file).web)
+    except ConfigError as e:
+        print(f"qbt-vpn-watchdog: invalid web config: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def _setup_logging(cfg: Config, args: argparse.Namespace) -> None:
+    """Level and format: the flag, else the environment, else the config."""
+    level, warning = env_log_level()
+    setup_logging(
+        level=args.log_level or level or cfg.watchdog.log_level,
+        fmt=args.log_format or os.environ.get(FORMAT_ENV) or cfg.watchdog.log_format,
+    )
+    if warning:
+        logging.getLogger("qbt_vpn_watchdog").warning("%s", warning)
 
 
 def load_or_report(path: str, *, as_json: bool = False) -> Config | None:
@@ -124,11 +223,18 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
 
     specs = load_all()
     names = [n for n in specs if n in cfg.enabled_checks() and (not only or n in only)]
-    unknown = [n for n in (only or []) if n not in specs]
-    if unknown:
-        raise ConfigError(
-            "--only", [f"--only {n}: no such check (known: {', '.join(specs)})" for n in unknown]
-        )
+    errors = [
+        f"--only {n}: no such check (known: {', '.join(specs)})"
+        for n in only or []
+        if n not in specs
+    ]
+    errors += [
+        f"--only {n}: disabled in {cfg.source} (checks.{n}.enabled = false); enable it to run it"
+        for n in only or []
+        if n in specs and n not in cfg.enabled_checks()
+    ]
+    if errors:
+        raise ConfigError("--only", errors)
     sources = build_sources(cfg)
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
@@ -165,8 +271,13 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     return [results[n] for n in names]
 
 
-def check_command(path: str, *, as_json: bool = False, only: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def check_command(
+    path: str,
+    *,
+    as_json: bool = False,
+    only: Sequence[str] | None = None,
+    log: tuple[str | None, str | None] = (None, None),
+) -> int:
     # Privileges first: without them the password file is usually unreadable
     # too, and "cannot read" would hide the cause.
     if not privileged("check", as_json=as_json, config=path):
@@ -174,6 +285,12 @@ def check_command(path: str, *, as_json: bool = False, only: Sequence[str] | Non
     cfg = load_or_report(path, as_json=as_json)
     if cfg is None:
         return EXIT_CONFIG
+    # A one-shot check logs warnings and worse unless asked for more.
+    level, fmt = log
+    _setup_logging(
+        dataclasses.replace(cfg, watchdog=dataclasses.replace(cfg.watchdog, log_level="warning")),
+        argparse.Namespace(log_level=level, log_format=fmt),
+    )
     try:
         results = run_once(cfg, only)
     except ConfigError as e:

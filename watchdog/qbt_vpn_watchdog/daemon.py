@@ -31,14 +31,15 @@ from typing import Protocol
 from qbt_vpn_watchdog.checks import CheckSpec, Context, Runner, load_all, ordered
 from qbt_vpn_watchdog.config import Config, ConfigError
 from qbt_vpn_watchdog.config import load as load_config
-from qbt_vpn_watchdog.http_server import HttpServer
+from qbt_vpn_watchdog.http_server import HttpServer, Limits
 from qbt_vpn_watchdog.logs import setup_logging
 from qbt_vpn_watchdog.metrics import Exposition, Snapshot
+from qbt_vpn_watchdog.readiness import readiness
 from qbt_vpn_watchdog.results import CheckResult, RemediationView
 from qbt_vpn_watchdog.sources import Sources
 from qbt_vpn_watchdog.store import ResultStore
 from qbt_vpn_watchdog.systemd import Notifier
-from qbt_vpn_watchdog.web_security import load_web_security
+from qbt_vpn_watchdog.web_security import load_web_security, with_config_file
 
 log = logging.getLogger("qbt_vpn_watchdog.daemon")
 
@@ -134,19 +135,20 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         *,
         specs: Mapping[str, CheckSpec] | None = None,
+        web_config_file: str = "",
     ) -> None:
         self.config_path = str(config_path)
+        self.web_config_file = web_config_file  # run --web.config.file: wins over the file's key
         self.sources_factory = sources_factory
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.clock = clock
         self.specs: dict[str, CheckSpec] = dict(specs if specs is not None else load_all())
-        self.config: Config = load_config(self.config_path)
+        self.config: Config = _load(self)
         self.sources: Sources = sources_factory(self.config)
         self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
         self.runner = Runner(self.specs, clock=clock)
         self.store = ResultStore(self.config.watchdog.history, loaded_at=clock())
-        self.exposition = Exposition(lambda: self.store.snapshot, self.specs)
-        self.http = HttpServer(self.exposition.render, self.health, load_web_security(self.config.web))
+        self.http, self.exposition = _serving(self)
         self.status_line = "starting"  # read by the HTTP threads
         self._view = self._idle_view()
         self._ready = False
@@ -256,10 +258,7 @@ class Daemon:
             due = self.due_checks(now)
         else:
             due = {n: cfg.check(n).timeout for n in self.check_names if n in only}
-        # port_forward's target: the last exit address exit_ip saw, also while it
-        # cannot see one (a dead tunnel: the port is then reported closed, not unknown).
-        seen = (r.facts.get("ip", "") for r in reversed(store.history("exit_ip")))
-        ctx = Context(cfg, self.sources, now=self.clock, exit_ip=next(filter(None, seen), ""))
+        ctx = Context(cfg, self.sources, now=self.clock, exit_ip=_last_exit_ip(store))
         store.record(self.runner.run_cycle(ctx, due, store.histories(due)), now)
         store.merge_readings(ctx)
         store.cycles += 1
@@ -316,7 +315,7 @@ class Daemon:
             self.notifier.reloading("reloading configuration")
         log.info("reloading %s", self.config_path)
         try:
-            new = load_config(self.config_path)
+            new = _load(self)
             security, sources = load_web_security(new.web), self.sources_factory(new)
         except ConfigError as e:
             return self._reject_reload(
@@ -334,6 +333,8 @@ class Daemon:
             self.remediator.reconfigure(new, sources)
         self.sources.close()  # the old event thread too
         self.config, self.sources, self.http.security = new, sources, security
+        self.http.limits = _limits(new)
+        self.exposition.process_metrics(new.watchdog.process_metrics)
         self._start_events(sources)
         self.check_names = ordered(self.specs, new.enabled_checks())
         self.store.keep_only(self.check_names, new.watchdog.history)
@@ -366,6 +367,13 @@ class Daemon:
         cfg = self.config
         longest = max((cfg.check(n).timeout for n in self.check_names), default=0.0)
         self.notifier.warn_if_too_short(cfg.watchdog.interval, longest)
+
+
+def _last_exit_ip(store: ResultStore) -> str:
+    """port_forward's target: the last exit address exit_ip saw, also while it cannot see
+    one (a dead tunnel: the port is then reported closed, not unknown)."""
+    seen = (r.facts.get("ip", "") for r in reversed(store.history("exit_ip")))
+    return next(filter(None, seen), "")
 
 
 class _Schedule:
@@ -466,11 +474,35 @@ class _BugLog:
             )
 
 
+def _load(d: Daemon) -> Config:
+    """The config file, with ``run --web.config.file`` applied (at start and on reload)."""
+    return with_config_file(load_config(d.config_path), d.web_config_file)
+
+
+def _serving(d: Daemon) -> tuple[HttpServer, Exposition]:
+    """The HTTP server and the exposition it serves (with its counters and process_*)."""
+    http = HttpServer(
+        lambda accept, gz: d.exposition.render(accept, gz), d.health,
+        load_web_security(d.config.web), limits=_limits(d.config),
+        # /readyz: 200 only while the tunnel is safe and nothing is held (readiness.py).
+        ready=lambda: readiness(d.health(), d.store.snapshot),
+    )  # fmt: skip
+    exposition = Exposition(
+        lambda: d.store.snapshot, d.specs, http_stats=http.stats,
+        process_metrics=d.config.watchdog.process_metrics,
+    )  # fmt: skip
+    return http, exposition
+
+
+def _limits(cfg: Config) -> Limits:
+    return Limits(max_connections=cfg.web.max_connections)
+
+
 def _listen(cfg: Config) -> tuple[str, int]:
     return (cfg.watchdog.listen_address, cfg.watchdog.listen_port)
 
 
-def main(config_path: str) -> int:
+def main(config_path: str, web_config_file: str = "") -> int:
     """``qbt-vpn-watchdog run``: 0 after SIGTERM, 1 cannot start, 2 invalid config."""
     setup_logging()
     from qbt_vpn_watchdog.sources.build import build_sources
@@ -484,7 +516,7 @@ def main(config_path: str) -> int:
         return 1
 
     try:
-        daemon = Daemon(config_path, build_sources, Actions)
+        daemon = Daemon(config_path, build_sources, Actions, web_config_file=web_config_file)
     except ConfigError as e:
         print(f"qbt-vpn-watchdog: invalid config {e}", file=sys.stderr)
         return 2

@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from qbt_vpn_watchdog import __version__
+from qbt_vpn_watchdog.build import revision
 from qbt_vpn_watchdog.checks import CheckSpec, load_all
 from qbt_vpn_watchdog.results import REMEDIATION_STATES, CheckResult, RemediationView
 from qbt_vpn_watchdog.series import PREFIX, Metric
@@ -33,13 +34,17 @@ log = logging.getLogger(__name__)
 
 OWN: tuple[Metric, ...] = (
     # --- the watchdog itself
-    _m("build_info", "info", "Version of the watchdog and of Python.", "version", "python"),
+    _m("build_info", "info", "Version and git revision of the watchdog (revision \"unknown\" when not recorded at build time), and Python's version.", "version", "revision", "python"),
     _m("last_cycle_timestamp_seconds", "gauge", "When the last poll cycle finished (unix time)."),
     _m("cycles_total", "counter", "Poll cycles completed since start."),
     _m("config_reload_failures_total", "counter", "SIGHUP reloads rejected because the new config was invalid."),
     _m("config_last_reload_successful", "gauge", "1 when the last config reload (or the start) succeeded, 0 when the last reload was rejected."),
     _m("config_last_reload_success_timestamp_seconds", "gauge", "When the config was last loaded successfully, at start or by a reload (unix time)."),
     _m("healthy", "gauge", "1 when every enabled check passed in the last cycle, else 0."),
+    # --- the HTTP server (as of the end of the last cycle: /metrics is rendered then)
+    _m("http_connections", "gauge", "Connections open to the HTTP server (at most web.max_connections)."),
+    _m("http_connections_dropped_total", "counter", "Connections closed before an answer: max_connections (at the cap), head_timeout, head_too_large, bad_request, tls (handshake failed).", "reason"),
+    _m("http_auth_failures_total", "counter", "Requests refused for their credentials: missing, wrong, or throttled (refused unchecked: the client is backing off after wrong credentials).", "reason"),
     # --- every check
     _m("check_success", "gauge", "1 when the check passed on its last run, else 0.", "check"),
     _m("check_reason", "gauge", "1 for the reason of the check's last result, 0 for its other reasons.", "check", "reason"),
@@ -151,8 +156,10 @@ class SnapshotCollector:
         self,
         get_snapshot: Callable[[], Snapshot | None],
         specs: Mapping[str, CheckSpec] | None = None,
+        http_stats: Any = None,
     ) -> None:
         self._get = get_snapshot
+        self._http = http_stats  # http_server.HttpStats, or None (no server)
         self._logged: set[str] = set()
         # The checks whose own series are rendered (every registered one by default).
         self._rendered = [s for s in (specs or load_all()).values() if s.render is not None]
@@ -168,7 +175,7 @@ class SnapshotCollector:
         except Exception:  # noqa: BLE001 - a scrape must never fail
             snap = None
             self._log_once("snapshot")
-        sections = [("watchdog", self._watchdog)]
+        sections = [("watchdog", self._watchdog), ("http", self._http_server)]
         if snap is not None:
             sections += [
                 ("checks", self._checks),
@@ -195,7 +202,10 @@ class SnapshotCollector:
 
     def _watchdog(self, s: Snapshot | None):
         f = _family("build_info")
-        f.add_metric([], {"version": __version__, "python": platform.python_version()})
+        f.add_metric(
+            [],
+            {"version": __version__, "revision": revision(), "python": platform.python_version()},
+        )
         yield f
         if s is None:
             return
@@ -217,6 +227,23 @@ class SnapshotCollector:
         f = _family("healthy")
         f.add_metric([], _b(s.healthy))
         yield f
+
+    def _http_server(self, _s: Snapshot | None):
+        from qbt_vpn_watchdog.http_server import DROP_REASONS, HttpStats
+        from qbt_vpn_watchdog.web_security import AUTH_FAILURE_REASONS
+
+        http = self._http if self._http is not None else HttpStats()  # no server: zeros
+        f = _family("http_connections")
+        f.add_metric([], http.open)
+        yield f
+        for short, reasons, counts in (
+            ("http_connections_dropped_total", DROP_REASONS, http.dropped),
+            ("http_auth_failures_total", AUTH_FAILURE_REASONS, http.auth.failures),
+        ):
+            f = _family(short)
+            for reason in reasons:
+                f.add_metric([reason], counts.get(reason, 0))
+            yield f
 
     def _checks(self, s: Snapshot):
         success = _family("check_success")
@@ -364,10 +391,15 @@ class Exposition:
         self,
         get_snapshot: Callable[[], Snapshot | None],
         specs: Mapping[str, CheckSpec] | None = None,
+        *,
+        http_stats: Any = None,
+        process_metrics: bool = False,
     ) -> None:
         self._get = get_snapshot
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(SnapshotCollector(get_snapshot, specs))
+        self.registry.register(SnapshotCollector(get_snapshot, specs, http_stats))
+        self._process: ProcessCollector | None = None
+        self.process_metrics(process_metrics)
         # (snapshot, {(content type, gzip): (body, an Accept header that chose it)}),
         # swapped whole when the snapshot changes.
         self._cached: tuple[Snapshot | None, dict[tuple[str, bool], tuple[bytes, str]]] = (
@@ -391,6 +423,16 @@ class Exposition:
             if len(variants) < _MAX_VARIANTS:  # odd Accept headers cannot grow it
                 variants[key] = got
         return got[0], content_type
+
+    def process_metrics(self, on: bool) -> None:
+        """Serve prometheus_client's process_* series (watchdog.process_metrics), or stop."""
+        if on and self._process is None:
+            self._process = ProcessCollector(registry=None)
+            self.registry.register(self._process)
+        elif not on and self._process is not None:
+            self.registry.unregister(self._process)
+            self._process = None
+        self.forget()
 
     def prerender(self) -> None:
         """Render for the current snapshot every variant scraped for the last one."""

@@ -105,11 +105,15 @@ def check(ctx: Context) -> Outcome:
             f"them: {'; '.join(why)} ({_named(outside)})",
             observations=obs,
         )
+    # Say what was seen: routes read are not a sysctl, so "no routes" is never "IPv6 is off".
     through = sum(1 for r in routes if r.interface == tunnel)
-    detail = "no IPv6 route outside the tunnel" + (
-        f" ({through} through {tunnel})" if through else " (IPv6 is off)"
-    )
-    return Outcome.passed(detail, observations=obs)
+    if through:
+        seen = f"{through} through {tunnel}"
+    elif routes:
+        seen = f"{len(routes)} link-local or loopback only"
+    else:
+        seen = "no IPv6 routes at all"
+    return Outcome.passed(f"no IPv6 route outside the tunnel ({seen})", observations=obs)
 
 
 def _named(routes: list[Route]) -> str:

@@ -93,7 +93,10 @@ def _seen_before(ctx: Context) -> bool:
 def check(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.path_mtu
     tunnel = ctx.config.wireguard.interface
-    link = ctx.tunnel_link()
+    try:
+        link = ctx.tunnel_link()
+    except SourceError as e:  # the namespace is gone: the tunnel checks report that
+        return Outcome.failed("not_measured", f"cannot read {tunnel}: {e}")
     if link is None or not link.up:
         state = "missing" if link is None else "down"
         return Outcome.failed("not_measured", f"{tunnel} is {state}: nothing to measure")

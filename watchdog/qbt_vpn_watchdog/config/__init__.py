@@ -22,13 +22,18 @@ from qbt_vpn_watchdog.config.example import example_path, render_example
 from qbt_vpn_watchdog.config.fields import LISTEN_ADDRESS_ACCEPTS
 from qbt_vpn_watchdog.config.loading import (
     _key_paths,
+    listen_flag,
     load,
     parse,
     read_password,
     secret_errors,
+    set_flags,
 )
 from qbt_vpn_watchdog.config.schema import (
+    DEFAULT_PASSWORD_FILE,
     DEFAULT_PORT,
+    LOG_FORMATS,
+    LOG_LEVELS,
     BindCheck,
     CheckBase,
     ChecksSection,
@@ -49,9 +54,11 @@ from qbt_vpn_watchdog.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_PORT", "LISTEN_ADDRESS_ACCEPTS", "BindCheck", "CheckBase", "ChecksSection", "Config",
+    "DEFAULT_PASSWORD_FILE", "DEFAULT_PORT", "LISTEN_ADDRESS_ACCEPTS", "LOG_FORMATS", "LOG_LEVELS",
+    "BindCheck", "CheckBase", "ChecksSection", "Config",
     "ConfigError", "DnsCheck", "ExitIpCheck", "HandshakeCheck", "Ipv6Check", "NamespaceSection",
     "PathMtuCheck", "QbittorrentSection", "RemediationSection", "ReturnPathCheck",
     "WatchdogSection", "WebSection", "WebuiCheck", "WireguardSection", "_key_paths",
-    "example_path", "load", "parse", "read_password", "render_example", "secret_errors",
+    "example_path", "listen_flag", "load", "parse", "read_password", "render_example",
+    "secret_errors", "set_flags",
 ]  # fmt: skip

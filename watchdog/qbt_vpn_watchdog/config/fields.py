@@ -167,6 +167,10 @@ def _listen_address(v: str) -> str | None:
     return None
 
 
+def _max_connections(v: int) -> str | None:
+    return None if 1 <= v <= 1024 else "a whole number 1-1024"
+
+
 LISTEN_ADDRESS_ACCEPTS = 'an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::")'
 
 

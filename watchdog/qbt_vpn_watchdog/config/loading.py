@@ -16,14 +16,20 @@ import typing
 from pathlib import Path
 
 from qbt_vpn_watchdog.config.errors import ConfigError
-from qbt_vpn_watchdog.config.schema import Config, QbittorrentSection
-from qbt_vpn_watchdog.web_security import load_web_security
+from qbt_vpn_watchdog.config.fields import _listen_address
+from qbt_vpn_watchdog.config.schema import DEFAULT_PASSWORD_FILE, Config, QbittorrentSection
 
 
 def _pairs(cfg: Config) -> list[str]:
     """Keys that only make sense together."""
     errors = []
     w = cfg.web
+    if w.config_file:
+        for k in ("tls_cert_file", "tls_key_file", "basic_auth_username", "basic_auth_password_file"):
+            if getattr(w, k):
+                errors.append(
+                    f"web.{k}: not used when web.config_file is set (put TLS and users in that file)"
+                )
     for a, b in (
         ("tls_cert_file", "tls_key_file"),
         ("basic_auth_username", "basic_auth_password_file"),
@@ -140,11 +146,39 @@ def _coerce(typ, value) -> tuple[bool, object]:
     return False, value
 
 
+# Command-line flags that stand for config keys (`run --web.listen-address`):
+# {section: {key: value}}, set once by the CLI and laid over the file at every
+# load and reload, so a reload never moves what a flag set.
+_FLAGS: dict[str, dict[str, object]] = {}
+
+
+def set_flags(values: dict[str, dict[str, object]]) -> None:
+    _FLAGS.clear()
+    _FLAGS.update({k: dict(v) for k, v in values.items()})
+
+
+def listen_flag(value: str) -> dict[str, object]:
+    """``--web.listen-address`` ("host:port", "[v6]:port", ":port") as [watchdog] keys."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f'expected HOST:PORT (e.g. "127.0.0.1:9879" or "[::]:9879"), got "{value}"'
+        )
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    problem = _listen_address(host or "0.0.0.0")
+    if problem:
+        raise ValueError(f'expected {problem} before the port, got "{value}"')
+    return {"listen_address": host or "0.0.0.0", "listen_port": int(port)}
+
+
 def parse(text: str, source: str = "<string>") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [f"not valid TOML: {e}"]) from None
+    for section, keys in _FLAGS.items():
+        if isinstance(data.get(section, {}), dict):
+            data[section] = {**data.get(section, {}), **keys}
     errors: list[str] = []
     cfg = _build(Config, data, "", errors)
     errors += _pairs(cfg)
@@ -169,6 +203,11 @@ def load(path: str | os.PathLike, *, secrets: bool = False) -> Config:
 
 def secret_errors(cfg: Config) -> list[str]:
     """One line per secret file the config names that cannot be used (never its content)."""
+    # Here, not at the top: web_security imports config.errors, and importing the
+    # package from the server's side first (http_server -> web_security) would
+    # otherwise meet a half-initialized config package.
+    from qbt_vpn_watchdog.web_security import load_web_security
+
     errors = []
     for check in (lambda: read_password(cfg.qbittorrent), lambda: load_web_security(cfg.web)):
         try:
@@ -220,7 +259,10 @@ def read_password(cfg: QbittorrentSection) -> str:
                 "qbittorrent",
                 [f"qbittorrent.password_file: cannot read {p}: {e.__class__.__name__}"],
             ) from None
+    hint = ""
+    if cfg.password_file == DEFAULT_PASSWORD_FILE:
+        hint = " (the default: write the WebUI password there, or set password_file; an empty file means no password)"
     raise ConfigError(
         "qbittorrent",
-        [f"qbittorrent.password_file: no such file: {', '.join(map(str, candidates))}"],
+        [f"qbittorrent.password_file: no such file: {', '.join(map(str, candidates))}{hint}"],
     )

@@ -21,6 +21,7 @@ from qbt_vpn_watchdog.config.fields import (
     _ipv6_prefixes,
     _key,
     _listen_address,
+    _max_connections,
     _names,
     _netns_name,
     _non_negative,
@@ -36,6 +37,11 @@ from qbt_vpn_watchdog.config.fields import (
 )
 
 DEFAULT_PORT = 9879
+# The one file an empty config needs (README "Configure"; systemd/'s unit hands
+# the same file over as its credential).
+DEFAULT_PASSWORD_FILE = "/etc/qbt-vpn-watchdog/webui-password"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "logfmt", "json")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,9 @@ class WatchdogSection:
     )
     mode: str = _key(
         "enforce",
-        help='"enforce" stops torrents and restarts the tunnel; "observe" only reports what it would do.',
+        help='"enforce" stops torrents and restarts the tunnel; "observe" only reports what it would do.'
+        ' On a new host start with "observe"; switch to "enforce" once `check` passes and the'
+        ' log\'s "would ..." lines are what you want done.',
         check=_one_of("enforce", "observe"),
     )
     listen_address: str = _key(
@@ -63,13 +71,41 @@ class WatchdogSection:
     history: int = _key(
         30, help="Recent results kept per check, for the checks and the policy.", check=_count
     )
+    process_metrics: bool = _key(
+        True,
+        help="Serve prometheus_client's process_* series (the daemon's CPU, memory, open files).",
+    )
+    log_level: str = _key(
+        "info",
+        help=f"{', '.join(LOG_LEVELS)}; the flag --log.level and $QBT_VPN_WATCHDOG_LOG_LEVEL win.",
+        check=_one_of(*LOG_LEVELS),
+    )
+    log_format: str = _key(
+        "text",
+        help='"text" (LEVEL message), "logfmt" or "json"; under journald every line keeps its'
+        " priority prefix. --log.format and $QBT_VPN_WATCHDOG_LOG_FORMAT win.",
+        check=_one_of(*LOG_FORMATS),
+    )
 
 
 @dataclass(frozen=True)
 class WebSection:
-    """HTTPS and basic auth for /metrics and /healthz, as Prometheus exporters offer them.
-    Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files."""
+    """HTTPS and basic auth for /metrics, /healthz and /readyz, as Prometheus exporters offer
+    them. Both are off by default: plain HTTP on 127.0.0.1. Secrets come from files.
+    Prefer config_file (exporter-toolkit's web-config.yml, bcrypt hashes) to the tls_* and
+    basic_auth_* keys below, which stay for configs that use them."""
 
+    config_file: str = _key(
+        "",
+        help="exporter-toolkit's web-config.yml (as node_exporter's --web.config.file): TLS and"
+        ' bcrypt users; needs the [web] extra (bcrypt, PyYAML); "" = the keys below.',
+    )
+    max_connections: int = _key(
+        40,
+        help="Connections served at once; at the cap a new one replaces the oldest that has not"
+        " sent a whole request, else gets 503. Keep it well under LimitNOFILE.",
+        check=_max_connections,
+    )
     tls_cert_file: str = _key(
         "", help='PEM certificate (chain) to serve HTTPS with; "" = plain HTTP.'
     )
@@ -129,8 +165,9 @@ class QbittorrentSection:
     )
     username: str = _key("admin", help="WebUI user name.")
     password_file: str = _key(
-        "",
-        help="File holding the WebUI password (an empty file: none); must exist at start.",
+        DEFAULT_PASSWORD_FILE,
+        help="File holding the WebUI password (an empty file: none); must exist at start, unless"
+        ' the systemd credential below is there. "" = the credential only.',
     )
     password_credential: str = _key(
         "qbittorrent-password",
@@ -413,9 +450,11 @@ class RemediationSection:
 class Config:
     """qbt-vpn-watchdog configuration: every key, its default, what it means.
 
-    Every key is optional; the value shown is its default. Unknown keys are
-    errors (a typo must not silently disable a check). Durations are seconds.
-    Secrets never go in this file, only paths to files that hold them.
+    Every key is optional; the value shown is its default. One file must exist:
+    the WebUI password, at qbittorrent.password_file (an empty file: none),
+    unless systemd hands it over as a credential. Unknown keys are errors (a
+    typo must not silently disable a check). Durations are seconds. Secrets
+    never go in this file, only paths to files that hold them.
     Printed by `qbt-vpn-watchdog example-config`, from the schema in
     watchdog/qbt_vpn_watchdog/config/schema.py."""
 
