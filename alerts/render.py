@@ -3,7 +3,7 @@ for your Prometheus, from a checkout:
 
     python3 alerts/render.py --selector 'job="torrent-box"' > qbt-vpn-watchdog.rules.yml
 
-The same program as `qbt-vpn-watchdog-mixin` (qbt_vpn_watchdog/mixin.py), which
+The same program as `qbt-vpn-watchdog-mixin` (qbt_vpn_watchdog/mixin/), which
 the wheel and the Nix package install; see docs/alerting.md. Standard library
 only, so it runs wherever Prometheus's configuration is built; --job-selector
 is the old name of --selector.

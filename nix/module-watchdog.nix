@@ -26,7 +26,7 @@ let
     qbt-vpn-watchdog = pkgs.qbt-vpn-watchdog or (pkgs.python3Packages.callPackage ./package.nix { });
   };
 
-  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config/schema.py (tests/artefacts/test_nix.py keeps this
+  # Per-check timeouts as in watchdog/qbt_vpn_watchdog/config/schema.py (tests/artefacts/test_nixos_eval.py keeps this
   # table equal to the dataclass defaults).
   defaultCheckTimeouts = {
     handshake = 2;
@@ -47,11 +47,16 @@ let
   );
   actionTimeout = lib.attrByPath [ "remediation" "action_timeout" ] 30 cfg.settings;
   # WATCHDOG=1 is sent once per completed cycle, so systemd must allow three
-  # intervals plus a cycle in which every check runs into its timeout and one
-  # remediation action runs into its own: only a loop that is really stuck
-  # gets the service restarted.
+  # intervals plus a cycle in which every check runs into its timeout and every
+  # action a cycle can run (the held-torrents read, stop_torrents, a tier-2
+  # tunnel restart, rebind: 4) runs into its own: only a loop that is really
+  # stuck gets the service restarted. The same formula as systemd.watchdog_sec and
+  # /healthz's "stalled" (health.stall_limit; tests/artefacts/test_nixos_eval.py keeps them equal).
+  actionsPerCycle = 4;
   ceil = x: let i = builtins.floor x; in if i == x then i else i + 1;
-  defaultWatchdogSec = ceil (3 * cfg.settings.watchdog.interval + sumTimeouts + actionTimeout);
+  defaultWatchdogSec = ceil (
+    3 * cfg.settings.watchdog.interval + sumTimeouts + actionsPerCycle * actionTimeout
+  );
 
   credentialName = cfg.settings.qbittorrent.password_credential;
 
@@ -455,6 +460,13 @@ in
         WatchdogSec = cfg.watchdogSec;
         Restart = "on-failure";
         RestartSec = 5;
+        # Bounds measured in the lab (docs/systemd.md#limits): at most 32 fds,
+        # 15 threads and 44 MiB during the 92-byte failure with qBittorrent
+        # hung; a 200 MiB WebUI answer adds 33 MiB before the 32 MiB cap cuts it.
+        LimitNOFILE = 1024;
+        TasksMax = 128;
+        MemoryHigh = "256M";
+        MemoryMax = "384M";
         # The WebUI password, and the web secrets: every settings.web.*_file
         # (the TOML names the copy under ${credentialsDir}).
         LoadCredential =

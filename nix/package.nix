@@ -26,6 +26,7 @@
   pyyaml,
   # The git revision for qbtvpn_build_info (the flake passes self.rev); "" = unknown.
   revision ? "",
+  urllib3,
   pytestCheckHook,
   hypothesis,
   watchdog, # PyPI's filesystem-events package: a test imports it beside ours
@@ -71,6 +72,7 @@ buildPythonApplication {
     requests
     bcrypt
     pyyaml
+    urllib3
   ];
 
   env.QBTVPN_REVISION = revision; # read by setup.py's build_py

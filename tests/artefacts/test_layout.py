@@ -38,3 +38,22 @@ def test_no_class_is_over_250_lines():
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
                 over.add(f"{f.relative_to(PKG)}:{node.name}")
     assert over == set()
+
+
+def test_only_the_checks_package_imports_a_check_module():
+    # A check is read through its spec (register(...)), never by reaching into its
+    # module: `check` asks settle_after, not return_path's internals.
+    checks = {p.stem for p in (PKG / "checks").glob("*.py")} - {
+        "__init__", "registry", "context", "runner",
+    }  # fmt: skip
+    offenders = {}
+    for f in sorted(PKG.rglob("*.py")):
+        if f.parent == PKG / "checks":
+            continue
+        bad = sorted(
+            m for m in imported_modules(f) if m.split(".")[:3][-1] in checks
+            and m.startswith("qbt_vpn_watchdog.checks.")
+        )
+        if bad:
+            offenders[str(f.relative_to(PKG))] = bad
+    assert offenders == {}

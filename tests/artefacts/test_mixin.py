@@ -1,4 +1,4 @@
-"""The monitoring mixin (qbt_vpn_watchdog/mixin.py): one source, rendered for the user's Prometheus.
+"""The monitoring mixin (qbt_vpn_watchdog/mixin/): one source, rendered for the user's Prometheus.
 
 The shipped rules, promtool tests and dashboard are the source; rendering with
 no option gives them back exactly. A selector must reach every vector

@@ -121,7 +121,7 @@ def test_package_installs_the_shared_bringup_script():
 
 def test_package_ships_the_mixin_where_the_wheel_does():
     # share/qbt-vpn-watchdog/<dir>/<file>, as pyproject.toml's data-files lay it
-    # out for the wheel (qbt_vpn_watchdog/mixin.py looks there).
+    # out for the wheel (qbt_vpn_watchdog/mixin/ looks there).
     text = (ROOT / "nix" / "package.nix").read_text()
     post = package_args()["postInstall"]
     data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][

@@ -27,6 +27,7 @@ import yaml
 
 from qbt_vpn_watchdog import config as wconfig
 from qbt_vpn_watchdog.cli import CONFIG_ENV
+from qbt_vpn_watchdog.health import stall_limit
 from tests.support import nixos_eval
 from tests.support.nixos_eval import CONFINEMENT, EXAMPLE, WATCHDOG, EvalError, System, to_toml
 
@@ -167,16 +168,18 @@ def test_watchdog_unit():
         assert key not in unit, key
 
 
-def unit_map(text: str) -> dict[str, list[str]]:
-    """section.Key -> values (space-separated lists split), from a unit file."""
+def unit_map(text: str, split_all: bool = False) -> dict[str, list[str]]:
+    """section.Key -> values, from a unit file: the LIST_KEYS' values split at spaces
+    (every key's with ``split_all``); comment lines skipped."""
     out: dict[str, list[str]] = {}
     section = ""
     for line in text.splitlines():
         if line.startswith("["):
             section = line.strip("[]")
-        elif "=" in line:
+        elif "=" in line and not line.startswith(("#", ";")):
             k, v = line.split("=", 1)
-            out.setdefault(f"{section}.{k}", []).extend(v.split() if k in LIST_KEYS else [v])
+            split = split_all or k in LIST_KEYS
+            out.setdefault(f"{section}.{k}", []).extend(v.split() if split else [v])
     return out
 
 
@@ -219,24 +222,36 @@ def test_packages_are_package_options():
     )
 
 
-def test_watchdog_sec_default_covers_three_intervals_and_every_timeout():
+def test_watchdog_sec_default_covers_three_intervals_every_timeout_and_every_action():
+    from qbt_vpn_watchdog.systemd import ACTIONS_PER_CYCLE, watchdog_sec
+
     cfg = wconfig.Config()
     # This system has no forwarded port: the module turns port_forward off.
     timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks() if n != "port_forward")
+    actions = ACTIONS_PER_CYCLE * cfg.remediation.action_timeout
     for interval in (10, 2.5):
         result = confinement_with(
             f"{{ services.qbt-vpn-watchdog.settings.watchdog.interval = {interval}; }}"
         )
-        expected = math.ceil(3 * interval + timeouts + cfg.remediation.action_timeout)
+        expected = math.ceil(3 * interval + timeouts + actions)
+        assert expected == watchdog_sec(interval, [timeouts], cfg.remediation.action_timeout)
+        c = wconfig.parse(
+            f"[watchdog]\ninterval = {interval}\n[checks.port_forward]\nenabled = false\n"
+        )
+        assert expected == math.ceil(stall_limit(c, c.enabled_checks()))  # one formula
         assert result.probe["Watchdog"]["watchdogSec"] == expected
         assert result.data["serviceConfig"]["qbt-vpn-watchdog"]["WatchdogSec"] == expected
     result = confinement_with(
         "{ services.qbt-vpn-watchdog.settings.checks = { exit_ip.enabled = false; dns.timeout = 13; }; }"
     )
     expected = math.ceil(
-        3 * 10 + timeouts - cfg.checks.exit_ip.timeout - cfg.checks.dns.timeout + 13
-        + cfg.remediation.action_timeout
+        3 * 10 + timeouts - cfg.checks.exit_ip.timeout - cfg.checks.dns.timeout + 13 + actions
     )  # fmt: skip
+    assert result.probe["Watchdog"]["watchdogSec"] == expected
+    result = confinement_with(
+        "{ services.qbt-vpn-watchdog.settings.remediation.action_timeout = 12; }"
+    )
+    expected = math.ceil(3 * 10 + timeouts + ACTIONS_PER_CYCLE * 12)
     assert result.probe["Watchdog"]["watchdogSec"] == expected
 
 
@@ -667,7 +682,7 @@ SANDBOX_KEYS = frozenset(
     ProtectProc ProcSubset RestrictNamespaces RestrictRealtime RestrictSUIDSGID
     LockPersonality MemoryDenyWriteExecute RemoveIPC RestrictAddressFamilies
     SystemCallArchitectures SystemCallFilter SystemCallErrorNumber UMask NetworkNamespacePath
-    BindReadOnlyPaths InaccessiblePaths""".split()
+    BindReadOnlyPaths InaccessiblePaths LimitNOFILE TasksMax MemoryHigh MemoryMax""".split()
 )
 PLAIN_UNITS = ROOT / "systemd"
 
@@ -684,18 +699,12 @@ def sandbox_of_nixos(service_config: dict) -> dict[str, list[str]]:
 
 
 def sandbox_of_plain(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line.strip("[]")
-        elif section == "Service" and "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            if k in SANDBOX_KEYS:
-                out.setdefault(k, []).extend(
-                    {"true": "yes", "false": "no"}.get(t, t) for t in v.split()
-                )
-    return {k: sorted(v) for k, v in out.items()}
+    service = unit_map(text, split_all=True)
+    return {
+        k: sorted({"true": "yes", "false": "no"}.get(t, t) for t in service[f"Service.{k}"])
+        for k in SANDBOX_KEYS
+        if f"Service.{k}" in service
+    }
 
 
 @pytest.mark.parametrize("unit", ["qbittorrent-vpn-tunnel", "qbittorrent-vpn", "qbt-vpn-watchdog"])

@@ -40,8 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bench.common import (  # noqa: E402
     PROMETHEUS_HEADERS,
     ROOT,
-    Daemon,
-    Proc,
     SlowProxy,
     config_for,
     free_port,
@@ -52,7 +50,8 @@ from tests.bench.common import (  # noqa: E402
     remove_torrents,
     scrape_latencies,
 )
-from tests.support.procs import wait_for  # noqa: E402
+from tests.support.daemon_proc import WatchdogProc  # noqa: E402
+from tests.support.procs import Proc, wait_for  # noqa: E402
 
 FAST = ("handshake", "return_path", "dns", "bind")
 ALL = (*FAST, "exit_ip", "webui")
@@ -179,7 +178,8 @@ def measure_at(label: str, base: Path, tmp: Path, args, password: str, ours: dic
         row(f"cycle CPU, all six checks, {label}", f"median {c['all_median']:.2f} ms")
         row(f"qBittorrent state() CPU, {label}", f"median {c['qbt_state']:.2f} ms")
     port = free_port()
-    d = Daemon(config_for(base, tmp / f"wd-{label}.toml", port), port, tmp / f"wd-{label}.log")
+    cfg = config_for(base, tmp / f"wd-{label}.toml", port)
+    d = WatchdogProc(cfg, port, tmp / f"wd-{label}.log").started()
     try:
         if "scrape" in args.only:
             times = scrape_latencies(port, 4, args.scrapes)
@@ -237,14 +237,15 @@ def stop_resume_all(password: str, interval: float) -> None:
 
 def rss_run(base: Path, tmp: Path, cycles: int) -> None:
     port = free_port()
-    d = Daemon(config_for(base, tmp / "wd-rss.toml", port, interval=0.02), port, tmp / "wd-rss.log")
+    cfg = config_for(base, tmp / "wd-rss.toml", port, interval=0.02)
+    d = WatchdogProc(cfg, port, tmp / "wd-rss.log").started()
     samples = []
     try:
         step = cycles // 10
         target = step
         while target <= cycles:
             n = wait_for(f"{target} cycles",
-                         lambda t=target: (m := d.metric("qbtvpn_cycles_total")) >= t and m,
+                         lambda t=target: (m := d.cycles()) >= t and m,
                          3600, 0.5)  # fmt: skip
             samples.append((int(n), d.rss_mib()))
             target += step
@@ -284,8 +285,8 @@ def detect(base: Path, tmp: Path, k: int) -> None:
     row("return-path: heal -> torrents resumed", f"median {median(res):.1f} s, "
         f"max {max(res):.1f} s (recover_after = 3 good cycles)")  # fmt: skip
     port = free_port()
-    d = Daemon(config_for(base, tmp / "wd-detect.toml", port, interval=10.0), port,
-               tmp / "wd-detect.log")  # fmt: skip
+    cfg = config_for(base, tmp / "wd-detect.toml", port, interval=10.0)
+    d = WatchdogProc(cfg, port, tmp / "wd-detect.log").started()
     took = []
     try:
         for _ in range(k):
@@ -294,7 +295,7 @@ def detect(base: Path, tmp: Path, k: int) -> None:
             t0 = time.monotonic()
             faults.break_fault("tunnel-down")
             wait_for("tunnel-down reported",
-                     lambda: 'check_success{check="return_path"} 0.0' in d.text(), 30, 0.02)  # fmt: skip
+                     lambda: d.metric("qbtvpn_check_success", 'check="return_path"') == 0.0, 30, 0.02)  # fmt: skip
             took.append(time.monotonic() - t0)
             faults.heal_fault("tunnel-down")
     finally:
@@ -356,7 +357,7 @@ def main() -> int:
             port = free_port()
             cfg = config_for(base, tmp / "wd-slow.toml", port,
                              qbt_url=f"http://127.0.0.1:{proxy.port}")  # fmt: skip
-            d = Daemon(cfg, port, tmp / "wd-slow.log")
+            d = WatchdogProc(cfg, port, tmp / "wd-slow.log").started()
             try:
                 time.sleep(8)  # cycles with the slow WebUI under way
                 times = scrape_latencies(port, 4, args.scrapes)

@@ -1,5 +1,5 @@
-"""What the benchmarks share: the lab, the daemon as a process, CPU and RSS of a process,
-concurrent scrapers, a slow proxy in front of the WebUI, and many generated torrents.
+"""What the benchmarks share: the lab, concurrent scrapers, a slow proxy in front of the
+WebUI, and many generated torrents (the daemon as a process: tests/support/daemon_proc.py).
 
 Everything talks to loopback or to the lab's own namespaces (the lab's LAN
 veth for the WebUI), never to the network.
@@ -15,7 +15,6 @@ import multiprocessing as mp
 import os
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.procs import Proc, wait_for
+from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
@@ -75,26 +74,6 @@ def config_for(
         text = re.sub(r'(?m)^url = ".*"$', f'url = "{qbt_url}"', text, count=1)
     out.write_text(text)
     return out
-
-
-class Daemon(Proc):
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        super().__init__([sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(config)], log)
-        self.port = port
-        wait_for("the daemon's first cycle", lambda: self.metric("qbtvpn_cycles_total") >= 1, 60)
-
-    def text(self) -> str:
-        with _OPENER.open(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def metric(self, name: str) -> float:
-        try:
-            for line in self.text().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-        except OSError:
-            pass
-        return -1.0
 
 
 # --- scraping -------------------------------------------------------------------

@@ -91,10 +91,11 @@ class Prometheus:
 
 def soak(base: Path, tmp: Path, seconds: float, phase: float, row) -> None:
     """Run the soak and add its rows (``row(what, value, target, verdict)``)."""
-    from tests.bench.common import Daemon
+    from tests.support.daemon_proc import WatchdogProc
 
     port = free_port()
-    d = Daemon(soak_config(base, tmp / "wd-soak.toml", port), port, tmp / "wd-soak.log")
+    cfg = soak_config(base, tmp / "wd-soak.toml", port)
+    d = WatchdogProc(cfg, port, tmp / "wd-soak.log").started()
     prom = rec = None
     rates: list[float] = []
     try:

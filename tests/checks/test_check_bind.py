@@ -62,6 +62,7 @@ def test_bound_to_the_tunnel_passes_with_facts_and_observations():
     "kind, reason",
     [
         ("login", "login"),
+        ("password_file", "password_file"),
         ("unreachable", "unreachable"),
         ("bad_response", "bad_response"),
         ("timeout", "unreachable"),

@@ -119,7 +119,7 @@ def test_without_the_probe_only_the_lan_prefixes_make_a_route_benign():
 
 
 def test_the_remedy_is_a_restart_only_on_our_own_namespace():
-    from qbt_vpn_watchdog.policy import restart_helps
+    from tests.checks.test_check_killswitch import restart_helps
 
     assert restart_helps("ipv6", "route_outside", ours=True)
     assert not restart_helps("ipv6", "route_outside", ours=False)

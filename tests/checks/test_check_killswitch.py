@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from qbt_vpn_watchdog.checks import classify, killswitch, reason_of
+from qbt_vpn_watchdog.checks import classify, killswitch, load_all, reason_of
 from qbt_vpn_watchdog.config import Config
-from qbt_vpn_watchdog.policy import Settings, restart_helps
+from qbt_vpn_watchdog.policy import Settings
 from qbt_vpn_watchdog.results import UNKNOWN, UNSAFE
 from qbt_vpn_watchdog.sources import (
     NO_PATH,
@@ -82,17 +82,24 @@ def test_failures_are_unsafe_and_restart_only_our_own_namespace(reason):
     assert not restart_helps("killswitch", reason, ours=False)
 
 
+def restart_helps(check: str, reason: str, ours: bool) -> bool:
+    """The policy's answer, with the registry's reason table, on our namespace or another's."""
+    specs = load_all()
+    settings = Settings(checks=tuple(specs), reasons={n: s.reason_table for n, s in specs.items()})
+    return dataclasses.replace(settings, ours=ours).restart_helps(check, reason)
+
+
 def test_unreadable_is_unknown_never_unsafe():
     assert classify("killswitch", "unreadable") == UNKNOWN
 
 
 def test_the_config_says_whose_namespace_it_is():
     cfg = Config()
-    assert Settings.from_config(cfg).ours is False  # the default: someone else's module
+    assert Settings.from_config(cfg, load_all()).ours is False  # the default: someone else's module
     ours = dataclasses.replace(
         cfg, namespace=dataclasses.replace(cfg.namespace, built_by_vpn_netns=True)
     )
-    assert Settings.from_config(ours).ours is True
+    assert Settings.from_config(ours, load_all()).ours is True
 
 
 class FakeProber:

@@ -4,11 +4,12 @@ and the lab's mtu faults in tests/lab/test_lab_faults.py)."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
 from qbt_vpn_watchdog.checks import classify, load_all, path_mtu
-from qbt_vpn_watchdog.config import parse
+from qbt_vpn_watchdog.config import Config, parse
 from qbt_vpn_watchdog.policy import Memory, Settings, decide
 from qbt_vpn_watchdog.results import DEGRADED, CheckResult
 from qbt_vpn_watchdog.sources import LinkState, PathMtu, SourceError
@@ -153,7 +154,8 @@ def test_without_a_prober_it_says_so():
 def test_every_reason_is_degraded_and_the_policy_never_acts_on_it():
     spec = load_all()["path_mtu"]
     assert {classify("path_mtu", r) for r in (*spec.reason_names, "error", "timeout")} == {DEGRADED}
-    s = Settings(checks=("path_mtu",))
+    s = Settings.from_config(Config(), {"path_mtu": spec})  # the table the daemon hands it
+    s = replace(s, checks=("path_mtu",))
     hist = {
         "path_mtu": [
             CheckResult("path_mtu", False, "large_packets_lost", "", {}, {}, float(t), 0.1)

@@ -113,7 +113,8 @@ def test_logged_in_and_nothing_answers_through_the_tunnel_passes():
     assert dict(o.facts) == {"lan_url": "http://127.0.0.1:8080", "webui_address": "*"}
 
 
-@pytest.mark.parametrize("kind, reason", [("login", "login"), ("unreachable", "unreachable"),
+@pytest.mark.parametrize("kind, reason", [("login", "login"), ("password_file", "password_file"),
+                                          ("unreachable", "unreachable"),
                                           ("bad_response", "bad_response")])  # fmt: skip
 def test_login_and_reachability_from_the_state_read(kind, reason):
     o, _, _ = run(error=SourceError("qBittorrent at http://127.0.0.1:8080: nope", kind=kind))

@@ -26,9 +26,12 @@ from qbt_vpn_watchdog.actions import (
     run_command,
     run_retrying,
 )
+from qbt_vpn_watchdog.checks import load_all
 from qbt_vpn_watchdog.sources import Listener, SourceError
 from tests.core.test_policy import CHECKS, ModelQbt, ModelWg, Srcs, res
 from tests.support.session_names import SESSION, unique
+
+SPECS = load_all()  # the checks' reasons, handed to the policy as the daemon does
 
 BAD = {"return_path": "no_return_traffic"}
 
@@ -60,7 +63,7 @@ def make(extra: str = "", mode: str = "enforce", n: int = 3, **kw):
     commands: list[list[str]] = []
     kw.setdefault("run_command", lambda argv, timeout: commands.append(list(argv)) or "")
     kw.setdefault("resolve", lambda ep: ep)
-    rem = Remediator(cfg(extra, mode), Srcs(qbt, wg), rng=random.Random(0), **kw)
+    rem = Remediator(cfg(extra, mode), Srcs(qbt, wg), rng=random.Random(0), specs=SPECS, **kw)
     return Driver(rem), qbt, wg, commands
 
 
@@ -197,7 +200,9 @@ def test_a_new_remediator_keeps_tagged_torrents_stopped_and_resumes_them_later()
     d.cycle(**BAD)
     assert qbt.held("watchdog-stopped") == ["t0", "t1", "t2"]
     # The watchdog restarts: a fresh Remediator, same qBittorrent.
-    rem2 = Remediator(cfg(), Srcs(qbt, ModelWg()), rng=random.Random(1), resolve=lambda e: e)
+    rem2 = Remediator(
+        cfg(), Srcs(qbt, ModelWg()), rng=random.Random(1), specs=SPECS, resolve=lambda e: e
+    )
     d2 = Driver(rem2, d.t)
     v = d2.cycle()
     assert v.state == "holding" and v.held_stopped == 3 and "start_tagged" not in qbt.calls
@@ -501,7 +506,7 @@ def test_tier1_resets_the_endpoint_of_a_real_wireguard_go(wireguard_go):
     config = config_mod.parse(
         f'[wireguard]\ninterface = "{IFACE}"\n[remediation]\nendpoint = "127.0.0.1:51999"\n'
     )
-    rem = Remediator(config, Srcs(qbt, UapiReader(IFACE)), rng=random.Random(0))
+    rem = Remediator(config, Srcs(qbt, UapiReader(IFACE)), rng=random.Random(0), specs=SPECS)
     d = Driver(rem)
     d.cycle(**BAD)
     v = d.cycle(**BAD)
@@ -534,3 +539,67 @@ def test_a_hung_or_missing_restart_command_is_not_run_again(tmp_path):
     assert len(calls) == 1
     with pytest.raises(ActionError, match="cannot run"):
         run_retrying(run_command, [str(tmp_path / "nope")], 5, sleep=lambda s: None)
+
+
+def test_after_qbittorrent_gave_no_answer_its_other_actions_wait_for_the_next_cycle():
+    # A hung qBittorrent: every call runs into its timeout. The stop is tried
+    # (it comes first), the rebind of the same cycle is not: the cycle keeps its pace.
+    from qbt_vpn_watchdog.policy import Action
+
+    d, qbt, wg, commands = make()
+    rem = d.rem
+    tried: list[str] = []
+    do = rem._do
+    rem._do = lambda a: tried.append(a.kind) or do(a)
+    qbt.down = True
+    rem._qbt_silent = ""
+    assert rem._perform(Action("stop_torrents", "unsafe"), 1000.0) is False
+    assert rem._perform(Action("rebind", "bind unbound x2"), 1000.0) is False
+    assert tried == ["stop_torrents"]
+    assert rem.failures_total["stop_torrents"] == 1 and rem.failures_total["rebind"] == 0
+    qbt.down = False
+    d.cycle()  # a new cycle: tried again
+    rem._qbt_silent = ""
+    assert rem._perform(Action("stop_torrents", "unsafe"), 1010.0) is True
+
+
+def test_an_uncaught_error_in_a_restart_still_counts_it_in_the_memory():
+    # The tunnel restart was decided and sent, then raised what no handler expects
+    # (a library error halfway through): the daemon logs the bug and goes on. The
+    # attempt must still count towards the back-off and the hourly cap, or every
+    # following cycle restarts the tunnel again.
+    d, qbt, wg, _ = make()
+    d.cycle(**BAD)
+    sent = []
+
+    def half_done(public_key: str, endpoint: str) -> None:
+        sent.append(endpoint)
+        raise RuntimeError("a bug halfway through a restart")
+
+    wg.set_endpoint = half_done
+    with pytest.raises(RuntimeError):
+        d.cycle(**BAD)
+    mem = d.rem.memory
+    assert mem.holding and mem.attempts == 1 and len(mem.restarts) == 1
+    assert mem.next_restart > d.t  # backing off
+    d.cycle(**BAD)  # within the back-off: no second restart
+    assert len(sent) == 1
+
+
+def test_an_uncaught_error_in_a_resume_keeps_the_incident_open():
+    d, qbt, wg, _ = make()
+    d.cycle(**BAD)
+    d.cycle(**BAD)  # stopped and holding
+    d.cycle()
+    d.cycle()
+
+    def broken(tag):
+        raise RuntimeError("a bug in the resume")
+
+    qbt.start_tagged = broken
+    with pytest.raises(RuntimeError):
+        d.cycle()  # the third good cycle: resume
+    assert d.rem.memory.holding  # tried again next cycle, never forgotten
+    del qbt.start_tagged
+    v = d.cycle()
+    assert v.state == "ok" and qbt.paused == dict.fromkeys(qbt.paused, False)

@@ -29,6 +29,7 @@ import pytest
 
 from qbt_vpn_watchdog.checks import CheckSpec, load_all
 from qbt_vpn_watchdog.daemon import Daemon
+from qbt_vpn_watchdog.health import status_line
 from qbt_vpn_watchdog.logs import _JournalFormatter, setup_logging
 from qbt_vpn_watchdog.metrics import exposed_names
 from qbt_vpn_watchdog.results import Outcome, RemediationView
@@ -259,6 +260,10 @@ enabled = {"true" if over.get("guards") else "false"}
 [checks.port_forward]
 enabled = {"true" if over.get("guards") else "false"}
 interval = 0.0
+
+[remediation]
+# Part of the stall limit (health.stall_limit): short, so a stalled loop shows in seconds.
+action_timeout = {over.get("action_timeout", 0.5)}
 """
 
 
@@ -732,12 +737,12 @@ def test_state_changes_are_logged_once(tmp_path, caplog):
 
 def test_status_lines(tmp_path):
     d, world, _ = make_daemon(tmp_path, clock=Clock())
-    assert d.store.summarize(d.run_cycle(), d.config) == "ok: 4/4 checks passed"
+    assert status_line(d.run_cycle(), d.config, {}) == "ok: 4/4 checks passed"
     world.qbt_up = False
     d.run_cycle()
     snap = d.run_cycle()
     assert d.status_line == "UNSAFE bind (error) for 2 cycles; holding 3 torrents"
-    assert d.store.summarize(snap, d.config) == d.status_line
+    assert status_line(snap, d.config, d.store.histories(d.check_names)) == d.status_line
     d2, world2, _ = make_daemon(tmp_path, clock=Clock(), remediator=False, mode="observe")
     world2.qbt_up = False
     d2.run_cycle()
@@ -768,16 +773,37 @@ def test_a_remediator_bug_is_logged_once_and_the_loop_goes_on(tmp_path, caplog):
     assert sum("policy bug" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_watchdog_sec_shorter_than_two_worst_cycles_is_warned(tmp_path, caplog):
-    d, _, _ = make_daemon(tmp_path, interval=10.0)
-    d.notifier = Notifier("/nonexistent.sock", 15_000_000)  # WatchdogSec=15 < 2 * (10 + 1)
+def test_watchdog_sec_not_covering_every_action_of_a_cycle_is_warned(tmp_path, caplog):
+    from qbt_vpn_watchdog.systemd import watchdog_sec
+
+    d, _, _ = make_daemon(tmp_path, interval=10.0, action_timeout=30.0)  # the default
+    cfg = d.config
+    need = watchdog_sec(
+        10.0, [cfg.check(n).timeout for n in d.check_names], cfg.remediation.action_timeout
+    )
+    # The old rule (2 x (interval + longest timeout)) was happy with 90 s: one
+    # cycle's stop + tier-2 restart + rebind alone can take 3 x 30 s.
+    d.notifier = Notifier("/nonexistent.sock", 90_000_000)
     d._warn_watchdog_interval()
-    assert "WatchdogSec=15 s is less than twice the worst cycle" in caplog.text
-    assert "use WatchdogSec=22 or more" in caplog.text
+    assert "WatchdogSec=90 s does not cover the worst cycles" in caplog.text
+    assert f"use WatchdogSec={need} or more" in caplog.text
     caplog.clear()
-    d.notifier = Notifier("/nonexistent.sock", 60_000_000)
+    d.notifier = Notifier("/nonexistent.sock", need * 1_000_000)
     d._warn_watchdog_interval()
     assert "WatchdogSec" not in caplog.text
+
+
+def test_the_plain_unit_watchdog_sec_covers_the_default_config():
+    from qbt_vpn_watchdog.config import Config
+    from qbt_vpn_watchdog.systemd import watchdog_sec
+
+    cfg = Config()
+    unit = (
+        Path(__file__).resolve().parents[2] / "systemd" / "qbt-vpn-watchdog.service"
+    ).read_text()
+    got = int(re.search(r"(?m)^WatchdogSec=(\d+)$", unit).group(1))
+    timeouts = [cfg.check(n).timeout for n in cfg.enabled_checks()]
+    assert got == watchdog_sec(cfg.watchdog.interval, timeouts, cfg.remediation.action_timeout)
 
 
 def test_reload_in_process_keeps_state_and_reconfigures_the_remediator(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import re
 import shutil
 import subprocess
@@ -278,3 +279,33 @@ def test_secrets_never_reach_the_exposition():
     text = render(full_snapshot())
     assert "private" not in text.lower() and "password" not in text.lower()
 
+
+
+def test_prerender_survives_a_scrape_that_adds_a_variant_meanwhile():
+    # The loop renders, at the end of each cycle, every variant scraped since the
+    # last one, while HTTP threads keep rendering: a scrape asking for a new
+    # variant of the same snapshot must not grow what prerender is walking
+    # ("dictionary changed size during iteration" ended the cycle before WATCHDOG=1).
+    from qbt_vpn_watchdog.metrics import Exposition
+
+    snap = full_snapshot()
+    exp = Exposition(lambda: snap)
+    exp.render("", False)
+    exp.render("application/openmetrics-text; version=1.0.0", False)
+    cached_snap, variants = exp._cached
+
+    class ScrapedMeanwhile(dict):
+        """The variants as prerender walks them, with a scrape landing between two steps."""
+
+        def items(self):
+            first = True
+            for item in dict.items(self):
+                yield item
+                if first:
+                    first = False
+                    exp.render("", True)  # another thread: the same snapshot, gzipped
+
+    exp._cached = (cached_snap, ScrapedMeanwhile(variants))
+    exp.prerender()  # must not raise
+    body, _ = exp.render("", True)
+    assert gzip.decompress(body) == exp.render("", False)[0]

@@ -27,15 +27,16 @@ from qbt_vpn_watchdog.policy import (
     Memory,
     Settings,
     backoff_delay,
-    classify,
     decide,
     tier_for,
     tripped,
 )
-from qbt_vpn_watchdog.results import CheckResult
+from qbt_vpn_watchdog.results import CheckResult, Reason
 from qbt_vpn_watchdog.sources import LinkState, Listener, QbtState, TorrentBrief, WgDevice, WgPeer
 
 CHECKS = names()
+# The checks' reasons, as the daemon hands them to the policy.
+TABLE = {n: spec.reason_table for n, spec in load_all().items()}
 
 
 def res(check: str, reason: str = "ok", t: float = 0.0) -> CheckResult:
@@ -52,9 +53,14 @@ def make_settings(**kw) -> Settings:
         max_restarts_per_hour=6,
         tiers=(1, 2, 3),
         alternatives=2,
+        reasons=TABLE,
     )
     base.update(kw)
     return Settings(**base)
+
+
+# How the policy counts a result: the table it is handed, nothing else.
+classify = make_settings().classify
 
 
 class Sim:
@@ -127,6 +133,17 @@ def test_a_reason_the_check_did_not_declare_fails_closed(check):
 def test_a_check_that_is_not_registered_fails_closed():
     assert classify("no_such_check", "anything") == UNSAFE
     assert classify("no_such_check", "ok") == SAFE
+
+
+def test_the_policy_reads_only_the_table_it_is_handed():
+    # A made-up check the registry has never heard of: its table says "degraded",
+    # so two failures in a row are reported only; without a table they trip.
+    table = {"made_up": {"slowish": Reason("slowish", DEGRADED)}}
+    s = make_settings(checks=("made_up",), fail_after={"made_up": 2}, reasons=table)
+    hist = {"made_up": [res("made_up", "slowish", t) for t in (1.0, 2.0)]}
+    assert decide(hist, Memory(), s, 3.0, random.Random(0)).state == "ok"
+    bare = replace(s, reasons={})
+    assert decide(hist, Memory(), bare, 3.0, random.Random(0)).state == "holding"
 
 
 def test_only_unsafe_failures_are_remedied_by_a_restart():
@@ -445,7 +462,7 @@ def test_always_stops_once_an_unsafe_check_failed_fail_after_times(s, seq, seed)
     for dt, reasons in seq:
         was_holding = sim.mem.holding
         d = sim.cycle(dt, **reasons)
-        must = [c for c in CHECKS if tripped(sim.hist[c], s.fail_n(c))]
+        must = [c for c in CHECKS if tripped(sim.hist[c], s.fail_n(c), s)]
         if must:
             assert sim.mem.holding and d.state != "ok"
             assert any(a.kind == "stop_torrents" for a in d.actions)
@@ -622,6 +639,7 @@ def test_never_resumes_a_torrent_it_did_not_stop(seq, events, qbt_down, seed):
         lab_config(),
         Srcs(qbt, wg),
         rng=random.Random(seed),
+        specs=load_all(),
         run_command=lambda argv, timeout: commands.append(list(argv)) or "",
         resolve=lambda ep: ep,
     )
@@ -665,6 +683,7 @@ def test_observe_mode_never_has_side_effects(seq, seed):
         lab_config("observe"),
         Srcs(qbt, wg),
         rng=random.Random(seed),
+        specs=load_all(),
         run_command=lambda argv, timeout: commands.append(list(argv)) or "",
         resolve=lambda ep: ep,
     )

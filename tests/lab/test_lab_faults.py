@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from qbt_vpn_watchdog.lab import faults
+from qbt_vpn_watchdog.lab import faults, guard_faults
 from qbt_vpn_watchdog.lab import topology as t
 from tests.support.procs import wait_for
 
@@ -177,7 +177,7 @@ def raw_port_closed(lab) -> float:
 
 
 def raw_port_moved(lab) -> float:
-    assert lab.qbt().app_preferences()["listen_port"] == faults.MOVED_PORT
+    assert lab.qbt().app_preferences()["listen_port"] == guard_faults.MOVED_PORT
     assert forwarded_port_answers(lab) != "connected"
     return 0.0
 

@@ -19,13 +19,13 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
+from tests.support.daemon_proc import WatchdogProc
 from tests.support.lab_load import scrape
 from tests.support.procs import wait_for
 
@@ -71,35 +71,21 @@ def lab_watchdog_config(lab_config: Path, out: Path, port: int, **remediation) -
 
 
 class Watchdog:
-    """``qbt-vpn-watchdog run`` as a subprocess, and its /metrics."""
+    """The daemon as a child process (stop() and start() again: a fresh process), and
+    what the scenarios read from its /metrics."""
 
     def __init__(self, config: Path, port: int, log: Path) -> None:
         self.config, self.port, self.log = config, port, log
-        self.proc: subprocess.Popen | None = None
+        self.proc: WatchdogProc | None = None
 
     def start(self) -> Watchdog:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
-        with open(self.log, "ab") as f:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(self.config)],
-                stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
-        wait_for(
-            "the watchdog's first cycle", lambda: self.metrics().get("qbtvpn_remediation_state"), 30
-        )
+        self.proc = WatchdogProc(self.config, self.port, self.log).started(30)
         return self
 
     def stop(self) -> None:
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
+        if p is not None:
+            p.stop()
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """{name: {labels: value}}; {} when the daemon does not answer (yet)."""
@@ -403,3 +389,76 @@ def test_ipv6_on_the_lan_side_with_the_kill_switch_in_place_is_not_remediated(he
         assert m["qbtvpn_torrents_held_stopped"][""] == 0
     finally:
         w.stop()
+
+
+class Usage:
+    """Samples a process's file descriptors, threads and RSS every ``step`` seconds (max kept)."""
+
+    def __init__(self, pid: int, step: float = 0.5) -> None:
+        import threading
+
+        self.pid, self.step = pid, step
+        self.fds = self.threads = self.rss_kib = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.step):
+            try:
+                fds = len(os.listdir(f"/proc/{self.pid}/fd"))
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            self.fds = max(self.fds, fds)
+            self.threads = max(self.threads, int(fields["Threads"]))
+            self.rss_kib = max(self.rss_kib, int(fields["VmHWM"].split()[0]))
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._t.join(2)
+        return f"peak fds {self.fds}, threads {self.threads}, RSS {self.rss_kib / 1024:.0f} MiB"
+
+
+def test_qbittorrent_hung_during_the_92_byte_failure_stopped_once_it_answers(scenario):
+    """qBittorrent SIGSTOPped as the 92-byte failure starts: no torrent can be stopped
+    through its WebUI, the loop keeps its cycle (every call ends by its timeout), and the
+    torrents are stopped within 30 s of qBittorrent answering again."""
+    from qbt_vpn_watchdog.lab import procs
+
+    lab, torrents, make = scenario
+    w = make().start()
+    usage = Usage(w.proc.p.pid)
+    wait_for("remediation ok", lambda: w.state() == "ok", 30)
+    p0 = torrents.progress()
+    wait_for("the download to progress", lambda: torrents.progress() > p0, 30)
+    qbt = procs.running("client-qbt")
+    assert qbt is not None
+    lab.break_("return-path")
+    os.killpg(qbt, signal.SIGSTOP)
+    try:
+        cycles0 = w.metrics()["qbtvpn_cycles_total"][""]
+        hung_for = 40.0
+        time.sleep(hung_for)
+        m = w.metrics()
+        cycles = m["qbtvpn_cycles_total"][""] - cycles0
+        state = w.state()
+        stop_failures = w.count("qbtvpn_remediation_failures_total", "stop_torrents")
+    finally:
+        os.killpg(qbt, signal.SIGCONT)
+    t_answer = time.monotonic()
+    wait_for("torrents stopped and tagged", torrents.all_held, 60)
+    stopped_after = time.monotonic() - t_answer
+    print(
+        f"qBittorrent hung {hung_for:.0f} s: {cycles:.0f} cycles, state {state}, "
+        f"{stop_failures:.0f} failed stops; stopped {stopped_after:.1f} s after it answered again; "
+        + usage.stop()
+    )
+    assert cycles >= hung_for / 10 - 1, "the loop kept its cycle (interval 10 s at most)"
+    assert state in ("holding", "restarting", "gave_up")
+    assert stop_failures >= 1
+    assert stopped_after < 30
+    assert torrents.user_untouched()
+    lab.heal("return-path")
+    wait_for("torrents resumed", torrents.all_resumed, 90)

@@ -19,7 +19,7 @@ let
   # then from the explicit overrides, like nixpkgs' callPackage.
   pythonPackages = top: self: named [
     "setuptools" "prometheus-client" "pyroute2" "qbittorrent-api" "dnspython"
-    "tenacity" "requests" "pytest" "hypothesis" "pytestCheckHook" "watchdog"
+    "tenacity" "requests" "urllib3" "pytest" "hypothesis" "pytestCheckHook" "watchdog"
     "bcrypt" "pyyaml"
   ] // {
     inherit lib;

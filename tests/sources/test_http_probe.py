@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import ssl
 import time
 
@@ -12,6 +13,8 @@ import pytest
 from qbt_vpn_watchdog.sources import SourceError
 from qbt_vpn_watchdog.sources.dns import Resolver
 from qbt_vpn_watchdog.sources.http import Http
+from qbt_vpn_watchdog.sources.netns import socket_in
+from tests.support.dripper import HEADERS_DRIP, TLS_DRIP, Dripper
 from tests.support.netns_helpers import dnsmasq, http_server, netns, self_signed_cert
 from tests.support.session_names import unique
 
@@ -240,3 +243,30 @@ def test_get_cost(env, capsys):
             f" HTTPS {tls * 1e3:.2f} ms"
         )
     assert plain < 0.5 and tls < 1.0
+
+
+# --- the overall deadline against servers that drip -----------------------------------
+
+
+# Every recv gets a byte within 1.5 s, so a 2 s socket timeout never fires: only
+# an overall deadline ends these (the old code was busy for over 60 s).
+@pytest.mark.parametrize(
+    "scheme, data", [("http", HEADERS_DRIP), ("https", TLS_DRIP)], ids=["headers", "tls-handshake"]
+)
+def test_a_byte_every_1_5_s_ends_at_the_deadline(env, scheme, data):
+    srv = socket_in(env["ns"], socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 8081))
+    with Dripper(srv, data, gap=1.5):
+        t0 = time.monotonic()
+        e = _err(env, f"{scheme}://exit.test:8081/json", timeout=2.0, ssl_context=_ca(env))
+        took = time.monotonic() - t0
+    # Whichever fires first at the deadline: the last recv's timeout or the shutdown.
+    assert e.kind == "timeout"
+    assert "timed out" in str(e) or "did not answer in full within the timeout (2 s)" in str(e)
+    print(f"{scheme}: a byte every 1.5 s, the 2 s GET ended after {took:.2f} s")
+    assert took < 2.3, f"the 2 s GET took {took:.2f} s"
+
+
+def _ca(env) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=env["cafile"])

@@ -189,14 +189,34 @@ def test_ban_answer_waits_at_least_the_ban(fake):
     assert fake.logins() == 1
 
 
-def test_unreadable_password_file_is_a_login_error_naming_no_secret(fake):
+def test_unreadable_password_file_is_its_own_kind_with_no_login_pause(fake):
+    readable = False
+
     def reader():
-        raise OSError("cannot read /run/secrets/qbt: Permission denied")
+        if not readable:
+            raise OSError("cannot read /run/secrets/qbt: Permission denied")
+        return PASSWORD
+
+    a = adapter(fake.url, reader)
+    with pytest.raises(SourceError) as e:
+        a.state()
+    assert e.value.kind == "password_file" and "/run/secrets/qbt" in str(e.value)
+    assert "password file" in str(e.value)
+    assert fake.log == [] and a.gate.failures == 0  # nothing sent, nothing to wait out
+    readable = True  # fixed: the very next cycle logs in, no 600 s pause
+    a.state()
+    assert fake.logins() == 1
+
+
+def test_password_file_out_of_descriptors_is_a_local_resource_error(fake):
+    import errno
+
+    def reader():
+        raise OSError(errno.EMFILE, "Too many open files")
 
     with pytest.raises(SourceError) as e:
         adapter(fake.url, reader).state()
-    assert e.value.kind == "login" and "/run/secrets/qbt" in str(e.value)
-    assert fake.log == []
+    assert e.value.kind == "local_resource" and "too many open files" in str(e.value)
 
 
 def test_password_never_in_errors_or_logs(fake, caplog):

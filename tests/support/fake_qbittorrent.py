@@ -11,7 +11,9 @@ torrent states and tags, preferences).
 Faults a test can set: ``override[path] = (status, content_type, body)``
 answers a path with junk; ``ignore["pause"] = n`` drops the next n
 pause/stop requests (qBittorrent was seen to lose one); ``hang`` makes every
-request wait before answering; ``drop_sessions()`` expires every session.
+request wait before answering; ``drop_sessions()`` expires every session;
+``raw[path] = write(wfile)`` answers a path with whatever bytes ``write``
+sends, as slowly as it likes (a dripping or endless answer).
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
 
 # The recorded set for each QBT_VERSION.
 RECORDED = {"4.5": "4.5.2", "5.1": "5.1.0"}
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qbittorrent" / RECORDED[qbt_versions.selected()]
+FIXTURES = (
+    Path(__file__).resolve().parents[1]
+    / "fixtures"
+    / "qbittorrent"
+    / RECORDED[qbt_versions.selected()]
+)
 
 
 def recorded(name: str) -> dict:
@@ -65,6 +72,7 @@ class FakeQbittorrent:
         self.ignore: dict[str, int] = {}
         self.ignore_set_prefs = False
         self.hang = 0.0
+        self.raw: dict[str, object] = {}
         self.log: list[tuple[str, str, dict]] = []  # (method, api path, form)
         self._lock = threading.Lock()
         self._n = 0
@@ -261,6 +269,13 @@ class FakeQbittorrent:
                 c = SimpleCookie(self.headers.get("Cookie", ""))
                 cookie = c["SID"].value if "SID" in c else None
                 path = u.path.removeprefix("/api/v2/")
+                if path in fake.raw:
+                    self.close_connection = True
+                    try:
+                        fake.raw[path](self.wfile)
+                    except OSError:
+                        pass  # the client gave up
+                    return
                 status, ctype, body, sid = fake.handle(method, path, form, cookie)
                 data = body.encode()
                 self.send_response(status)

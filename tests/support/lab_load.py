@@ -105,11 +105,12 @@ class Saturation:
 # --- what the daemon reported, cycle by cycle ------------------------------------------------
 
 
-def scrape(port: int) -> dict[str, dict[str, float]]:
-    """{metric: {labels: value}} from the daemon's /metrics on loopback; {} when it does not answer."""
+def scrape(port: int, timeout: float = 2.0) -> dict[str, dict[str, float]]:
+    """{metric: {labels: value}} from the daemon's /metrics on loopback; {} when it does not
+    answer within ``timeout`` s."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
             text = r.read().decode()
     except OSError:
         return {}

@@ -70,6 +70,10 @@ class ActionError(Exception):
     """An action failed; ``str()`` is a one-line operator message (no secrets)."""
 
 
+class ActionTimedOut(ActionError):
+    """The call gave no result within its timeout (or is still running from before)."""
+
+
 class CommandFailed(ActionError):
     """The command ran and exited non-zero: worth one more try (a restart racing another)."""
 
@@ -223,9 +227,9 @@ def _bounded(workers: Workers, name: str, fn: Callable[[], Any], timeout: float)
     try:
         return workers.call(name, fn, timeout)
     except Busy:
-        raise ActionError(f"{name}: the previous attempt is still running (hung?)") from None
+        raise ActionTimedOut(f"{name}: the previous attempt is still running (hung?)") from None
     except TimeoutError:
-        raise ActionError(f"{name}: no result within {timeout:g} s") from None
+        raise ActionTimedOut(f"{name}: no result within {timeout:g} s") from None
 
 
 # --- the remediator ---------------------------------------------------------------
@@ -235,8 +239,9 @@ class Remediator:
     """Policy + actions, one ``step`` per cycle (called by the daemon after the checks).
 
     It uses ``sources.qbittorrent``, ``sources.links`` and ``sources.wireguard``
-    (the seams in ``qbt_vpn_watchdog.sources``). ``run_command`` and ``resolve`` are
-    injectable for tests.
+    (the seams in ``qbt_vpn_watchdog.sources``). ``specs`` are the checks whose
+    reasons the policy reads (``policy.Settings.from_config``; without them every
+    failure counts as unsafe). ``run_command`` and ``resolve`` are injectable for tests.
     """
 
     def __init__(
@@ -246,10 +251,12 @@ class Remediator:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         *,
+        specs: Mapping[str, policy.DeclaresReasons] | None = None,
         run_command: Callable[[Sequence[str], float], str] = run_command,
         resolve: Callable[[str], str] = resolve_endpoint,
     ) -> None:
         self.clock = clock
+        self.specs = dict(specs or {})
         self.rng = rng or random.Random()
         self.run_command = run_command
         self.resolve = resolve
@@ -260,6 +267,7 @@ class Remediator:
         self._held_known = False
         self._workers = Workers("action")
         self._qbt_paused_until = 0.0
+        self._qbt_silent = ""
         self._last_error: dict[str, str] = {}
         self._observed: set[str] = set()  # "would" lines already logged this incident
         self._view = RemediationView()
@@ -269,7 +277,7 @@ class Remediator:
         """New config (SIGHUP): keep the memory and counters, take the new settings."""
         self.config = config
         self.sources = sources
-        self.settings = policy.Settings.from_config(config)
+        self.settings = policy.Settings.from_config(config, self.specs)
         self.observe = config.watchdog.mode == "observe"
         self.tag = config.remediation.tag
         self.timeout = config.remediation.action_timeout
@@ -279,6 +287,7 @@ class Remediator:
     def step(self, histories: Mapping[str, Sequence[CheckResult]], now: float) -> RemediationView:
         """One cycle: decide from the checks' histories (newest last), act, report."""
         hist = histories
+        self._qbt_silent = ""  # set when a qBittorrent action got no answer this cycle
         self._load_held(now)
         settings = self.settings
         if hist:
@@ -288,6 +297,11 @@ class Remediator:
         prev = self.memory
         d = policy.decide(hist, prev, settings, now, self.rng)
         mem = d.memory
+        # Kept before anything is done, and before each action as if it failed: an
+        # action that raises what no handler expects must not take the decision with
+        # it (a restart already sent would drop out of the back-off and the hourly
+        # cap; a resume that did not happen would end the incident).
+        self.memory = mem
         would: list[str] = []
         for action in d.actions:
             if self.observe:
@@ -295,27 +309,13 @@ class Remediator:
                 if line:
                     would.append(line)
                 continue
-            ok = self._perform(action, now)
-            if ok:
-                continue
-            # Feed failures back so the policy retries or stays closed.
-            if action.kind == "stop_torrents":
-                mem = replace(mem, stopped=False)
-            elif action.kind == "resume_torrents":
-                # The tagged torrents are still stopped: the incident goes on
-                # (prev's), tried again next cycle if the checks are still good.
-                # What outlives an incident is this cycle's: the restarts in the
-                # last hour, the back-off, and a rebind done this very cycle.
-                mem = replace(
-                    prev,
-                    good_cycles=prev.good_cycles + 1,
-                    restarts=mem.restarts,
-                    next_restart=mem.next_restart,
-                    last_rebind=mem.last_rebind,
-                )
+            failed = _memory_if_failed(action, mem, prev)
+            self.memory = failed
+            if not self._perform(action, now):
+                mem = failed  # fed back so the policy retries or stays closed
+            self.memory = mem
         if not mem.holding:
             self._observed.clear()
-        self.memory = mem
         state = d.state
         if mem.holding and state == "ok":  # a failed resume keeps holding
             state = "holding"
@@ -344,8 +344,8 @@ class Remediator:
         if self._held_known or self.observe or now < self._qbt_paused_until:
             return
         try:
-            held = _bounded(self._workers,
-                "held", lambda: self.sources.qbittorrent.held(self.tag), self.timeout
+            held = _bounded(
+                self._workers, "held", lambda: self.sources.qbittorrent.held(self.tag), self.timeout
             )
         except (SourceError, ActionError) as e:
             self._note_failure("held", e, now, count=False)
@@ -369,10 +369,19 @@ class Remediator:
         kind = action.kind
         if kind in _QBT_ACTIONS and now < self._qbt_paused_until:
             return False  # login failed recently: never retried before the pause ends
+        if kind in _QBT_ACTIONS and self._qbt_silent:
+            # A hung qBittorrent would make every further call of this cycle
+            # run into its timeout too: the cycle keeps its pace, and the
+            # action is tried again next cycle (the stop comes first anyway).
+            e = ActionError(f"skipped: qBittorrent did not answer {self._qbt_silent} this cycle")
+            self._note_failure(kind, e, now, count=False)
+            return False
         try:
             done = _bounded(self._workers, kind, lambda: self._do(action), self.timeout)
         except (SourceError, ActionError, ValueError, OSError) as e:
             self._note_failure(kind, e, now)
+            if kind in _QBT_ACTIONS and _no_answer(e):
+                self._qbt_silent = kind
             return False
         self._last_error.pop(kind, None)
         if action.sweep and not done:
@@ -470,6 +479,35 @@ class Remediator:
         except (SourceError, ActionError):
             return None
         return [t.name for t in st.torrents if is_active(t)]
+
+
+def _no_answer(e: BaseException) -> bool:
+    """qBittorrent did not answer at all (as opposed to answering no)."""
+    if isinstance(e, SourceError):
+        return e.kind in ("unreachable", "timeout")
+    return isinstance(e, ActionTimedOut)
+
+
+def _memory_if_failed(
+    action: policy.Action, mem: policy.Memory, prev: policy.Memory
+) -> policy.Memory:
+    """The memory to keep when ``action`` failed (or raised): the policy retries it or
+    stays closed."""
+    if action.kind == "stop_torrents":
+        return replace(mem, stopped=False)
+    if action.kind == "resume_torrents":
+        # The tagged torrents are still stopped: the incident goes on (prev's),
+        # tried again next cycle if the checks are still good. What outlives an
+        # incident is this cycle's: the restarts in the last hour, the back-off,
+        # and a rebind done this very cycle.
+        return replace(
+            prev,
+            good_cycles=prev.good_cycles + 1,
+            restarts=mem.restarts,
+            next_restart=mem.next_restart,
+            last_rebind=mem.last_rebind,
+        )
+    return mem  # a failed restart or rebind still counts as one
 
 
 # --- words ---------------------------------------------------------------------------

@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # missing password file), with the same exit status as `check`.
         if not privileged("run"):
             return EXIT_CONFIG
+        _setup_logging(None, args)  # loading may warn already (a readable password file)
         cfg = load_or_report(args.config)
         if cfg is None:
             return EXIT_CONFIG
@@ -168,14 +169,16 @@ def _web_config_usable(path: str, web_config_file: str) -> bool:
     return True
 
 
-def _setup_logging(cfg: Config, args: argparse.Namespace) -> None:
-    """Level and format: the flag, else the environment, else the config."""
+def _setup_logging(cfg: Config | None, args: argparse.Namespace) -> None:
+    """Level and format: the flag, else the environment, else the config (None: not
+    read yet, a provisional set-up that the call with the config replaces)."""
     level, warning = env_log_level()
     setup_logging(
-        level=args.log_level or level or cfg.watchdog.log_level,
-        fmt=args.log_format or os.environ.get(FORMAT_ENV) or cfg.watchdog.log_format,
+        level=args.log_level or level or (cfg.watchdog.log_level if cfg else None),
+        fmt=args.log_format or os.environ.get(FORMAT_ENV) or (cfg.watchdog.log_format if cfg else None),
+        replace=cfg is not None,
     )
-    if warning:
+    if warning and cfg is not None:
         logging.getLogger("qbt_vpn_watchdog").warning("%s", warning)
 
 
@@ -213,12 +216,13 @@ def _json_error(kind: str, config: str, errors: Sequence[str]) -> None:
 def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult]:
     """Every enabled check once, ignoring per-check intervals.
 
-    A one-shot run has no history, so when ``return_path`` has no verdict yet
-    (its probe went unanswered and the counters need a window), it is run a
-    second time after that window instead of passing on no evidence.
+    A one-shot run has no history, so a provisional verdict (return_path's
+    probe went unanswered and its counters need a window; path_mtu's first
+    failed measurement) is settled by running that check once more, with its
+    one result as history, after the wait its ``register(settle_after=)`` asks
+    for, instead of passing on no evidence.
     """
     from qbt_vpn_watchdog.checks import Context, Runner, load_all
-    from qbt_vpn_watchdog.checks.return_path import MIN_WINDOW_SECONDS, pending
     from qbt_vpn_watchdog.sources.build import build_sources
 
     specs = load_all()
@@ -239,33 +243,28 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
     # port_forward targets the exit address exit_ip sees: run it after that one.
-    later = {"port_forward"} if "exit_ip" in names else set()
+    later = {"port_forward"} & set(names) if "exit_ip" in names else set()
     first = {n: s for n, s in timeouts.items() if n not in later}
     results = runner.run_cycle(Context(cfg, sources), first, {})
-    if later & set(names):
-        seen = results["exit_ip"].facts.get("ip", "")
-        ctx = Context(cfg, sources, exit_ip=seen)
-        results.update(runner.run_cycle(ctx, {n: timeouts[n] for n in later & set(names)}, {}))
-    rp = results.get("return_path")
-    if pending(rp):
-        if sys.stderr.isatty():
-            print(
-                f"return_path: probe unanswered, watching the counters for {MIN_WINDOW_SECONDS:g} s ...",
-                file=sys.stderr,
-            )
-        time.sleep(MIN_WINDOW_SECONDS)
-        again = runner.run_cycle(
-            Context(cfg, sources), {"return_path": timeouts["return_path"]}, {"return_path": [rp]}
-        )
-        results["return_path"] = again["return_path"]
-    # Any other provisional verdict (path_mtu's first failed measurement) is
-    # settled by running that check once more, at once, with its one result as history.
-    unsettled = [n for n, r in results.items() if r.provisional and n != "return_path"]
-    if unsettled:
+    if later:
+        ctx = Context(cfg, sources, exit_ip=results["exit_ip"].facts.get("ip", ""))
+        results.update(runner.run_cycle(ctx, {n: timeouts[n] for n in later}, {}))
+    unsettled = [n for n in names if results[n].provisional]
+    waited = 0.0
+    for wait in sorted({specs[n].settle_after for n in unsettled}, reverse=True):
+        group = [n for n in unsettled if specs[n].settle_after == wait]
+        if wait > waited:
+            if sys.stderr.isatty():
+                print(
+                    f"{', '.join(group)}: no verdict yet, watching for {wait - waited:g} s ...",
+                    file=sys.stderr,
+                )
+            time.sleep(wait - waited)
+            waited = wait
         again = runner.run_cycle(
             Context(cfg, sources),
-            {n: timeouts[n] for n in unsettled},
-            {n: [results[n]] for n in unsettled},
+            {n: timeouts[n] for n in group},
+            {n: [results[n]] for n in group},
         )
         results.update(again)
     return [results[n] for n in names]
@@ -282,11 +281,12 @@ def check_command(
     # too, and "cannot read" would hide the cause.
     if not privileged("check", as_json=as_json, config=path):
         return EXIT_CONFIG
+    level, fmt = log
+    _setup_logging(None, argparse.Namespace(log_level=level, log_format=fmt))
     cfg = load_or_report(path, as_json=as_json)
     if cfg is None:
         return EXIT_CONFIG
     # A one-shot check logs warnings and worse unless asked for more.
-    level, fmt = log
     _setup_logging(
         dataclasses.replace(cfg, watchdog=dataclasses.replace(cfg.watchdog, log_level="warning")),
         argparse.Namespace(log_level=level, log_format=fmt),

@@ -26,31 +26,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Protocol
 
+from qbt_vpn_watchdog import libc
 from qbt_vpn_watchdog.checks import CheckSpec, Context, Runner, load_all, ordered
 from qbt_vpn_watchdog.config import Config, ConfigError
 from qbt_vpn_watchdog.config import load as load_config
+from qbt_vpn_watchdog.health import health, status_line
 from qbt_vpn_watchdog.http_server import HttpServer, Limits
 from qbt_vpn_watchdog.logs import setup_logging
-from qbt_vpn_watchdog.metrics import Exposition, Snapshot
+from qbt_vpn_watchdog.metrics import Exposition
 from qbt_vpn_watchdog.readiness import readiness
-from qbt_vpn_watchdog.results import CheckResult, RemediationView
+from qbt_vpn_watchdog.results import CheckResult, RemediationView, Snapshot
+from qbt_vpn_watchdog.schedule import Schedule, checks_due, unsettled
 from qbt_vpn_watchdog.sources import Sources
 from qbt_vpn_watchdog.store import ResultStore
 from qbt_vpn_watchdog.systemd import Notifier
 from qbt_vpn_watchdog.web_security import load_web_security, with_config_file
 
 log = logging.getLogger("qbt_vpn_watchdog.daemon")
-
-# A link event (the tunnel deleted, down, an address gone) runs the checks that
-# read the link (``register(..., on_link_event=True)``) at once, instead of
-# waiting up to an interval. At most one such cycle a second, however many
-# events arrive.
-EVENT_CYCLE_GAP = 1.0
-# An unsettled check (see _Schedule) runs again this long after the cycle that
-# left it unsettled.
-CONFIRM_GAP = 1.0
 
 SourcesFactory = Callable[[Config], Sources]
 
@@ -145,7 +140,9 @@ class Daemon:
         self.specs: dict[str, CheckSpec] = dict(specs if specs is not None else load_all())
         self.config: Config = _load(self)
         self.sources: Sources = sources_factory(self.config)
-        self.remediator = remediator_factory(self.config, self.sources) if remediator_factory else None
+        self.remediator = (
+            remediator_factory(self.config, self.sources) if remediator_factory else None
+        )
         self.runner = Runner(self.specs, clock=clock)
         self.store = ResultStore(self.config.watchdog.history, loaded_at=clock())
         self.http, self.exposition = _serving(self)
@@ -208,7 +205,7 @@ class Daemon:
         return 0
 
     def _loop(self) -> None:
-        plan = _Schedule(self.config.watchdog.interval)
+        plan = Schedule(self.config.watchdog.interval)
         while not self._stop:
             if self._reload:
                 self._reload = False
@@ -216,7 +213,7 @@ class Daemon:
                     self.reload()
                 except Exception as e:  # noqa: BLE001 - keep running on the old config
                     self._log_bug("reload", e)
-                plan = _Schedule(self.config.watchdog.interval)
+                plan = Schedule(self.config.watchdog.interval)
             kind = plan.due(time.monotonic(), self._events_pending)
             if kind == "cycle":
                 self._events_pending = False  # this cycle runs every check anyway
@@ -230,7 +227,8 @@ class Daemon:
                 log.debug("confirming %s now", ", ".join(plan.confirm))
                 self._guarded_cycle(only=plan.confirm)
             if kind:
-                plan.ran(self.store.unsettled(self.config, self.check_names, self.specs))
+                histories = self.store.histories(self.check_names)
+                plan.ran(unsettled(self.config, histories, self.specs))
                 release_free_memory()
             if self._stop:
                 break
@@ -248,7 +246,7 @@ class Daemon:
 
     def due_checks(self, now: float) -> dict[str, float]:
         """The checks to run this cycle, name -> timeout."""
-        return self.store.due(self.config, self.check_names, now)
+        return checks_due(self.config, self.check_names, self.store.last_runs, now)
 
     def run_cycle(self, only: Sequence[str] | None = None) -> Snapshot:
         """One cycle: the due checks, or ``only`` these (a link event's cycle)."""
@@ -268,7 +266,7 @@ class Daemon:
         view = self._remediate(finished)
         if view != snap.remediation:
             snap = store.publish(dataclasses.replace(snap, remediation=view))
-        self.status_line = store.summarize(snap, cfg)
+        self.status_line = status_line(snap, cfg, store.histories(self.check_names))
         self.exposition.prerender()  # here, once: no scrape between two cycles renders
         if not self._ready:
             self._ready = True
@@ -278,9 +276,7 @@ class Daemon:
         return snap
 
     def _snapshot(self, finished: float) -> Snapshot:
-        return self.store.build_snapshot(
-            self.config, self.check_names, self.specs, self._view, finished
-        )
+        return _snapshot(self.store, self.config, self.check_names, self.specs, self._view, finished)
 
     def _remediate(self, now: float) -> RemediationView:
         if self.remediator is None:
@@ -303,8 +299,8 @@ class Daemon:
         return RemediationView("ok", observe_only=self.config.watchdog.mode == "observe")
 
     def health(self) -> tuple[int, str]:
-        """Liveness for /healthz: is the loop alive? (``ResultStore.health``)"""
-        return self.store.health(self.config, self.check_names, self.clock(), self.status_line)
+        """Liveness for /healthz: is the loop alive? (``health.health``)"""
+        return health(self.store.snapshot, self.config, self.check_names, self.clock(), self.status_line)
 
     # --- reload ------------------------------------------------------------------------
 
@@ -364,9 +360,7 @@ class Daemon:
             sources.events.start(self.link_event)
 
     def _warn_watchdog_interval(self) -> None:
-        cfg = self.config
-        longest = max((cfg.check(n).timeout for n in self.check_names), default=0.0)
-        self.notifier.warn_if_too_short(cfg.watchdog.interval, longest)
+        self.notifier.warn_if_too_short(self.config, self.check_names)
 
 
 def _last_exit_ip(store: ResultStore) -> str:
@@ -376,64 +370,30 @@ def _last_exit_ip(store: ResultStore) -> str:
     return next(filter(None, seen), "")
 
 
-class _Schedule:
-    """When the loop runs what: every check on a fixed rate, the link checks at once on
-    a link event (at most once per EVENT_CYCLE_GAP), and unsettled checks again
-    CONFIRM_GAP after the cycle that left them so.
-
-    Unsettled: a provisional result (return_path waiting for evidence) or an
-    unsafe one that remediation does not act on yet (fewer than ``fail_after``
-    in a row). Confirming it within seconds instead of an interval later is what
-    stops torrents within 15 s of the 92-byte failure at the default 10 s
-    interval, while ``fail_after`` still asks for two results in a row.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.next_cycle = time.monotonic()
-        self.last_event = -EVENT_CYCLE_GAP
-        self.confirm: list[str] = []
-        self.confirm_at: float | None = None
-
-    def due(self, now: float, events_pending: bool) -> str | None:
-        """What to run now: "cycle", "event", "confirm" or None (sleep)."""
-        if now >= self.next_cycle:
-            # Fixed rate: the next cycle starts one interval after this one started.
-            self.next_cycle = now + self.interval
-            return "cycle"
-        if events_pending and now - self.last_event >= EVENT_CYCLE_GAP:
-            self.last_event = now
-            return "event"
-        if self.confirm_at is not None and now >= self.confirm_at:
-            return "confirm"
-        return None
-
-    def ran(self, unsettled: list[str]) -> None:
-        self.confirm = unsettled
-        self.confirm_at = time.monotonic() + CONFIRM_GAP if unsettled else None
-
-    def wake(self, events_pending: bool) -> float:
-        wake = self.next_cycle
-        if events_pending:
-            wake = min(wake, self.last_event + EVENT_CYCLE_GAP)
-        if self.confirm_at is not None:
-            wake = min(wake, self.confirm_at)
-        return wake
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (musl)."""
-    import ctypes
-
-    try:
-        fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
-
-
-_MALLOC_TRIM = _malloc_trim()
+def _snapshot(
+    store: ResultStore,
+    cfg: Config,
+    names: Sequence[str],
+    specs: Mapping[str, CheckSpec],
+    view: RemediationView,
+    finished: float,
+) -> Snapshot:
+    """What the loop knows after a cycle, as the one immutable value the scrape reads."""
+    return Snapshot(
+        results={n: r for n in names if (r := store.latest(n)) is not None},
+        readings=store.readings(),
+        remediation=view,
+        last_cycle=finished,
+        cycles=store.cycles,
+        reload_failures=store.reload_failures,
+        reload_ok=store.reload_ok,
+        reload_success_time=store.reload_success_time,
+        mode=cfg.watchdog.mode,
+        checks=tuple(names),
+        reasons={n: specs[n].all_reasons for n in names},
+        interface=cfg.wireguard.interface,
+        reading_errors=store.reading_errors(),
+    )
 
 
 def release_free_memory() -> None:
@@ -445,8 +405,7 @@ def release_free_memory() -> None:
     docs/performance.md. Costs about 0.3 ms. Python's own small-object arenas
     are not affected (CPython returns those itself when they empty).
     """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    libc.malloc_trim()
 
 
 def _install_signals(d: Daemon) -> int | None:
@@ -515,8 +474,16 @@ def main(config_path: str, web_config_file: str = "") -> int:
         log.error("cannot start: remediation (qbt_vpn_watchdog.actions) cannot be loaded: %s", e)
         return 1
 
+    specs = load_all()
     try:
-        daemon = Daemon(config_path, build_sources, Actions, web_config_file=web_config_file)
+        # The policy is handed the checks' reasons; it reads no registry itself.
+        daemon = Daemon(
+            config_path,
+            build_sources,
+            partial(Actions, specs=specs),
+            specs=specs,
+            web_config_file=web_config_file,
+        )
     except ConfigError as e:
         print(f"qbt-vpn-watchdog: invalid config {e}", file=sys.stderr)
         return 2

@@ -119,19 +119,29 @@ def _formatter(fmt: str, stream: Any) -> logging.Formatter:
 
 
 def setup_logging(
-    stream: Any = None, level: int | str | None = None, fmt: str | None = None
+    stream: Any = None,
+    level: int | str | None = None,
+    fmt: str | None = None,
+    replace: bool = False,
 ) -> None:
     """Journald-friendly logging: no timestamps in text unless on a TTY (journald adds its own).
 
     ``level`` (e.g. "debug") defaults to the environment's, else INFO; ``fmt``
     is "text", "logfmt" or "json" (default text, or the environment's).
-    Does nothing when the root logger already has handlers (tests, embedding).
+    Does nothing when the root logger already has handlers (tests, embedding),
+    except that ``replace`` swaps the one it installed itself: a provisional
+    set-up from the flags and the environment (before the config is read, whose
+    loading may already warn) gives way to the config's level and format.
     """
     root = logging.getLogger()
-    if root.handlers:
+    ours = [h for h in root.handlers if getattr(h, "qbtvpn_handler", False)]
+    if root.handlers and not (replace and len(ours) == len(root.handlers)):
         return
+    for h in ours:
+        root.removeHandler(h)
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
+    handler.qbtvpn_handler = True  # type: ignore[attr-defined]
     handler.setFormatter(_formatter(fmt or os.environ.get(FORMAT_ENV) or "text", stream))
     root.addHandler(handler)
     level = level or env_log_level()[0] or "INFO"

@@ -16,7 +16,6 @@ import gzip
 import logging
 import platform
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -25,7 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from qbt_vpn_watchdog import __version__
 from qbt_vpn_watchdog.build import revision
 from qbt_vpn_watchdog.checks import CheckSpec, load_all
-from qbt_vpn_watchdog.results import REMEDIATION_STATES, CheckResult, RemediationView
+from qbt_vpn_watchdog.results import REMEDIATION_STATES, Snapshot
 from qbt_vpn_watchdog.series import PREFIX, Metric
 from qbt_vpn_watchdog.series import flag as _b
 from qbt_vpn_watchdog.series import metric as _m
@@ -109,35 +108,6 @@ QBT_TORRENT_STATES = (
     "stoppedDL", "queuedDL", "stalledDL", "checkingDL", "forcedDL", "checkingResumeData",
     "moving", "unknown",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the loop knew after its last cycle; the only input of the collector."""
-
-    # The latest result of every enabled check, including checks that did not
-    # run this cycle (their own interval is longer than the poll interval).
-    results: Mapping[str, CheckResult]
-    # The last successful reading per source, from Context.readings():
-    # "wireguard" -> WgDevice, "tunnel_link" -> LinkState | None, "qbittorrent" -> QbtState.
-    readings: Mapping[str, Any]
-    remediation: RemediationView
-    last_cycle: float  # unix time the last cycle finished
-    cycles: int
-    reload_failures: int
-    checks: tuple[str, ...]  # the enabled checks, in display order
-    reasons: Mapping[str, tuple[str, ...]]  # check -> every reason it can report (ok first)
-    interface: str = ""  # the tunnel interface from the config
-    # Sources whose last read failed (key -> operator message): "down", not "unknown".
-    reading_errors: Mapping[str, str] = field(default_factory=dict)
-    version: str = __version__
-    reload_ok: bool = True  # the last reload (or the start) took the file
-    reload_success_time: float = 0.0  # unix time the config was last loaded
-    mode: str = "enforce"  # config watchdog.mode
-
-    @property
-    def healthy(self) -> bool:
-        return all(c in self.results and self.results[c].ok for c in self.checks)
 
 
 def _family(short: str):
@@ -414,14 +384,16 @@ class Exposition:
         cached_snap, variants = self._cached
         if cached_snap is not snap or snap is None:
             variants = {}
-            self._cached = (snap, variants)
         key = (content_type, gzipped)
         got = variants.get(key)
         if got is None:
             body = encoder(self.registry)
             got = (gzip.compress(body, 6) if gzipped else body, accept)
             if len(variants) < _MAX_VARIANTS:  # odd Accept headers cannot grow it
-                variants[key] = got
+                # A new dict, swapped in whole: never grow one another thread (the
+                # loop's prerender, a scrape) may be walking. Two scrapes racing
+                # here lose at most one cached variant, rendered again next time.
+                self._cached = (snap, {**variants, key: got})
         return got[0], content_type
 
     def process_metrics(self, on: bool) -> None:

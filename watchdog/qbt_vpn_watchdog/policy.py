@@ -6,9 +6,11 @@ report, and the next ``Memory``. ``qbt_vpn_watchdog.actions.Remediator`` perform
 actions and feeds failures back into the memory. Nothing here does I/O, so the
 rules below are tested exhaustively (tests/core/test_policy.py).
 
-How a check result counts (``classify``) is declared by each check, next to
-the reasons themselves (``register(..., reasons=...)`` in checks/*.py; the
-README's check table shows them all):
+How a check result counts is declared by each check, next to the reasons
+themselves (``register(..., reasons=...)`` in checks/*.py; the README's check
+table shows them all). The policy is handed that table in its ``Settings``
+(``Settings.from_config(cfg, specs)``: {check: {reason: Reason}}) and imports
+nothing from checks/:
 
 * **unsafe**: torrent traffic may leak or go nowhere (e.g. every failure of
   ``return_path`` and ``handshake``, a DNS or exit-IP leak). The checks that
@@ -44,30 +46,36 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from qbt_vpn_watchdog.backoff import Backoff
-from qbt_vpn_watchdog.checks.registry import classify, reason_of
-from qbt_vpn_watchdog.results import DEGRADED, SAFE, UNKNOWN, UNSAFE, CheckResult
+from qbt_vpn_watchdog.results import (
+    DEGRADED,
+    OK,
+    SAFE,
+    UNKNOWN,
+    UNSAFE,
+    CheckResult,
+    Reason,
+    trailing,
+)
 
 if TYPE_CHECKING:
     from qbt_vpn_watchdog.config import Config
 
-__all__ = ["DEGRADED", "SAFE", "UNKNOWN", "UNSAFE", "classify", "decide"]
+__all__ = ["DEGRADED", "SAFE", "UNKNOWN", "UNSAFE", "decide"]
 
 HOUR = 3600.0
 
-
-def restart_helps(check: str, reason: str, ours: bool = True) -> bool:
-    """Whether a tunnel restart is the remedy for this result (the check declares it;
-    ``ours``: the namespace is built by our vpn-netns.sh, see ``Reason.ours_only``)."""
-    r = reason_of(check, reason)
-    return r.restart and (ours or not r.ours_only)
+# {check: {reason: Reason}}: what each failure of each check means.
+ReasonTable = Mapping[str, Mapping[str, Reason]]
 
 
-def rebind_helps(check: str, reason: str) -> bool:
-    """Whether setting qBittorrent's interface and port again is the remedy (declared too)."""
-    return reason_of(check, reason).rebind
+class DeclaresReasons(Protocol):
+    """What the policy needs of a check's spec (``checks.CheckSpec`` is one)."""
+
+    @property
+    def reason_table(self) -> Mapping[str, Reason]: ...
 
 
 # --- inputs and outputs --------------------------------------------------------
@@ -87,11 +95,13 @@ class Settings:
     tiers: tuple[int, ...] = (1,)  # the restart tiers configured, in order
     alternatives: int = 0  # how many alternative endpoints tier 3 rotates through
     rebind: bool = True
+    # What each check's reasons mean; a check or reason not in it counts as unsafe.
+    reasons: ReasonTable = field(default_factory=dict)
     # namespace.built_by_vpn_netns: a restart re-installs the kill switch (Reason.ours_only)
     ours: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Settings:
+    def from_config(cls, cfg: Config, specs: Mapping[str, DeclaresReasons]) -> Settings:
         r = cfg.remediation
         checks = tuple(cfg.enabled_checks())
         tiers = [1]
@@ -110,6 +120,7 @@ class Settings:
             tiers=tuple(tiers),
             alternatives=len(r.alternative_endpoints),
             rebind=r.rebind,
+            reasons={name: spec.reason_table for name, spec in specs.items()},
             ours=cfg.namespace.built_by_vpn_netns,
         )
 
@@ -118,6 +129,28 @@ class Settings:
 
     def recover_n(self, check: str) -> int:
         return self.recover_after.get(check, 3)
+
+    def reason(self, check: str, reason: str) -> Reason:
+        """What ``reason`` means for ``check``: fails closed (unsafe) when the table does not say."""
+        got = self.reasons.get(check, {}).get(reason)
+        return got if got is not None else Reason(reason, UNSAFE)
+
+    def classify(self, check: str, reason: str) -> str:
+        """SAFE, DEGRADED, UNKNOWN or UNSAFE for one result."""
+        return SAFE if reason == OK else self.reason(check, reason).severity
+
+    def unsafe(self, r: CheckResult) -> bool:
+        return self.classify(r.check, r.reason) == UNSAFE
+
+    def restart_helps(self, check: str, reason: str) -> bool:
+        """Whether a tunnel restart is the remedy for this result (the check declares it;
+        ``Reason.ours_only``: only on a namespace our vpn-netns.sh builds, ``ours``)."""
+        r = self.reason(check, reason)
+        return r.restart and (self.ours or not r.ours_only)
+
+    def rebind_helps(self, check: str, reason: str) -> bool:
+        """Whether setting qBittorrent's interface and port again is the remedy (declared too)."""
+        return self.reason(check, reason).rebind
 
 
 @dataclass(frozen=True)
@@ -183,30 +216,16 @@ def tier_for(attempt: int, settings: Settings) -> tuple[int, int]:
     return tier, index
 
 
-def _trailing(history: Sequence[CheckResult], pred, after: float | None = None) -> int:
-    """How many of the newest results satisfy ``pred`` in a row (newer than ``after``)."""
-    n = 0
-    for r in reversed(history):
-        if after is not None and r.started <= after:
-            break
-        if not pred(r):
-            break
-        n += 1
-    return n
-
-
-def _unsafe(r: CheckResult) -> bool:
-    return classify(r.check, r.reason) == UNSAFE
-
-
-def tripped(history: Sequence[CheckResult], fail_after: int, after: float | None = None) -> bool:
+def tripped(
+    history: Sequence[CheckResult], fail_after: int, settings: Settings, after: float | None = None
+) -> bool:
     """The last ``fail_after`` results (newer than ``after``) are all unsafe."""
-    return _trailing(history, _unsafe, after) >= fail_after
+    return trailing(history, settings.unsafe, after) >= fail_after
 
 
 def _describe(check: str, history: Sequence[CheckResult]) -> str:
     r = history[-1]
-    n = _trailing(history, lambda x: x.reason == r.reason)
+    n = trailing(history, lambda x: x.reason == r.reason)
     return f"{check} {r.reason} x{n}"
 
 
@@ -227,8 +246,8 @@ def decide(
     """This cycle's actions, state and next memory. Pure: no I/O, no clock."""
     hist = {c: histories.get(c, ()) for c in settings.checks}
     latest = {c: h[-1] for c, h in hist.items() if h}
-    sev = {c: classify(c, r.reason) for c, r in latest.items()}
-    trips = {c for c, h in hist.items() if h and tripped(h, settings.fail_n(c))}
+    sev = {c: settings.classify(c, r.reason) for c, r in latest.items()}
+    trips = {c for c, h in hist.items() if h and tripped(h, settings.fail_n(c), settings)}
     # A cycle is good only when every enabled check has spoken and none is unsafe
     # or unknown: a check that never reported cannot vouch for anything.
     good = all(sev.get(c) in (SAFE, DEGRADED) for c in settings.checks)
@@ -270,7 +289,7 @@ def decide(
         notes = []
         for c in sorted(c for c, s in sev.items() if s != SAFE):
             if sev[c] == UNSAFE:
-                n = _trailing(hist[c], _unsafe)
+                n = trailing(hist[c], settings.unsafe)
                 notes.append(f"{c} {latest[c].reason} ({n}/{settings.fail_n(c)} before acting)")
             else:
                 notes.append(f"{c} {latest[c].reason} ({sev[c]})")
@@ -286,9 +305,13 @@ def decide(
             actions.append(Action("stop_torrents", "keep holding", sweep=True))
         mem = replace(mem, stopped=True)
 
-    tunnel_bad = sorted(c for c in trips if restart_helps(c, latest[c].reason, settings.ours))
+    tunnel_bad = sorted(c for c in trips if settings.restart_helps(c, latest[c].reason))
     if tunnel_bad and not mem.gave_up:
-        fresh = [c for c in tunnel_bad if tripped(hist[c], settings.fail_n(c), mem.last_restart)]
+        fresh = [
+            c
+            for c in tunnel_bad
+            if tripped(hist[c], settings.fail_n(c), settings, mem.last_restart)
+        ]
         if fresh and now >= mem.next_restart:
             if len(mem.restarts) >= settings.max_restarts_per_hour:
                 mem = replace(mem, gave_up=True)
@@ -346,9 +369,9 @@ def _rebind(
     after = max((t for t in (last, mem.last_restart) if t is not None), default=None)
     for check in sorted(hist):
         h = hist[check]
-        if not h or not rebind_helps(check, h[-1].reason):
+        if not h or not settings.rebind_helps(check, h[-1].reason):
             continue
-        n = _trailing(h, lambda r: rebind_helps(r.check, r.reason), after)
+        n = trailing(h, lambda r: settings.rebind_helps(r.check, r.reason), after)
         if n >= settings.fail_n(check):
             return [Action("rebind", f"{check} {h[-1].reason} x{n}")]
     return []

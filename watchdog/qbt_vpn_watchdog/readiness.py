@@ -21,8 +21,7 @@ unready: they say nothing about a leak; ``qbtvpn_healthy`` and the alerts do.
 from __future__ import annotations
 
 from qbt_vpn_watchdog.checks.registry import classify
-from qbt_vpn_watchdog.metrics import Snapshot
-from qbt_vpn_watchdog.results import UNSAFE
+from qbt_vpn_watchdog.results import UNSAFE, Snapshot
 
 
 def readiness(health: tuple[int, str], snap: Snapshot | None) -> tuple[int, str]:

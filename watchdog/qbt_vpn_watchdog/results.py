@@ -11,16 +11,22 @@ verdict is still pending).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from qbt_vpn_watchdog import __version__
 
 OK = "ok"
 # Reasons every check can have, filled in by the runner, never by a check.
 ERROR = "error"  # the check raised: a bug or an unexpected answer
 TIMEOUT = "timeout"  # the check did not finish within its timeout
-COMMON_REASONS = (ERROR, TIMEOUT)
+# A reading failed because the watchdog itself ran out of something (open
+# files, memory, threads): it could not look, which says nothing about the
+# tunnel. Always unknown, whatever the check (sources.local_resource).
+LOCAL_RESOURCE = "local_resource"
+COMMON_REASONS = (ERROR, TIMEOUT, LOCAL_RESOURCE)
 
 # How remediation counts a result (each check declares it per reason; see
 # qbt_vpn_watchdog.checks.registry.Reason and qbt_vpn_watchdog.policy).
@@ -29,6 +35,32 @@ DEGRADED = "degraded"  # reported only
 UNKNOWN = "unknown"  # the watchdog cannot tell: never starts a hold, blocks resuming one
 UNSAFE = "unsafe"  # torrent traffic may leak or go nowhere: acted on
 SEVERITIES = (SAFE, DEGRADED, UNKNOWN, UNSAFE)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A failure reason and what it means to remediation.
+
+    severity: UNSAFE (torrent traffic may leak or go nowhere: acted on),
+    UNKNOWN (the watchdog cannot tell: never starts a hold, blocks resuming
+    one) or DEGRADED (reported only). ``restart``: a tunnel restart is the
+    remedy. ``rebind``: setting qBittorrent's interface and port again is.
+    ``ours_only``: the restart is the remedy only where this project's
+    vpn-netns.sh builds the namespace (``namespace.built_by_vpn_netns``): its
+    restart-tunnel re-installs the kill switch and turns IPv6 off; on a
+    namespace someone else's module built, a restart changes nothing, so the
+    torrents are only held.
+    """
+
+    name: str
+    severity: str
+    restart: bool = False
+    rebind: bool = False
+    ours_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES or self.severity == SAFE:
+            raise ValueError(f"reason {self.name!r}: severity {self.severity!r} is not a failure")
 
 
 def _frozen(m: Mapping | None) -> Mapping:
@@ -100,3 +132,52 @@ class RemediationView:
     actions_total: Mapping[str, int] = field(default_factory=dict)  # action -> attempts since start
     failures_total: Mapping[str, int] = field(default_factory=dict)
     summary: str = ""  # one line, e.g. "holding 3 torrents: return_path failing for 2 cycles"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the loop knew after its last cycle; the only input of the collector."""
+
+    # The latest result of every enabled check, including checks that did not
+    # run this cycle (their own interval is longer than the poll interval).
+    results: Mapping[str, CheckResult]
+    # The last successful reading per source, from Context.readings():
+    # "wireguard" -> WgDevice, "tunnel_link" -> LinkState | None, "qbittorrent" -> QbtState.
+    readings: Mapping[str, Any]
+    remediation: RemediationView
+    last_cycle: float  # unix time the last cycle finished
+    cycles: int
+    reload_failures: int
+    checks: tuple[str, ...]  # the enabled checks, in display order
+    reasons: Mapping[str, tuple[str, ...]]  # check -> every reason it can report (ok first)
+    interface: str = ""  # the tunnel interface from the config
+    # Sources whose last read failed (key -> operator message): "down", not "unknown".
+    reading_errors: Mapping[str, str] = field(default_factory=dict)
+    version: str = __version__
+    reload_ok: bool = True  # the last reload (or the start) took the file
+    reload_success_time: float = 0.0  # unix time the config was last loaded
+    mode: str = "enforce"  # config watchdog.mode
+
+    @property
+    def healthy(self) -> bool:
+        return all(c in self.results and self.results[c].ok for c in self.checks)
+
+
+def trailing(
+    history: Sequence[CheckResult],
+    pred: Callable[[CheckResult], bool],
+    after: float | None = None,
+) -> int:
+    """How many of the newest results satisfy ``pred`` in a row (started after ``after``).
+
+    The one count behind "failed N times in a row": the policy's ``fail_after``,
+    the loop's unsettled checks, the status line's "for N cycles".
+    """
+    n = 0
+    for r in reversed(history):
+        if after is not None and r.started <= after:
+            break
+        if not pred(r):
+            break
+        n += 1
+    return n

@@ -10,21 +10,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from qbt_vpn_watchdog.metrics import Snapshot
-from qbt_vpn_watchdog.results import UNSAFE, CheckResult, RemediationView
+from qbt_vpn_watchdog.results import CheckResult, Snapshot
 
 if TYPE_CHECKING:
-    from qbt_vpn_watchdog.checks import CheckSpec, Context
-    from qbt_vpn_watchdog.config import Config
+    from qbt_vpn_watchdog.checks import Context
 
 log = logging.getLogger("qbt_vpn_watchdog.daemon")
 
 
 class ResultStore:
-    """Bounded histories, latest results and readings; builds the snapshot and the summaries."""
+    """Bounded histories, latest results and readings, the published snapshot.
+
+    It only stores: what is due and what is unsettled is the schedule's
+    (schedule.py), the liveness answer and the status line health.py's.
+    """
 
     def __init__(self, history: int, loaded_at: float = 0.0) -> None:
         self.maxlen = history
@@ -112,121 +115,18 @@ class ResultStore:
     def last_run(self, name: str) -> float | None:
         return self._last_run.get(name)
 
-    def unsettled(
-        self, cfg: Config, names: Iterable[str], specs: Mapping[str, CheckSpec]
-    ) -> list[str]:
-        """Checks to confirm soon: their latest result is provisional, or unsafe but
-        not yet ``fail_after`` times in a row (remediation does not act on one)."""
-        out = []
-        for name in names:
-            h = self._histories.get(name)
-            if not h or name not in specs:
-                continue
-            if h[-1].provisional:
-                out.append(name)
-                continue
-            n = 0
-            for r in reversed(h):
-                if r.ok or specs[name].reason(r.reason).severity != UNSAFE:
-                    break
-                n += 1
-            if 0 < n < cfg.check(name).fail_after:
-                out.append(name)
-        return out
+    @property
+    def last_runs(self) -> Mapping[str, float]:
+        """When each check last ran (read-only view)."""
+        return MappingProxyType(self._last_run)
 
-    def build_snapshot(
-        self,
-        cfg: Config,
-        names: Sequence[str],
-        specs: Mapping[str, CheckSpec],
-        remediation: RemediationView,
-        finished: float,
-    ) -> Snapshot:
-        results = {n: r for n in names if (r := self.latest(n)) is not None}
-        return Snapshot(
-            results=results,
-            readings=dict(self._readings),
-            remediation=remediation,
-            last_cycle=finished,
-            cycles=self.cycles,
-            reload_failures=self.reload_failures,
-            reload_ok=self.reload_ok,
-            reload_success_time=self.reload_success_time,
-            mode=cfg.watchdog.mode,
-            checks=tuple(names),
-            reasons={n: specs[n].all_reasons for n in names},
-            interface=cfg.wireguard.interface,
-            reading_errors=dict(self._reading_errors),
-        )
+    def readings(self) -> dict[str, Any]:
+        """The last good reading per source (a copy, for a snapshot)."""
+        return dict(self._readings)
 
-    def due(self, cfg: Config, names: Iterable[str], now: float) -> dict[str, float]:
-        """The checks whose own interval has passed: name -> timeout."""
-        # Cycles start on a fixed schedule but not to the microsecond: a slack
-        # of a quarter interval keeps a 60 s check on a 10 s loop at 60 s, not 70.
-        slack = cfg.watchdog.interval / 4
-        due = {}
-        for name in names:
-            c = cfg.check(name)
-            last = self._last_run.get(name)
-            if c.interval <= 0 or last is None or now - last >= c.interval - slack:
-                due[name] = c.timeout
-        return due
-
-    def health(self, cfg: Config, names: Iterable[str], now: float, status: str) -> tuple[int, str]:
-        """Liveness: is the loop alive? The VPN's state is in the text, not the code.
-
-        A liveness probe that failed whenever the VPN was broken would get the
-        watchdog restarted exactly when it is needed most; whether the VPN is
-        safe is ``qbtvpn_healthy`` and the body's summary. Stalled: no cycle
-        for three intervals plus the longest check timeout.
-        """
-        snap = self.snapshot
-        if snap is None:
-            return 503, "starting: no cycle finished yet"
-        longest = max((cfg.check(n).timeout for n in names), default=0.0)
-        limit = 3 * cfg.watchdog.interval + longest
-        age = now - snap.last_cycle
-        if age > limit:
-            return 503, f"stalled: the last cycle finished {age:.0f} s ago (limit {limit:.0f} s)"
-        mode = (
-            " (observe mode: reports what it would do, never acts)"
-            if cfg.watchdog.mode == "observe"
-            else ""
-        )
-        return 200, f"alive{mode}; {status}"
-
-    def failing_for(self, name: str) -> int:
-        """How many of the check's newest results failed in a row."""
-        n = 0
-        for r in reversed(self._histories.get(name, ())):
-            if r.ok:
-                break
-            n += 1
-        return n
-
-    def summarize(self, snap: Snapshot, cfg: Config) -> str:
-        """The STATUS= / healthz one-liner, e.g. ``ok: 6/6 checks passed``."""
-        names = snap.checks
-        ran = [snap.results[n] for n in names if n in snap.results]
-        failing = [r for r in ran if not r.ok]
-        view = snap.remediation
-        if not failing:
-            line = f"ok: {len(ran)}/{len(names)} checks passed"
-        else:
-            word = "UNSAFE" if view.state != "ok" else "FAILING"
-            parts = []
-            for r in failing:
-                n = self.failing_for(r.check)
-                unit = "cycle" if cfg.check(r.check).interval <= 0 else "run"
-                parts.append(f"{r.check} ({r.reason}) for {n} {unit}{'s' if n != 1 else ''}")
-            line = f"{word} {', '.join(parts)}"
-        if view.summary:
-            line += f"; {view.summary}"
-        elif view.held_stopped:
-            line += f"; holding {view.held_stopped} torrents"
-        if view.observe_only:
-            line += " [observe only]"
-        return line
+    def reading_errors(self) -> dict[str, str]:
+        """Sources whose last read failed: key -> operator message (a copy)."""
+        return dict(self._reading_errors)
 
 
 def _log_change(prev: CheckResult | None, r: CheckResult) -> None:

@@ -19,12 +19,35 @@ missing ``WATCHDOG=1`` if it matters).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qbt_vpn_watchdog.config import Config
 
 log = logging.getLogger(__name__)
+
+
+# The calls one cycle of remediation can make, each within
+# remediation.action_timeout (actions.Remediator.step): reading the torrents it
+# holds (until qBittorrent has answered once), stop_torrents, restart_tunnel
+# (tier 2 runs the unit restart) and rebind, the last three in one cycle when
+# an incident starts with qBittorrent's binding lost too.
+ACTIONS_PER_CYCLE = 4
+
+
+def watchdog_sec(interval: float, check_timeouts: Iterable[float], action_timeout: float) -> int:
+    """The ``WatchdogSec=`` that only a stuck loop outlasts (also the NixOS default's formula).
+
+    ``WATCHDOG=1`` is sent once per completed cycle: allow three intervals, a
+    cycle in which every check runs into its timeout, and every action a cycle
+    can run (``ACTIONS_PER_CYCLE``) running into its own.
+    """
+    return math.ceil(3 * interval + sum(check_timeouts) + ACTIONS_PER_CYCLE * action_timeout)
 
 
 def _address(value: str) -> str | bytes | None:
@@ -95,16 +118,19 @@ class Notifier:
 
     # --- the messages ---------------------------------------------------------
 
-    def warn_if_too_short(self, interval: float, longest_timeout: float) -> None:
-        """Log when WatchdogSec= is less than twice the worst cycle (interval + longest timeout)."""
+    def warn_if_too_short(self, config: Config, checks: Iterable[str]) -> None:
+        """Log when WatchdogSec= is less than ``watchdog_sec()`` of ``config`` running ``checks``."""
         wd = self.watchdog_interval
-        worst = interval + longest_timeout
-        if wd is not None and wd < 2 * worst:
+        interval, action_timeout = config.watchdog.interval, config.remediation.action_timeout
+        timeouts = [config.check(n).timeout for n in checks]
+        need = watchdog_sec(interval, timeouts, action_timeout)
+        if wd is not None and wd < need:
             log.warning(
-                "WatchdogSec=%g s is less than twice the worst cycle (interval %g s + longest "
-                "check timeout %g s): a slow but healthy cycle may get the service killed; "
-                "use WatchdogSec=%d or more",
-                wd, interval, longest_timeout, int(2 * worst + 0.999),
+                "WatchdogSec=%g s does not cover the worst cycles (3 x interval %g s + every "
+                "check timeout, %g s in all + %d actions x action_timeout %g s): a slow but "
+                "healthy cycle, or one that stops torrents, restarts the tunnel and rebinds "
+                "qBittorrent, may get the service killed mid-incident; use WatchdogSec=%d or more",
+                wd, interval, sum(timeouts), ACTIONS_PER_CYCLE, action_timeout, need,
             )  # fmt: skip
 
     def ready(self, status: str | None = None) -> bool:

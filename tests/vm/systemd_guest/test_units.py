@@ -254,12 +254,12 @@ def qbittorrent():
     """A Web API client logged in as the watchdog is (the same password file)."""
     import qbittorrentapi
 
-    from qbt_vpn_watchdog.config import load
+    from qbt_vpn_watchdog.config import load, read_password
 
     cfg = load(CONFIG, secrets=True)
     c = qbittorrentapi.Client(
         host=cfg.qbittorrent.url, username=cfg.qbittorrent.username,
-        password=Path(cfg.qbittorrent.password_file).read_text().strip(),
+        password=read_password(cfg.qbittorrent),
         REQUESTS_ARGS={"timeout": 60},
     )  # fmt: skip
     c.auth_log_in()

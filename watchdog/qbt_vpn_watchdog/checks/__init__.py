@@ -9,8 +9,9 @@ failures are returned as a failed ``Outcome``, never raised. The runner
 exception into reason ``error``. Checks read the world only through their
 ``Context`` (context.py).
 
-To add a check: a new module here with one ``@register(...)`` function, its
-section in ``config.ChecksSection``, and a test; ``load_all`` finds it.
+To add a check: docs/architecture.md has the recipe (every file it touches).
+``load_all`` finds the module, and refuses a check without its table in
+``config.ChecksSection`` (``contract_errors``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from qbt_vpn_watchdog.checks.registry import (
     CheckSpec,
     Reason,
     classify,
+    contract_errors,
     degraded,
     load_all,
     names,
@@ -34,6 +36,7 @@ from qbt_vpn_watchdog.checks.registry import (
 from qbt_vpn_watchdog.checks.runner import Runner
 
 __all__ = [
-    "REGISTRY", "CheckFn", "CheckSpec", "Context", "Reason", "Runner", "classify", "degraded",
+    "REGISTRY", "CheckFn", "CheckSpec", "Context", "Reason", "Runner", "classify", "contract_errors",
+    "degraded",
     "load_all", "names", "ordered", "reason_of", "register", "unknown", "unsafe",
 ]  # fmt: skip

@@ -45,6 +45,7 @@ from qbt_vpn_watchdog.sources.tunnel import ip_of, on_tunnel, routable
 # tunnel gone: a restart brings it back.
 REASONS = (
     unknown("login"),
+    unknown("password_file"),
     unknown("unreachable"),
     unknown("bad_response"),
     unsafe("unbound", rebind=True),
@@ -59,8 +60,8 @@ REASONS = (
 
 def source_reason(e: SourceError) -> str:
     """The reason for a failure to read qBittorrent (shared with the webui check)."""
-    if e.kind == "login":
-        return "login"
+    if e.kind in ("login", "password_file"):
+        return e.kind
     if e.kind == "bad_response":
         return "bad_response"
     return "unreachable"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qbt_vpn_watchdog.results import CheckResult
-from qbt_vpn_watchdog.sources import SourceError, Sources
+from qbt_vpn_watchdog.sources import SourceError, Sources, local_resource
 
 if TYPE_CHECKING:
     from qbt_vpn_watchdog.config import Config
@@ -68,24 +68,36 @@ class Context:
     # The exit address the exit_ip check saw last ("" = none yet): port_forward's
     # target. Handed in by the loop; checks never read each other's results.
     exit_ip: str = ""
+    # What ran out (open files, memory...) in a reading this check made; the
+    # runner makes a failure of the check ``local_resource`` when it is set.
+    local_resource: str | None = None
+
+    def _read(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except BaseException as e:
+            ran_out = local_resource(e)
+            if ran_out is not None and self.local_resource is None:
+                self.local_resource = ran_out
+            raise
 
     def _once(self, key: str, fn: Callable[[], Any]) -> Any:
         m = self._memo.get(key)
         if m is None:
             m = self._memo.setdefault(key, _Memo(fn))
-        return m()
+        return self._read(m)
 
     def wireguard(self, fresh: bool = False) -> WgDevice:
         """The tunnel's WireGuard device; ``fresh``: read again, past this cycle's memo."""
         if fresh:
-            return self.sources.wireguard.read()
+            return self._read(self.sources.wireguard.read)
         return self._once("wireguard", self.sources.wireguard.read)
 
     def tunnel_link(self, fresh: bool = False) -> LinkState | None:
         """The tunnel interface in the namespace (None: it does not exist)."""
         ifname = self.config.wireguard.interface
         if fresh:
-            return self.sources.links.link(ifname)
+            return self._read(lambda: self.sources.links.link(ifname))
         return self._once("tunnel_link", lambda: self.sources.links.link(ifname))
 
     def qbittorrent(self) -> QbtState:
@@ -144,26 +156,30 @@ class Context:
     ) -> DnsAnswer:
         """One query; with ``retransmit_after``, sent once more when unanswered by then."""
         if retransmit_after is None:
-            return self.sources.dns.query(name, server, timeout)
-        return self.sources.dns.query(name, server, timeout, retransmit_after=retransmit_after)
+            return self._read(lambda: self.sources.dns.query(name, server, timeout))
+        return self._read(
+            lambda: self.sources.dns.query(name, server, timeout, retransmit_after=retransmit_after)
+        )
 
     def path_mtu(
         self, target: str, mtu: int, budget: float, thorough: bool = True
     ) -> PathMtu | None:
         """Do packets of ``mtu`` bytes cross the tunnel to ``target`` and back (None: no prober)."""
         prober = self.sources.pmtu
-        return None if prober is None else prober.measure(target, mtu, budget, thorough)
+        if prober is None:
+            return None
+        return self._read(lambda: prober.measure(target, mtu, budget, thorough))
 
     def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
-        return self.sources.http.get(url, timeout, max_bytes)
+        return self._read(lambda: self.sources.http.get(url, timeout, max_bytes))
 
     def tcp_connect(self, netns: str | None, host: str, port: int, timeout: float) -> TcpAnswer:
         """One TCP connect from ``netns`` (None: the watchdog's own namespace)."""
         prober = self.sources.tcp
         if prober is None:
             raise SourceError("no TCP prober in this setup", kind="local")
-        return prober.connect(netns, host, port, timeout)
+        return self._read(lambda: prober.connect(netns, host, port, timeout))
 
     def webui_probe(self, url: str, timeout: float) -> HttpResponse:
         """An unauthenticated GET of qBittorrent's app/version at ``url`` (no login)."""
-        return self.sources.qbittorrent.webui_probe(url, timeout)
+        return self._read(lambda: self.sources.qbittorrent.webui_probe(url, timeout))

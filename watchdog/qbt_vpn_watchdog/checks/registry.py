@@ -5,30 +5,35 @@ reasons it can fail with and how remediation counts each one (``Reason``), how
 its own error or timeout counts, whether a link event runs it, and the series
 it exports beyond the common ``qbtvpn_check_*`` ones. Everything else is
 derived from the registry: the display order, the metric catalogue, the
-policy's classification (``classify``), the link-event checks, the README's
-tables (kept true by tests).
+policy's reason table (``CheckSpec.reason_table``, handed to it by the daemon),
+the link-event checks, the README's tables (kept true by tests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from qbt_vpn_watchdog.config.schema import ChecksSection
 from qbt_vpn_watchdog.results import (
     COMMON_REASONS,
     DEGRADED,
     ERROR,
+    LOCAL_RESOURCE,
     OK,
     SAFE,
-    SEVERITIES,
     TIMEOUT,
     UNKNOWN,
     UNSAFE,
     CheckResult,
     Outcome,
+    Reason,
 )
 
 if TYPE_CHECKING:
@@ -39,32 +44,6 @@ CheckFn = Callable[["Context"], Outcome]
 # A check's own series from its latest result (None: it has not run yet):
 # prometheus_client families, one per Metric in ``series``, in that order.
 RenderFn = Callable[[CheckResult | None], Iterable[Any]]
-
-
-@dataclass(frozen=True)
-class Reason:
-    """A failure reason and what it means to remediation.
-
-    severity: UNSAFE (torrent traffic may leak or go nowhere: acted on),
-    UNKNOWN (the watchdog cannot tell: never starts a hold, blocks resuming
-    one) or DEGRADED (reported only). ``restart``: a tunnel restart is the
-    remedy. ``rebind``: setting qBittorrent's interface and port again is.
-    ``ours_only``: the restart is the remedy only where this project's
-    vpn-netns.sh builds the namespace (``namespace.built_by_vpn_netns``): its
-    restart-tunnel re-installs the kill switch and turns IPv6 off; on a
-    namespace someone else's module built, a restart changes nothing, so the
-    torrents are only held.
-    """
-
-    name: str
-    severity: str
-    restart: bool = False
-    rebind: bool = False
-    ours_only: bool = False
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES or self.severity == SAFE:
-            raise ValueError(f"reason {self.name!r}: severity {self.severity!r} is not a failure")
 
 
 def unsafe(
@@ -93,6 +72,9 @@ class CheckSpec:
     on_link_event: bool = False  # run at once when the tunnel link changes
     series: tuple[Metric, ...] = ()  # its own series, beyond qbtvpn_check_*
     render: RenderFn | None = None  # fills ``series`` from the latest result
+    # Seconds a provisional result needs before running the check again can settle
+    # it (return_path: its counters' window); a one-shot `check` waits this long.
+    settle_after: float = 0.0
     _by_name: Mapping[str, Reason] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +88,8 @@ class CheckSpec:
         by_name = {r.name: r for r in self.reasons}
         by_name[ERROR] = errors
         by_name[TIMEOUT] = Reason(TIMEOUT, self.errors, restart=self.restart_on_error)
+        # Never unsafe, even for a check that fails closed: nothing was read.
+        by_name[LOCAL_RESOURCE] = Reason(LOCAL_RESOURCE, UNKNOWN)
         object.__setattr__(self, "_by_name", by_name)
 
     @property
@@ -120,6 +104,12 @@ class CheckSpec:
     def reason(self, name: str) -> Reason:
         """What ``name`` means; an unknown reason counts as unsafe (fail closed)."""
         return self._by_name.get(name) or Reason(name, UNSAFE)
+
+    @property
+    def reason_table(self) -> Mapping[str, Reason]:
+        """Every failure it may report (error and timeout too) -> what it means: the
+        policy's table (``policy.Settings.from_config``)."""
+        return MappingProxyType(self._by_name)
 
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -136,6 +126,7 @@ def register(
     on_link_event: bool = False,
     series: Sequence[Metric] = (),
     render: RenderFn | None = None,
+    settle_after: float = 0.0,
 ) -> Callable[[CheckFn], CheckFn]:
     """Add the decorated function to the registry as check ``name`` (see ``CheckSpec``)."""
 
@@ -144,7 +135,7 @@ def register(
             raise RuntimeError(f"check {name!r} registered twice")
         REGISTRY[name] = CheckSpec(
             name, fn, tuple(reasons), summary, order, errors, restart_on_error, on_link_event,
-            tuple(series), render,
+            tuple(series), render, settle_after,
         )  # fmt: skip
         return fn
 
@@ -161,11 +152,14 @@ def load_all() -> dict[str, CheckSpec]:
     global _loaded
     if _loaded:
         return REGISTRY
-    import qbt_vpn_watchdog.checks as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
+    # The modules beside this one, found on disk: importing the package itself
+    # from here would be an import circle (checks/__init__ imports this module).
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if m.name not in _NOT_CHECKS:
-            importlib.import_module(f"qbt_vpn_watchdog.checks.{m.name}")
+            importlib.import_module(f"{__package__}.{m.name}")
+    errors = contract_errors(REGISTRY)
+    if errors:
+        raise RuntimeError("the checks and config.ChecksSection disagree: " + "; ".join(errors))
     ordered = sorted(REGISTRY.values(), key=lambda s: (s.order, s.name))
     if list(REGISTRY) != [s.name for s in ordered]:
         items = [(s.name, s) for s in ordered]
@@ -173,6 +167,25 @@ def load_all() -> dict[str, CheckSpec]:
         REGISTRY.update(items)
     _loaded = True
     return REGISTRY
+
+
+def contract_errors(specs: Mapping[str, CheckSpec]) -> list[str]:
+    """Where the registered checks and the config's [checks.*] tables disagree.
+
+    A check registered without a section in ``config.ChecksSection`` would never
+    run (nothing enables it), and a section without a check would configure
+    nothing: both are caught when the checks load, not left silent.
+    """
+    sections = {f.name: f.type for f in dataclasses.fields(ChecksSection)}
+    errors = [
+        f"check {n!r} is registered but ChecksSection has no {n!r} table"
+        for n in specs
+        if n not in sections
+    ]
+    errors += [
+        f"ChecksSection.{n} configures no registered check" for n in sections if n not in specs
+    ]
+    return errors
 
 
 def names() -> tuple[str, ...]:
@@ -208,6 +221,6 @@ def reason_of(check: str, reason: str) -> Reason:
 
 __all__ = [
     "DEGRADED", "SAFE", "UNKNOWN", "UNSAFE", "CheckFn", "CheckSpec", "REGISTRY", "Reason",
-    "RenderFn", "classify", "degraded", "load_all", "names", "ordered", "reason_of", "register",
+    "RenderFn", "classify", "contract_errors", "degraded", "load_all", "names", "ordered", "reason_of", "register",
     "unknown", "unsafe",
 ]  # fmt: skip

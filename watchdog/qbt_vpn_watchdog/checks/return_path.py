@@ -257,6 +257,8 @@ def _probe(ctx: Context) -> tuple[bool, bool, str]:
     errors=UNSAFE,
     restart_on_error=True,
     on_link_event=True,
+    # An unanswered probe passes only provisionally: the counters need a window.
+    settle_after=MIN_WINDOW_SECONDS,
 )
 def check(ctx: Context) -> Outcome:
     cfg = ctx.config.checks.return_path

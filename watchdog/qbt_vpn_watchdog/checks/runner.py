@@ -6,11 +6,20 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 
 from qbt_vpn_watchdog.checks.context import Context
 from qbt_vpn_watchdog.checks.registry import CheckSpec
-from qbt_vpn_watchdog.results import COMMON_REASONS, ERROR, TIMEOUT, CheckResult, Outcome
+from qbt_vpn_watchdog.results import (
+    COMMON_REASONS,
+    ERROR,
+    LOCAL_RESOURCE,
+    TIMEOUT,
+    CheckResult,
+    Outcome,
+)
+from qbt_vpn_watchdog.sources import local_resource
 from qbt_vpn_watchdog.workers import Busy, Workers
 
 log = logging.getLogger("qbt_vpn_watchdog.checks")
@@ -47,6 +56,14 @@ class Runner:
             sub = ctx.for_check(histories.get(name, ()))
             try:
                 fut = self._workers.start(name, partial(_run_one, spec, sub))
+            except RuntimeError as e:  # "can't start new thread": TasksMax= or the host's limit
+                ran_out = local_resource(e)
+                if ran_out is None:
+                    raise
+                detail = f"local resource limit: {ran_out}; not a tunnel fault: not started"
+                out = Outcome.failed(LOCAL_RESOURCE, detail)
+                results[name] = CheckResult.from_outcome(name, out, started, 0.0)
+                continue
             except Busy:
                 results[name] = CheckResult(
                     name,
@@ -89,4 +106,25 @@ def _run_one(spec: CheckSpec, ctx: Context) -> Outcome:
     except BaseException as e:  # noqa: BLE001 - the runner's job is to keep going
         log.debug("check %s raised", spec.name, exc_info=True)
         outcome = Outcome.failed(ERROR, f"{type(e).__name__}: {e}")
-    return outcome
+        ctx.local_resource = ctx.local_resource or local_resource(e)
+    return _local_resource(outcome, ctx.local_resource)
+
+
+def _local_resource(outcome: Outcome, ran_out: str | None) -> Outcome:
+    """A failure of a check that ran out of a local resource while reading: ``local_resource``.
+
+    The check's own reason (``unreadable``, ``missing``, ``error``...) would
+    blame the tunnel for what is the watchdog's own limit (a flood of
+    connections to the metrics port took every file descriptor): the check
+    could not look, which is unknown, never unsafe. What it did see is kept.
+    """
+    if ran_out is None or outcome.ok:
+        return outcome
+    if "local resource limit" in outcome.detail:
+        detail = f"{outcome.detail}; not a tunnel fault: the check could not look"
+    else:
+        detail = (
+            f"local resource limit: {ran_out}; not a tunnel fault: the check could not look"
+            f" (it said {outcome.reason}: {outcome.detail})"
+        )
+    return replace(outcome, reason=LOCAL_RESOURCE, detail=detail)

@@ -37,7 +37,9 @@ from qbt_vpn_watchdog.sources.tunnel import routable, tunnel_peer
 # All reported, never acted on. ``exposed`` is a security problem, but stopping
 # torrents does not close the WebUI and it does not leak torrent traffic: it is
 # alerted on (critical), not remediated.
-REASONS = tuple(degraded(r) for r in ("login", "unreachable", "bad_response", "exposed"))
+REASONS = tuple(
+    degraded(r) for r in ("login", "password_file", "unreachable", "bad_response", "exposed")
+)
 VERSION_PATH = "/api/v2/app/version"
 ALL_ADDRESSES = ("", "*", "0.0.0.0", "::")
 _VERSION = re.compile(rb"v?\d+\.\d+(\.\d+)*[\w.+-]*")

@@ -188,5 +188,19 @@ def _key(default: object = dataclasses.MISSING, *, help: str, check=None, factor
     return field(default=default, metadata=meta)
 
 
+TIMEOUT_HELP = "Seconds the check may take before it fails with reason timeout."
+INTERVAL_HELP = "Seconds between runs; 0 = every cycle."
+
+
+def _timeout(default: float, why: str = ""):
+    """A check's ``timeout``: every check says it in the same words (``why`` adds its own)."""
+    return _key(default, help=" ".join(filter(None, (TIMEOUT_HELP, why))), check=_positive)
+
+
+def _interval(default: float, why: str = ""):
+    """A check's ``interval``: the same words for every check, and why its default is what it is."""
+    return _key(default, help=" ".join(filter(None, (INTERVAL_HELP, why))), check=_non_negative)
+
+
 def _section(cls: type):
     return field(default_factory=cls, metadata={"help": ""})

@@ -18,6 +18,7 @@ from pathlib import Path
 from qbt_vpn_watchdog.config.errors import ConfigError
 from qbt_vpn_watchdog.config.fields import _listen_address
 from qbt_vpn_watchdog.config.schema import DEFAULT_PASSWORD_FILE, Config, QbittorrentSection
+from qbt_vpn_watchdog.secret_file import SecretFileError, read_secret_file
 
 
 def _pairs(cfg: Config) -> list[str]:
@@ -233,6 +234,8 @@ def read_password(cfg: QbittorrentSection) -> str:
 
     Raises ``ConfigError`` naming the path (never the content). A trailing
     newline is stripped; an empty password file is allowed (no password).
+    Read by ``secret_file.read_secret_file``: no symlink, a regular file of at
+    most 4 KiB, a warning when group or others may read it.
     """
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     candidates = []
@@ -251,14 +254,13 @@ def read_password(cfg: QbittorrentSection) -> str:
         )
     for p in candidates:
         try:
-            return p.read_text(encoding="utf-8").rstrip("\r\n")
+            return read_secret_file(p)
         except FileNotFoundError:
             continue
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(
-                "qbittorrent",
-                [f"qbittorrent.password_file: cannot read {p}: {e.__class__.__name__}"],
-            ) from None
+        except SecretFileError as e:
+            # ``from None`` keeps the OSError as __context__: an EMFILE stays
+            # recognisable (sources.local_resource) for the adapter.
+            raise ConfigError("qbittorrent", [f"qbittorrent.password_file: {e}"]) from None
     hint = ""
     if cfg.password_file == DEFAULT_PASSWORD_FILE:
         hint = " (the default: write the WebUI password there, or set password_file; an empty file means no password)"

@@ -15,6 +15,7 @@ from qbt_vpn_watchdog.config.fields import (
     _host_port_or_empty,
     _host_ports,
     _ifname,
+    _interval,
     _ip_or_empty,
     _ips,
     _ipv4_or_empty,
@@ -24,13 +25,13 @@ from qbt_vpn_watchdog.config.fields import (
     _max_connections,
     _names,
     _netns_name,
-    _non_negative,
     _one_of,
     _port,
     _port_or_zero,
     _positive,
     _section,
     _tag,
+    _timeout,
     _unit_or_empty,
     _url,
     _url_or_empty,
@@ -178,17 +179,19 @@ class QbittorrentSection:
         help="Port forwarded to qBittorrent in AirVPN's client area; 0 = none (else `bind` checks it).",
         check=_port_or_zero,
     )
-    timeout: float = _key(5.0, help="Seconds per Web API request.", check=_positive)
+    timeout: float = _key(
+        5.0,
+        help="Seconds for each Web API call, all of it (connect, answer, body), however slowly qBittorrent answers.",
+        check=_positive,
+    )
 
 
 # Keys every check has. A subclass re-declares the ones whose default differs.
 @dataclass(frozen=True)
 class CheckBase:
     enabled: bool = _key(True, help="Run this check.")
-    timeout: float = _key(
-        5.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
-    interval: float = _key(0.0, help="Seconds between runs; 0 = every cycle.", check=_non_negative)
+    timeout: float = _timeout(5.0)
+    interval: float = _interval(0.0)
     fail_after: int = _key(
         2, help="Failed results in a row before remediation acts on them.", check=_count
     )
@@ -201,9 +204,7 @@ class CheckBase:
 class HandshakeCheck(CheckBase):
     """Age of the last WireGuard handshake."""
 
-    timeout: float = _key(
-        2.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
+    timeout: float = _timeout(2.0)
     max_age: float = _key(
         180.0,
         help="Seconds; WireGuard's REJECT_AFTER_TIME: older session keys carry nothing.",
@@ -226,9 +227,7 @@ class ReturnPathCheck(CheckBase):
 class DnsCheck(CheckBase):
     """Lookups through the VPN's resolver, from inside the namespace."""
 
-    timeout: float = _key(
-        3.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
+    timeout: float = _timeout(3.0)
     names: list[str] = _key(help="Names to resolve.", check=_names, factory=lambda: ["airvpn.org"])
     resolver: str = _key(
         "",
@@ -250,9 +249,7 @@ class PathMtuCheck(CheckBase):
 
     # Healthy: two echoes, a millisecond. A black hole is confirmed in about 2 s
     # plus 4 s (the size and the way); the check's own budget keeps it under this.
-    timeout: float = _key(
-        10.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
+    timeout: float = _timeout(10.0)
     target: str = _key(
         "",
         help='Who answers the echoes (IPv4, in the tunnel); "" = the VPN\'s resolver (its gateway).',
@@ -264,16 +261,8 @@ class PathMtuCheck(CheckBase):
 class ExitIpCheck(CheckBase):
     """The address the internet sees, asked of an exit-IP endpoint through the tunnel."""
 
-    timeout: float = _key(
-        10.0,
-        help="Seconds the check may take before it fails with reason timeout.",
-        check=_positive,
-    )
-    interval: float = _key(
-        60.0,
-        help="Seconds between runs; AirVPN bans more than 600 requests per 10 minutes.",
-        check=_non_negative,
-    )
+    timeout: float = _timeout(10.0)
+    interval: float = _interval(60.0, "AirVPN bans more than 600 requests per 10 minutes.")
     url: str = _key("https://airvpn.org/api/whatismyip/", help="The endpoint.", check=_url)
     require_airvpn: bool = _key(
         True, help='Pass only when the endpoint answers "airvpn": true (else allowed_ips decide).'
@@ -301,11 +290,7 @@ class WebuiCheck(CheckBase):
     # not of the moment, and each run sends probes through the tunnel to the
     # VPN server's public address: once a minute, like exit_ip. qBittorrent
     # going away is seen every cycle by bind.
-    interval: float = _key(
-        60.0,
-        help="Seconds between runs; each run probes through the tunnel.",
-        check=_non_negative,
-    )
+    interval: float = _interval(60.0, "Each run probes through the tunnel.")
     lan_url: str = _key(
         "",
         help='The URL the LAN uses to reach the WebUI; "" = qbittorrent.url.',
@@ -328,7 +313,9 @@ class Ipv6Check(CheckBase):
     """No IPv6 route leaves the namespace except through the tunnel (IPv6 is
     blocked there; this reads the routing table and sends nothing)."""
 
-    timeout: float = _key(2.0, help="Seconds for one dump of the IPv6 routes.", check=_positive)
+    # Its help once said "Seconds for one dump of the IPv6 routes.", the one
+    # timeout that had drifted from the others' words: now one helper says them.
+    timeout: float = _timeout(2.0)
     lan_prefixes: list[str] = _key(
         help="The LAN's own IPv6 prefixes: a route to one of them beside the tunnel carries "
         "nothing to the internet (degraded, not unsafe), e.g. a ULA on the LAN veth.",
@@ -342,9 +329,7 @@ class KillswitchCheck(CheckBase):
     """The kill switch refuses a packet out of every interface but the tunnel, IPv4 and IPv6
     (a probe that cannot leave the host: link-local multicast with TTL 0; docs/checks.md)."""
 
-    timeout: float = _key(
-        2.0, help="Seconds the check may take before it fails with reason timeout.", check=_positive
-    )
+    timeout: float = _timeout(2.0)
 
 
 @dataclass(frozen=True)
@@ -355,11 +340,7 @@ class PortForwardCheck(CheckBase):
 
     # Each run is one SYN over the internet to the VPN's exit and back in
     # through the tunnel; a closed port stalls seeding but leaks nothing.
-    interval: float = _key(
-        300.0,
-        help="Seconds between runs; each run is one TCP connect over the internet.",
-        check=_non_negative,
-    )
+    interval: float = _interval(300.0, "Each run is one TCP connect over the internet.")
     exit_ip: str = _key(
         "",
         help='The exit address AirVPN forwards the port on; "" = the one exit_ip saw last.',

@@ -12,8 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qbt_vpn_watchdog.lab import guard_faults as g  # the kill switch and forwarded-port faults
 from qbt_vpn_watchdog.lab import procs, services, state
 from qbt_vpn_watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab.fault_steps import (
+    _delete_rules,
+    _set_preference,
+    break_ipv6,
+    heal_ipv6,
+    restart_tunnel,
+)
 
 
 @dataclass(frozen=True)
@@ -35,11 +43,6 @@ def _table(name: str) -> str:
 def _drop_table(ns: str, name: str) -> None:
     if t.ns_exists(ns):
         t.run(["nft", "delete", "table", "inet", _table(name)], netns=ns, check=False)
-
-
-def restart_tunnel() -> None:
-    """What systemd's restart of the tunnel unit does on the host: the script's restart-tunnel."""
-    t.confined("restart-tunnel")
 
 
 # --- return-path: the 92-byte failure -------------------------------------------
@@ -242,17 +245,6 @@ def heal_exit_ip() -> None:
 # --- bind: qBittorrent rebound to the LAN veth through its API ---------------------
 
 
-def _set_preference(key: str, value: object, **also: object) -> None:
-    """Set qBittorrent's ``key`` (and ``also``) through its API; wait until it reads back."""
-    c = services.qbt_client()
-    c.app_set_preferences({key: value, **also})
-    deadline = time.monotonic() + 5
-    while c.app_preferences().get(key) != value:
-        if time.monotonic() > deadline:
-            raise t.LabError(f"qBittorrent did not take {key} = {value!r}")
-        time.sleep(0.1)
-
-
 def _set_interface(name: str) -> None:
     _set_preference("current_network_interface", name, current_interface_address="")
 
@@ -334,25 +326,6 @@ dnat to {t.CLIENT_TUN_IP}
     )
 
 
-def _delete_rules(chain: str, comment: str) -> None:
-    """Delete the kill switch's rules in ``chain`` that a fault added (marked by ``comment``)."""
-    if not t.ns_exists(t.NS_VPN):
-        return
-    out = t.run(
-        ["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, chain],
-        netns=t.NS_VPN,
-        check=False,
-    )
-    for line in out.splitlines():
-        if comment in line and "# handle " in line:
-            handle = line.rsplit("# handle ", 1)[1].strip()
-            t.run(
-                ["nft", "delete", "rule", "inet", t.KILLSWITCH_TABLE, chain, "handle", handle],
-                netns=t.NS_VPN,
-                check=False,
-            )
-
-
 def heal_webui_exposed() -> None:
     if t.ns_exists(t.NS_SRV):
         t.run(
@@ -362,127 +335,6 @@ def heal_webui_exposed() -> None:
 
 
 # --- ipv6: IPv6 appears on the namespace's LAN side ------------------------------------
-
-
-def _lan_ipv6(disabled: int) -> None:
-    path = f"/proc/sys/net/ipv6/conf/{t.LAN_NS}/disable_ipv6"
-    t.run(["sh", "-c", f"echo {disabled} > {path}"], netns=t.NS_VPN)
-
-
-def break_ipv6() -> None:
-    # What a router advertisement on the LAN does once IPv6 is on for the veth
-    # (a host update, someone's sysctl): an address and a default route out of
-    # the namespace beside the tunnel. IPv6 is blocked there by design, so this
-    # is the path the ipv6 check must see.
-    _lan_ipv6(0)
-    t.run(["ip", "-6", "addr", "add", t.LAN6_NS_ADDR, "dev", t.LAN_NS, "nodad"], netns=t.NS_VPN)
-    t.run(
-        ["ip", "-6", "route", "replace", "default", "via", t.LAN6_ROUTER, "dev", t.LAN_NS],
-        netns=t.NS_VPN,
-    )
-
-
-def heal_ipv6() -> None:
-    # IPv6 off again on the veth takes its addresses and routes with it.
-    if t.ns_exists(t.NS_VPN):
-        _lan_ipv6(1)
-
-
-# --- killswitch: the confined namespace's kill switch removed ------------------------
-
-
-def break_killswitch() -> None:
-    # `nft flush ruleset` inside the namespace, as tried by hand in #20: every
-    # other check stays ok, nothing leaks until the next route change.
-    t.run(["nft", "delete", "table", "inet", t.KILLSWITCH_TABLE], netns=t.NS_VPN)
-
-
-def heal_killswitch() -> None:
-    # What the tunnel's restart does (vpn-netns.sh restart-tunnel re-installs it),
-    # without re-creating the tunnel: the script's kill switch alone.
-    if t.ns_exists(t.NS_VPN):
-        restart_tunnel()
-        services.rebind_client_qbt()
-
-
-# --- killswitch-open: the table kept, one rule lets anything out of the LAN veth ---
-
-_OPEN_COMMENT = "qvl-fault-killswitch-open"
-
-
-def _insert_output_rule(*match: str, comment: str) -> None:
-    t.run(
-        ["nft", "insert", "rule", "inet", t.KILLSWITCH_TABLE, "output", *match, "accept",
-         "comment", f'"{comment}"'],
-        netns=t.NS_VPN,
-    )  # fmt: skip
-
-
-def break_killswitch_open() -> None:
-    # A rule someone adds "for the LAN": output on the veth to any address.
-    _insert_output_rule("oifname", t.LAN_NS, comment=_OPEN_COMMENT)
-
-
-def heal_killswitch_open() -> None:
-    _delete_rules("output", _OPEN_COMMENT)
-
-
-# --- ipv6-open: IPv6 on the LAN side, and the kill switch lets it out ----------------
-
-_IPV6_OPEN_COMMENT = "qvl-fault-ipv6-open"
-
-
-def break_ipv6_open() -> None:
-    # The ipv6 fault with a kill switch that handles IPv4 only (as some
-    # hand-written ones do): now IPv6 can really leave beside the tunnel.
-    break_ipv6()
-    _insert_output_rule("oifname", t.LAN_NS, "meta", "nfproto", "ipv6", comment=_IPV6_OPEN_COMMENT)
-
-
-def heal_ipv6_open() -> None:
-    _delete_rules("output", _IPV6_OPEN_COMMENT)
-    heal_ipv6()
-
-
-# --- port-closed / port-moved: the forwarded port stops answering from outside -------
-
-
-def break_port_closed() -> None:
-    # The forward removed on the AirVPN-like server (a reservation deleted in
-    # the client area, or moved to another server).
-    out = t.run(["nft", "-a", "list", "chain", "ip", t.SRV_NAT_TABLE, "prerouting"], netns=t.NS_SRV)
-    for line in out.splitlines():
-        if "dnat to" in line and "# handle " in line:
-            handle = line.rsplit("# handle ", 1)[1].strip()
-            t.run(
-                ["nft", "delete", "rule", "ip", t.SRV_NAT_TABLE, "prerouting", "handle", handle],
-                netns=t.NS_SRV,
-            )
-
-
-def heal_port_closed() -> None:
-    if not t.ns_exists(t.NS_SRV):
-        return
-    out = t.run(["nft", "list", "chain", "ip", t.SRV_NAT_TABLE, "prerouting"], netns=t.NS_SRV)
-    if "dnat to" not in out:
-        t.run(
-            ["nft", "add", "rule", "ip", t.SRV_NAT_TABLE, "prerouting", *t.FORWARD_RULE.split()],
-            netns=t.NS_SRV,
-        )
-
-
-MOVED_PORT = t.FORWARDED_PORT + 1
-
-
-def break_port_moved() -> None:
-    # qBittorrent listens on another port than the one AirVPN forwards (a
-    # port changed in its settings, a profile restored from elsewhere).
-    _set_preference("listen_port", MOVED_PORT)
-
-
-def heal_port_moved() -> None:
-    if procs.running("client-qbt", "qbittorrent-nox"):
-        _set_preference("listen_port", t.FORWARDED_PORT)
 
 
 # --- qbt-down: qbittorrent-nox stops ---------------------------------------------------
@@ -567,36 +419,36 @@ FAULTS: dict[str, Fault] = {
         Fault(
             "killswitch",
             "the confined namespace's kill switch table is removed",
-            break_killswitch,
-            heal_killswitch,
+            g.break_killswitch,
+            g.heal_killswitch,
             signature=("killswitch", ("missing",)),
         ),
         Fault(
             "killswitch-open",
             "the kill switch stays, one rule accepts output on the LAN veth to any address",
-            break_killswitch_open,
-            heal_killswitch_open,
+            g.break_killswitch_open,
+            g.heal_killswitch_open,
             signature=("killswitch", ("lan_open",)),
         ),
         Fault(
             "ipv6-open",
             "IPv6 on the namespace's LAN side, and the kill switch lets IPv6 out there",
-            break_ipv6_open,
-            heal_ipv6_open,
+            g.break_ipv6_open,
+            g.heal_ipv6_open,
             signature=("ipv6", ("route_outside",)),
         ),
         Fault(
             "port-closed",
             "the VPN server no longer forwards the forwarded port",
-            break_port_closed,
-            heal_port_closed,
+            g.break_port_closed,
+            g.heal_port_closed,
             signature=("port_forward", ("closed",)),
         ),
         Fault(
             "port-moved",
-            f"qBittorrent listens on port {MOVED_PORT}, not the forwarded {t.FORWARDED_PORT}",
-            break_port_moved,
-            heal_port_moved,
+            f"qBittorrent listens on port {g.MOVED_PORT}, not the forwarded {t.FORWARDED_PORT}",
+            g.break_port_moved,
+            g.heal_port_moved,
             signature=("port_forward", ("closed",)),
         ),
     )

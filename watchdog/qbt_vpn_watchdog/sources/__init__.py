@@ -15,6 +15,8 @@ Where each lives:
   killswitch.py   the kill switch proven by behaviour: a refused probe per interface
   tcp.py          one TCP connect from a given namespace (the forwarded port, from outside)
   qbittorrent.py  qBittorrent Web API (qbittorrent-api), one fetch per cycle
+  deadline.py     one overall deadline for a network exchange (sockets shut down at it)
+  bounded_requests.py  a requests transport: that deadline and a size cap on every answer
   tunnel.py       which peer, addresses and sockets are the tunnel's
   build.py        the real adapters from a config (the one place that knows them all)
 
@@ -25,6 +27,7 @@ adapters pointed at loopback servers.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -41,6 +44,68 @@ class SourceError(Exception):
         # A short machine word the checks map to their reasons, e.g.
         # "missing", "unreachable", "timeout", "bad_response", "login".
         self.kind = kind
+
+
+# --- local resource errors -----------------------------------------------------
+# The watchdog's own process or host ran out of something (file descriptors,
+# memory, threads, socket buffers): the reading failed here, before anything
+# reached the tunnel. Such a failure says nothing about the tunnel, so no check
+# may call it unsafe: the runner turns the failure of any check that met one
+# into reason ``local_resource`` (unknown: never starts a hold, blocks a resume).
+LOCAL_RESOURCE_ERRNOS = {
+    errno.EMFILE: "too many open files in the watchdog (EMFILE: see LimitNOFILE=)",
+    errno.ENFILE: "too many open files on the host (ENFILE)",
+    errno.ENOMEM: "out of memory (ENOMEM)",
+    errno.EAGAIN: "a process or thread limit was reached (EAGAIN: see TasksMax=)",
+    errno.ENOBUFS: "no buffer space (ENOBUFS)",
+}
+
+
+class LocalResourceError(SourceError):
+    """A reading failed for lack of a local resource, not because of what it read."""
+
+    def __init__(self, what: str, ran_out: str) -> None:
+        super().__init__(f"{what}: local resource limit: {ran_out}", kind="local_resource")
+        self.ran_out = ran_out
+
+
+def os_error(e: OSError, what: str, kind: str = "unreachable") -> SourceError:
+    """``e`` (met doing ``what``) as a LocalResourceError, or a SourceError of ``kind``."""
+    ran_out = local_resource(e)
+    if ran_out is not None:
+        return LocalResourceError(what, ran_out)
+    return SourceError(f"{what}: {e.strerror or e}", kind=kind)
+
+
+def local_resource(exc: BaseException | None) -> str | None:
+    """What ran out behind ``exc`` (it, or an error it was raised from), or None.
+
+    Looks through ``__cause__`` and ``__context__``: adapters raise their own
+    SourceError ``from None`` inside ``except OSError``, which keeps the
+    original as ``__context__``. A ``BlockingIOError`` (EAGAIN from a
+    non-blocking socket: no data yet) is ordinary I/O, not a limit; EAGAIN
+    counts from thread creation and netlink.
+    """
+    for _ in range(16):
+        if exc is None:
+            return None
+        if isinstance(exc, LocalResourceError):
+            return exc.ran_out
+        if isinstance(exc, MemoryError):
+            return "out of memory (MemoryError)"
+        if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+            return LOCAL_RESOURCE_ERRNOS[errno.EAGAIN]
+        # pyroute2's NetlinkError carries the kernel's errno as ``code``.
+        if isinstance(exc, OSError) and not isinstance(exc, BlockingIOError):
+            code = exc.errno
+        elif type(exc).__name__ == "NetlinkError":
+            code = getattr(exc, "code", None)
+        else:
+            code = None
+        if isinstance(code, int) and code in LOCAL_RESOURCE_ERRNOS:
+            return LOCAL_RESOURCE_ERRNOS[code]
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 # --- WireGuard ---------------------------------------------------------------

@@ -3,6 +3,14 @@
 The UDP socket is created inside the namespace (``socket_in``) and handed to
 dnspython, so the query leaves by the namespace's routes, and only to the
 server asked: never through the host's /etc/resolv.conf. No subprocess.
+
+Bounded like every network read: dnspython's ``Resolver`` (whose ``lifetime``
+covers its retries over several servers) is not used; ``dns.query`` gets one
+absolute expiration for the sends, the wait and the retransmission, so the
+query ends by its timeout whatever arrives. It is UDP only (no TCP fallback
+on truncation): a reply is one datagram, at most 64 KiB, and a stray or junk
+datagram ends the query at once (``ignore_errors`` is off) instead of being
+waited past, so a flood of them cannot stretch it either.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ http.client (which then never connects by itself). The host name is resolved
 through the resolver and nameserver given (the VPN's DNS): inside a namespace
 Python's own resolver would still read the host's /etc/resolv.conf and ask
 the host's DNS server, a DNS leak. Redirects are not followed.
+
+The timeout is one deadline for everything (resolving, connecting, the TLS
+handshake, headers, body), held by ``deadline.Deadline`` whatever the server
+sends and however slowly; the body is capped at ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from urllib.parse import urlsplit
 
 from qbt_vpn_watchdog.sources import HttpResponse, SourceError
+from qbt_vpn_watchdog.sources.deadline import Deadline
 from qbt_vpn_watchdog.sources.netns import socket_in
 
 USER_AGENT = "qbt-vpn-watchdog"
@@ -59,6 +64,30 @@ class Http:
         where = f"{host}:{port}" if ip == host else f"{host} ({ip}) port {port}"
 
         sock = socket_in(self.netns, family, socket.SOCK_STREAM)
+        # The overall deadline: socket timeouts bound one recv each, and a
+        # server dripping a byte a second (in the TLS handshake, the headers or
+        # the body) would otherwise hold the GET as long as it likes.
+        with Deadline(deadline - time.monotonic(), where) as overall:
+            overall.watch(sock)
+            late = SourceError(
+                f"{where} did not answer in full within the timeout ({timeout:g} s)",
+                kind="timeout",
+            )
+            try:
+                got = self._get(
+                    sock, u.scheme, host, ip, port, path, where, t0, deadline, max_bytes
+                )
+            except SourceError as e:
+                if overall.expired and e.kind != "local_resource":
+                    raise late from None
+                raise
+            finally:
+                sock.close()
+            if overall.expired:  # cut off at the deadline: what was read is not the answer
+                raise late
+            return got
+
+    def _get(self, sock, scheme, host, ip, port, path, where, t0, deadline, max_bytes):
         conn = None
         try:
             sock.settimeout(_left(deadline, where))
@@ -72,7 +101,7 @@ class Http:
                 raise SourceError(
                     f"cannot connect to {where}: {e.strerror or e}", kind="unreachable"
                 ) from None
-            if u.scheme == "https":
+            if scheme == "https":
                 if self._ssl is None:
                     # Built once: loading the system CA store costs milliseconds.
                     self._ssl = ssl.create_default_context()
@@ -100,7 +129,6 @@ class Http:
         finally:
             if conn is not None:
                 conn.close()
-            sock.close()
 
     def _address(self, host: str, deadline: float) -> str:
         try:

@@ -19,33 +19,16 @@ all threads. The namespace file is opened read-only here, never created.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import socket
-import threading
 from collections.abc import Iterator
 
-from qbt_vpn_watchdog.sources import SourceError
+from qbt_vpn_watchdog import libc
+from qbt_vpn_watchdog.sources import SourceError, os_error
 
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` bind-mounts namespaces
 CLONE_NEWNET = 0x40000000
-
-_libc_lock = threading.Lock()
-_libc: ctypes.CDLL | None = None
-
-
-def _setns() -> ctypes._CFuncPtr:
-    global _libc
-    with _libc_lock:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = _libc.setns
-    fn.argtypes = (ctypes.c_int, ctypes.c_int)
-    fn.restype = ctypes.c_int
-    return fn
-
 
 def netns_ident(netns: str | None) -> tuple[int, int] | None:
     """(device, inode) of /run/netns/NAME; SourceError(kind="missing") when it does not exist."""
@@ -79,15 +62,14 @@ def open_netns(netns: str) -> int:
             f"network namespace {netns!r} does not exist ({path})", kind="missing"
         ) from None
     except OSError as e:
-        raise SourceError(
-            f"cannot open network namespace {netns!r}: {e.strerror}", kind="missing"
-        ) from None
+        raise os_error(e, f"cannot open network namespace {netns!r}", kind="missing") from None
 
 
 def _enter(fd: int, what: str) -> None:
-    if _setns()(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns({what}): {os.strerror(err)}")
+    try:
+        libc.setns(fd, CLONE_NEWNET)
+    except OSError as e:
+        raise OSError(e.errno, f"setns({what}): {e.strerror}") from None
 
 
 @contextlib.contextmanager
@@ -105,7 +87,10 @@ def entered(netns: str | None) -> Iterator[None]:
     target = open_netns(netns)
     try:
         # /proc/thread-self: this thread's namespace (/proc/self is the main thread's).
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise os_error(e, "cannot open this thread's own network namespace") from None
         try:
             try:
                 _enter(target, netns)
@@ -135,11 +120,17 @@ def socket_in(
 ) -> socket.socket:
     """A new socket created inside the named namespace (None: the current one).
 
-    Raises ``SourceError(kind="missing")`` when the namespace does not exist;
-    it never creates one.
+    Raises ``SourceError(kind="missing")`` when the namespace does not exist
+    (it never creates one), ``LocalResourceError`` when no file descriptor is left.
     """
     with entered(netns):
-        return socket.socket(family, type, proto)
+        try:
+            return socket.socket(family, type, proto)
+        except PermissionError:
+            raise  # raw sockets without CAP_NET_RAW: the caller says what is missing
+        except OSError as e:
+            where = f" in network namespace {netns!r}" if netns else ""
+            raise os_error(e, f"cannot open a socket{where}") from None
 
 
 def resolv_conf_nameserver(netns: str | None, etc: str = "/etc") -> str | None:

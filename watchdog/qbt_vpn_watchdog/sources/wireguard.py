@@ -25,11 +25,12 @@ import errno as errnos
 import ipaddress
 import os
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qbt_vpn_watchdog.sources import SourceError, WgDevice, WgPeer
+from qbt_vpn_watchdog.sources import SourceError, WgDevice, WgPeer, os_error
 from qbt_vpn_watchdog.sources.netns import netns_ident
 
 if TYPE_CHECKING:
@@ -212,7 +213,12 @@ class UapiReader:
         self.timeout = timeout
 
     def _exchange(self, request: bytes) -> str:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Opened inside the error handling: out of file descriptors (a flood on
+        # the metrics port) is a LocalResourceError, never "unreachable".
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as e:
+            raise os_error(e, f"UAPI socket {self.path}") from None
         try:
             s.settimeout(self.timeout)
             try:
@@ -229,7 +235,14 @@ class UapiReader:
                 ) from None
             s.sendall(request)
             buf = bytearray()
+            # One deadline for the whole answer: each recv gets what is left,
+            # so a daemon dripping bytes cannot hold the read past it.
+            deadline = time.monotonic() + self.timeout
             while b"\n\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                s.settimeout(left)
                 chunk = s.recv(65536)
                 if not chunk:
                     raise SourceError(
@@ -250,9 +263,7 @@ class UapiReader:
         except SourceError:
             raise
         except OSError as e:
-            raise SourceError(
-                f"UAPI socket {self.path}: {e.strerror or e}", kind="unreachable"
-            ) from None
+            raise os_error(e, f"UAPI socket {self.path}") from None
         finally:
             s.close()
         try:

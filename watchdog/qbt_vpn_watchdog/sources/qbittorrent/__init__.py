@@ -1,8 +1,10 @@
 """qBittorrent's Web API through qbittorrent-api: one fetch per cycle, and the torrent actions.
 
 Errors are sorted at this boundary into ``SourceError`` kinds:
-  ``login``         wrong credentials, the "banned" 403, an unreadable password file,
-                    or a login attempt held back by the back-off below
+  ``login``         wrong credentials, the "banned" 403, or a login attempt held
+                    back by the back-off below
+  ``password_file`` the password file cannot be read (no login was tried: no back-off)
+  ``local_resource`` the watchdog ran out of file descriptors or memory (LocalResourceError)
   ``unreachable``   refused, timed out, no route
   ``bad_response``  not JSON, an unexpected shape, an HTTP error status
   ``not_stopped`` / ``not_started`` / ``not_applied``
@@ -38,7 +40,9 @@ from __future__ import annotations
 
 from qbt_vpn_watchdog.sources.qbittorrent.adapter import Qbittorrent
 from qbt_vpn_watchdog.sources.qbittorrent.client import (
+    MAX_ANSWER_BYTES,
     NO_PROXIES,
+    PROBE_BYTES,
     VERSION_TTL,
     _Client,
     _sort,
@@ -69,7 +73,7 @@ from qbt_vpn_watchdog.sources.qbittorrent.torrents import (
 
 __all__ = [
     "BANNED", "BAN_SECONDS", "DEFAULT_TAG", "LOGIN_BACKOFF_MAX", "LOGIN_BACKOFF_MIN", "NOT_ACTIVE_STATES",
-    "NO_PROXIES", "SEND_ATTEMPTS", "STOPPED_STATES", "UNCONFIRMABLE_STATES", "VERSION_TTL",
+    "MAX_ANSWER_BYTES", "NO_PROXIES", "PROBE_BYTES", "SEND_ATTEMPTS", "STOPPED_STATES", "UNCONFIRMABLE_STATES", "VERSION_TTL",
     "LoginGate", "MainData", "Qbittorrent", "_Client", "_Shape", "_WebSession", "_gates", "_sort",
     "is_active", "login_gate", "parse_tags", "poll_until_empty", "safe_url", "send_until_shown",
     "webui_probe",

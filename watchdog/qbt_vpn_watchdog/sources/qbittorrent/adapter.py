@@ -28,7 +28,15 @@ def _strip_scope(addr: str) -> str:
 
 
 class Qbittorrent:
-    """qBittorrent Web API adapter; thread-safe (one request sequence at a time)."""
+    """qBittorrent Web API adapter; thread-safe.
+
+    Two locks, so that stopping torrents never waits behind a state read: the
+    checks' ``state()`` (one at a time: it keeps sync/maindata's increments)
+    and the actions (one at a time: stop, start, bind). Every request ends by
+    its timeout however qBittorrent behaves (``BoundedAdapter``), so neither
+    lock is held for longer than a few timeouts, and a hung qBittorrent only
+    makes each call fail within its timeout.
+    """
 
     def __init__(
         self,
@@ -48,7 +56,8 @@ class Qbittorrent:
         self.verify_timeout = verify_timeout
         self.verify_settle = verify_settle
         self.poll_interval = poll_interval
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the actions
+        self._read_lock = threading.Lock()  # state(): self._main
         self._main = MainData()
         self._web = _WebSession(self.url, username, password_reader, timeout, clock)
         self._call = self._web.call
@@ -78,7 +87,7 @@ class Qbittorrent:
         Three requests a cycle (the versions are kept, see ``_Client``):
         preferences, the sync/maindata increment, the interface's addresses.
         """
-        with self._lock:
+        with self._read_lock:
             c = self._session()
             version = self._call("app/version", c.app_version)
             api_version = self._call("app/webapiVersion", c.app_web_api_version)

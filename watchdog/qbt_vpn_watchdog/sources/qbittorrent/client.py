@@ -7,6 +7,7 @@ text (whose request object holds the login form).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +16,13 @@ import qbittorrentapi
 import requests
 from qbittorrentapi import exceptions as qe
 
-from qbt_vpn_watchdog.sources import HttpResponse, SourceError
+from qbt_vpn_watchdog.sources import (
+    HttpResponse,
+    LocalResourceError,
+    SourceError,
+    local_resource,
+)
+from qbt_vpn_watchdog.sources.bounded_requests import AnswerTooLarge, BoundedAdapter
 from qbt_vpn_watchdog.sources.qbittorrent.login import BANNED, _is_ban, login_gate
 from qbt_vpn_watchdog.sources.qbittorrent.maindata import _Shape
 
@@ -25,6 +32,13 @@ log = logging.getLogger("qbt_vpn_watchdog.sources.qbittorrent")
 
 # requests takes proxies from the environment unless told None per scheme.
 NO_PROXIES = {"http": None, "https": None, "all": None}
+# The largest Web API answer read (bounded_requests.BoundedAdapter): a full
+# sync/maindata is about 2 KB per torrent, so 32 MiB holds some 15,000
+# torrents, while a broken or hostile WebUI sending 200 MiB is cut off here
+# instead of taking the daemon past a GiB.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+# webui_probe reads this much of the answer at most (the version, or "Forbidden").
+PROBE_BYTES = 4096
 
 
 def safe_url(url: str) -> str:
@@ -71,6 +85,10 @@ class _Client(qbittorrentapi.Client):
       the environment for proxy settings (and ~/.netrc for credentials) on
       every request, 0.5 ms of CPU each, to find what we turn off anyway
       (``proxies`` are None for every scheme).
+
+    And one bound added: every request goes through ``BoundedAdapter``, so it
+    ends by its timeout however slowly qBittorrent answers (a hung or dripping
+    WebUI), and reads at most ``MAX_ANSWER_BYTES``.
     """
 
     _clock = staticmethod(time.monotonic)
@@ -84,7 +102,13 @@ class _Client(qbittorrentapi.Client):
         @property
         def _session(self):  # type: ignore[override]
             session = super()._session
-            session.trust_env = False
+            if not getattr(session, "_qvw_bounded", False):
+                session.trust_env = False
+                # No urllib3 retries: qbittorrent-api retries once by itself.
+                adapter = BoundedAdapter(MAX_ANSWER_BYTES, max_retries=0)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                session._qvw_bounded = True
             return session
 
     def _kept(self, key: str, fetch: Callable[[], str]) -> str:
@@ -111,6 +135,12 @@ def _sort(exc: BaseException, during: str, where: str) -> SourceError:
     where = f"qBittorrent at {where}"
     if isinstance(exc, SourceError):
         return exc
+    ran_out = local_resource(exc)
+    if ran_out is not None:
+        return LocalResourceError(f"{where}: {during}", ran_out)
+    too_large = _found(exc, AnswerTooLarge)
+    if too_large is not None:
+        return SourceError(f"{where}: {during}: {too_large}", kind="bad_response")
     if isinstance(exc, qe.LoginFailed):
         return SourceError(f"{where}: login refused (wrong username or password)", kind="login")
     if isinstance(exc, qe.HTTP403Error):
@@ -140,6 +170,15 @@ def _sort(exc: BaseException, during: str, where: str) -> SourceError:
     raise exc
 
 
+def _found(exc: BaseException | None, cls: type[BaseException]) -> BaseException | None:
+    """``exc`` or the error it was raised from (qbittorrent-api wraps requests') of ``cls``."""
+    for _ in range(8):
+        if exc is None or isinstance(exc, cls):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def webui_probe(url: str, timeout: float) -> HttpResponse:
     """One unauthenticated GET of ``<url>/api/v2/app/version`` from where the watchdog runs.
 
@@ -150,21 +189,25 @@ def webui_probe(url: str, timeout: float) -> HttpResponse:
     t0 = time.monotonic()
     where = safe_url(base)
     try:
-        with (
-            requests.Session() as session,
-            session.get(
+        with requests.Session() as session:
+            # The whole GET within ``timeout`` (a WebUI dripping its answer
+            # cannot hold the check), and only the first PROBE_BYTES kept.
+            adapter = BoundedAdapter(PROBE_BYTES, truncate=True, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            with session.get(
                 base + "/api/v2/app/version",
                 timeout=timeout,
                 allow_redirects=False,
-                stream=True,
                 headers={"User-Agent": "qbt-vpn-watchdog"},
                 proxies=NO_PROXIES,
-            ) as r,
-        ):
-            body = r.raw.read(4096, decode_content=True) or b""
-            headers = {k.lower(): v for k, v in r.headers.items()}
-            return HttpResponse(r.status_code, headers, body, time.monotonic() - t0)
+            ) as r:
+                headers = {k.lower(): v for k, v in r.headers.items()}
+                return HttpResponse(r.status_code, headers, r.content, time.monotonic() - t0)
     except requests.RequestException as e:
+        ran_out = local_resource(e)
+        if ran_out is not None:
+            raise LocalResourceError(f"WebUI at {where}", ran_out) from None
         raise SourceError(
             f"WebUI at {where}: {_describe_connection_error(e)}", kind="unreachable"
         ) from None
@@ -189,6 +232,9 @@ class _WebSession:
         # builds a new adapter, and must not earn a fresh login attempt.
         self.gate = login_gate(url, username, clock)
         self._logged_in = False
+        # Held across a login only (itself bounded by the timeout): two readers
+        # needing a session at once must not both send one.
+        self._login_lock = threading.Lock()
         self._session_fp = b""  # fingerprint of the password of the current session
         self.logins = 0  # login attempts sent (for tests and the curious)
         self.client = _Client(
@@ -232,13 +278,17 @@ class _WebSession:
             raise err from None
 
     def _read_password(self) -> str:
+        """The password file's content; its errors are ``password_file``, never ``login``:
+        nothing was sent, so there is no failed login to wait out (no back-off)."""
         try:
             return self._password_reader()
         except Exception as e:  # noqa: BLE001 - ConfigError or OSError; names the path only
             msg = str(e).splitlines()[-1].strip() if str(e) else type(e).__name__
-            raise SourceError(
-                f"cannot read the qBittorrent password: {msg}", kind="login"
-            ) from None
+            what = "cannot read the qBittorrent password file"
+            ran_out = local_resource(e)
+            if ran_out is not None:
+                raise LocalResourceError(what, ran_out) from None
+            raise SourceError(f"{what}: {msg}", kind="password_file") from None
 
     def _login_failed(self, fingerprint: bytes, reason: str, banned: bool = False) -> None:
         self._logged_in = False
@@ -253,6 +303,11 @@ class _WebSession:
     def _ensure_login(self) -> None:
         if self._logged_in:
             return
+        with self._login_lock:
+            if not self._logged_in:
+                self._log_in()
+
+    def _log_in(self) -> None:
         password = self._read_password()
         wait = self.gate.wait_left(password)
         if wait > 0:
