@@ -160,7 +160,7 @@ SCRIPT = textwrap.dedent(
     )
     names = ["handshake", "dns"]
     runner = Runner({n: REGISTRY[n] for n in names})
-    settings = policy.Settings.from_config(cfg)
+    settings = policy.Settings.from_config(cfg, {n: REGISTRY[n] for n in names})
     settings = settings.__class__(**{**settings.__dict__, "checks": tuple(names)})
 
     def cycles(n):
