@@ -682,12 +682,17 @@ in
       ];
       settings = {
         namespace.name = mkDefault cfg.namespace;
+        # Built by vpn-netns.sh: its restart-tunnel (the reload below) re-installs
+        # the kill switch and turns IPv6 off, so killswitch/ipv6 failures restart it.
+        namespace.built_by_vpn_netns = mkDefault true;
         wireguard.interface = mkDefault cfg.wireguard.interface;
         # NixOS uses the kernel's WireGuard.
         wireguard.reader = mkDefault "kernel";
         # From the root namespace straight over the veth.
         qbittorrent.url = mkDefault "http://${nsAddress}:${toString cfg.webui.port}";
         qbittorrent.forwarded_port = mkDefault (if cfg.forwardedPort == null then 0 else cfg.forwardedPort);
+        # Without a forwarded port there is nothing to reach from outside (it would only say not_configured).
+        checks.port_forward.enabled = mkDefault (cfg.forwardedPort != null);
         # Tier-2 remediation: the unit's reload is the script's
         # restart-tunnel, the same step the lab's restart runs: only the
         # WireGuard link is recreated, the namespace, kill switch and

@@ -37,6 +37,8 @@ let
     bind = 5;
     webui = 5;
     ipv6 = 2;
+    killswitch = 2;
+    port_forward = 5;
   };
   checkTimeout = name: lib.attrByPath [ "checks" name "timeout" ] defaultCheckTimeouts.${name} cfg.settings;
   checksEnabled = name: lib.attrByPath [ "checks" name "enabled" ] true cfg.settings;
@@ -197,6 +199,35 @@ in
             default = "";
             example = "vpn";
             description = ''The network namespace holding the tunnel and qBittorrent ("" = the root namespace).'';
+          };
+          namespace.built_by_vpn_netns = mkOption {
+            type = types.bool;
+            default = false;
+            description = ''
+              The namespace and its kill switch are built by this project's vpn-netns.sh
+              (services.qbt-vpn-confinement sets it): killswitch and ipv6 failures then
+              restart the tunnel, which re-installs the kill switch. false: they only hold
+              the torrents (a restart cannot repair another module's rules).
+            '';
+          };
+          checks.port_forward = {
+            interval = mkOption {
+              type = types.numbers.nonnegative;
+              default = 300;
+              description = "Seconds between connects to the exit address and forwarded port (from the host).";
+            };
+            exit_ip = mkOption {
+              type = types.str;
+              default = "";
+              example = "203.0.113.7";
+              description = ''The exit address AirVPN forwards the port on ("" = the one the exit_ip check saw last).'';
+            };
+          };
+          checks.ipv6.lan_prefixes = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            example = [ "fd51:7a6c::/48" ];
+            description = "The LAN's own IPv6 prefixes: a route to them beside the tunnel is reported, not acted on.";
           };
           wireguard.interface = mkOption {
             type = types.strMatching "[^/[:space:]]{1,15}";

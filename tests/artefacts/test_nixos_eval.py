@@ -236,7 +236,8 @@ def test_watchdog_sec_default_covers_three_intervals_every_timeout_and_every_act
     from qbt_vpn_watchdog.systemd import ACTIONS_PER_CYCLE, watchdog_sec
 
     cfg = wconfig.Config()
-    timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks())
+    # This system has no forwarded port: the module turns port_forward off.
+    timeouts = sum(cfg.check(n).timeout for n in cfg.enabled_checks() if n != "port_forward")
     actions = ACTIONS_PER_CYCLE * cfg.remediation.action_timeout
     for interval in (10, 2.5):
         result = confinement_with(
@@ -244,7 +245,9 @@ def test_watchdog_sec_default_covers_three_intervals_every_timeout_and_every_act
         )
         expected = math.ceil(3 * interval + timeouts + actions)
         assert expected == watchdog_sec(interval, [timeouts], cfg.remediation.action_timeout)
-        c = wconfig.parse(f"[watchdog]\ninterval = {interval}\n")
+        c = wconfig.parse(
+            f"[watchdog]\ninterval = {interval}\n[checks.port_forward]\nenabled = false\n"
+        )
         assert expected == math.ceil(stall_limit(c, c.enabled_checks()))  # one formula
         assert result.probe["Watchdog"]["watchdogSec"] == expected
         assert result.data["serviceConfig"]["qbt-vpn-watchdog"]["WatchdogSec"] == expected
@@ -335,6 +338,10 @@ def test_example_host_settings_are_a_config_the_watchdog_accepts(tmp_path):
     assert cfg.wireguard.reader == "kernel"
     assert cfg.qbittorrent.url == "http://10.231.0.2:8080"
     assert cfg.qbittorrent.forwarded_port == 47123
+    # The guards: the namespace is built by vpn-netns.sh (killswitch and ipv6 restart it),
+    # and the forwarded port is checked from the host.
+    assert cfg.namespace.built_by_vpn_netns is True
+    assert cfg.checks.port_forward.enabled and cfg.checks.killswitch.enabled
     assert cfg.remediation.restart_command == ["systemctl", "reload-or-restart", TUNNEL]
     assert cfg.remediation.endpoint == "europe3.vpn.airdns.org:1637"
     # No secret in the settings (they end up in the world-readable store): only
@@ -883,6 +890,15 @@ def test_watchdog_for_a_vpn_confinement_namespace():
         False,
     )
     assert moved.probe["Watchdog"]["settings"]["qbittorrent"]["url"] == "http://192.168.77.1:8080"
+
+
+def test_without_a_forwarded_port_the_port_check_is_off(tmp_path):
+    result = confinement_with(
+        "{ lib, ... }: { services.qbittorrent-vpn.forwardedPort = lib.mkForce null; }"
+    )
+    cfg = load_settings(result.probe["Watchdog"]["settings"], tmp_path)
+    assert cfg.qbittorrent.forwarded_port == 0
+    assert not cfg.checks.port_forward.enabled
 
 
 def test_the_command_on_root_path_reads_the_services_config_and_password():

@@ -3,7 +3,7 @@
 import socket
 
 from qbt_vpn_watchdog.checks import classify, ipv6, reason_of
-from qbt_vpn_watchdog.results import UNSAFE
+from qbt_vpn_watchdog.results import DEGRADED, UNSAFE
 from qbt_vpn_watchdog.sources import Route, SourceError
 from tests.support.fakes import FakeLinks, context
 
@@ -64,6 +64,76 @@ def test_a_route_outside_is_unsafe_and_a_tunnel_restart_is_the_remedy():
     assert reason_of("ipv6", "route_outside").restart
     assert classify("ipv6", "unreadable") != UNSAFE
     assert not reason_of("ipv6", "unreadable").restart
+
+
+# --- benign differences (#21): unsafe only when IPv6 can actually leave ------------------
+
+LAN = (Route("fd51:7a6c:1::/64", "qbtvpn-ns", 254), Route("::/0", "qbtvpn-ns", 254))
+
+
+def run_with(routes, probes=None, lan_prefixes=(), ours=False):
+    import dataclasses
+
+    from qbt_vpn_watchdog.config import Config
+    from qbt_vpn_watchdog.sources import KillSwitchReading, LeakProbe
+
+    cfg = Config()
+    cfg = dataclasses.replace(
+        cfg,
+        namespace=dataclasses.replace(cfg.namespace, built_by_vpn_netns=ours),
+        checks=dataclasses.replace(
+            cfg.checks, ipv6=dataclasses.replace(cfg.checks.ipv6, lan_prefixes=list(lan_prefixes))
+        ),
+    )
+    kw = {"links": FakeLinks(table={socket.AF_INET6: tuple(routes)})}
+    if probes is not None:
+
+        class Prober:
+            def probe(self, skip):
+                return KillSwitchReading(tuple(LeakProbe(i, "ipv6", v) for i, v in probes))
+
+        kw["killswitch"] = Prober()
+    return ipv6.check(context(cfg, **kw))
+
+
+def test_routes_out_of_an_interface_the_kill_switch_refuses_ipv6_on_are_contained():
+    # The measured case: IPv6 on for the LAN veth, the kill switch still drops IPv6.
+    o = run_with(LAN, probes=[("qbtvpn-ns", "refused")])
+    assert (o.ok, o.reason) == (False, "route_contained")
+    assert classify("ipv6", "route_contained") == DEGRADED
+    assert "kill switch refuses IPv6 out of qbtvpn-ns" in o.detail
+    assert o.observations["routes_leaking"] == 0
+
+
+def test_routes_out_of_an_interface_ipv6_gets_out_of_are_unsafe():
+    o = run_with(LAN, probes=[("qbtvpn-ns", "open")])
+    assert o.reason == "route_outside" and o.observations["routes_leaking"] == 2
+
+
+def test_without_the_probe_only_the_lan_prefixes_make_a_route_benign():
+    o = run_with(LAN[:1], lan_prefixes=["fd51:7a6c::/32"])
+    assert o.reason == "route_contained" and "lan_prefixes" in o.detail
+    o = run_with(LAN, lan_prefixes=["fd51:7a6c::/32"])  # the default route carries more
+    assert o.reason == "route_outside" and "::/0 dev qbtvpn-ns" in o.detail
+    assert "fd51:7a6c:1::/64" not in o.detail  # only the ones IPv6 can leave by
+
+
+def test_the_remedy_is_a_restart_only_on_our_own_namespace():
+    from tests.checks.test_check_killswitch import restart_helps
+
+    assert restart_helps("ipv6", "route_outside", ours=True)
+    assert not restart_helps("ipv6", "route_outside", ours=False)
+    assert "tunnel's restart turns it off" in run_with(LAN, ours=True).detail
+    assert "make the kill switch drop IPv6" in run_with(LAN, ours=False).detail
+
+
+def test_lan_prefixes_are_validated():
+    import pytest
+
+    from qbt_vpn_watchdog.config import ConfigError, parse
+
+    with pytest.raises(ConfigError, match=r"checks\.ipv6\.lan_prefixes"):
+        parse('[checks.ipv6]\nlan_prefixes = ["fd51::/16", "not-a-prefix"]\n')
 
 
 def test_only_link_local_and_loopback_routes_are_said_as_such():

@@ -61,6 +61,8 @@ class World:
         self.release = threading.Event()
         self.wg_slow = threading.Event()  # set: reading WireGuard takes until release
         self.exit_calls = 0
+        self.exit_down = False  # exit_ip answers unreachable (no address) while set
+        self.port_targets: list[str] = []  # the exit address each port_forward run was handed
         self.bind_says: list[str] = []  # reasons bind returns next, one per run (then ok)
         self.bind_runs: list[float] = []  # monotonic time of each bind run
         self.dns_provisional = 0  # runs of dns left that say "provisional"
@@ -151,6 +153,8 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
 
     def exit_ip(ctx):
         world.exit_calls += 1
+        if world.exit_down:
+            return Outcome.failed("unreachable", "no answer")
         return Outcome.passed(
             "AirVPN exit",
             observations={"airvpn": 1.0},
@@ -170,8 +174,20 @@ def fake_specs(world: World) -> dict[str, CheckSpec]:
             observations={"path_mtu_bytes": 1320.0, "tunnel_mtu_bytes": 1320.0},
         )
 
+    def killswitch(ctx):
+        return Outcome.passed(
+            "refused out of qvll1 (IPv4/IPv6)",
+            facts={"qvll1 ipv4": "refused", "qvll1 ipv6": "refused"},
+        )
+
+    def port_forward(ctx):
+        world.port_targets.append(ctx.exit_ip)
+        return Outcome.passed("answered", observations={"connect_seconds": 0.04})
+
     # The real checks' specs (reasons, series, order) with these functions.
     return {
+        "killswitch": real_spec("killswitch", killswitch),
+        "port_forward": real_spec("port_forward", port_forward),
         "handshake": real_spec("handshake", handshake),
         "dns": real_spec("dns", dns),
         "path_mtu": real_spec("path_mtu", path_mtu),
@@ -239,6 +255,12 @@ timeout = 1.0
 enabled = false
 [checks.path_mtu]
 enabled = {"true" if over.get("path_mtu") else "false"}
+[checks.killswitch]
+enabled = {"true" if over.get("guards") else "false"}
+[checks.port_forward]
+enabled = {"true" if over.get("guards") else "false"}
+interval = 0.0
+
 [remediation]
 # Part of the stall limit (health.stall_limit): short, so a stalled loop shows in seconds.
 action_timeout = {over.get("action_timeout", 0.5)}
@@ -579,7 +601,7 @@ def test_a_provisional_result_is_run_again_within_seconds(running):
 
 
 def test_metrics_over_http_has_every_catalogue_family(running):
-    d, world, port = running(path_mtu=True)
+    d, world, port = running(path_mtu=True, guards=True)
     world.qbt_up = True
     status, text, _ = http_get(port, "/metrics")
     assert status == 200
@@ -1000,3 +1022,17 @@ def test_the_start_log_says_observe_mode(running, caplog):
     assert started and started[0].startswith(
         "started in observe (reports what it would do, never stops or restarts anything) mode:"
     )
+
+
+def test_port_forward_is_handed_the_last_exit_address_exit_ip_saw(tmp_path):
+    d, world, _ = make_daemon(tmp_path, guards=True, exit_interval=0.0)
+    try:
+        d.run_cycle()  # both run at once: no address yet
+        d.run_cycle()
+        world.exit_down = True  # the tunnel down: exit_ip sees no address...
+        d.run_cycle()
+        d.run_cycle()
+        # ...and port_forward still targets the last one it saw (it reports the port closed).
+        assert world.port_targets == ["", "198.51.100.7", "198.51.100.7", "198.51.100.7"]
+    finally:
+        d.stop()

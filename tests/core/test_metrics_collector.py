@@ -34,6 +34,8 @@ REASONS = {
     "exit_ip": (OK, "not_airvpn", "leak", "bad_response", "error", "timeout"),
     "bind": (OK, "unbound", "no_address", "error", "timeout"),
     "webui": (OK, "unreachable", "exposed", "error", "timeout"),
+    "killswitch": (OK, "missing", "lan_open", "ipv6_open", "unreadable", "error", "timeout"),
+    "port_forward": (OK, "closed", "not_configured", "no_exit_ip", "error", "timeout"),
 }
 
 
@@ -58,6 +60,10 @@ def full_snapshot(**changes) -> Snapshot:
     results["exit_ip"] = result(
         "exit_ip", obs={"airvpn": 1.0}, facts={"ip": "198.51.100.7", "country": "NL"}
     )
+    results["killswitch"] = result(
+        "killswitch", facts={"veth1 ipv4": "refused", "veth1 ipv6": "no_path"}
+    )
+    results["port_forward"] = result("port_forward", obs={"connect_seconds": 0.042})
     readings = {
         "wireguard": WgDevice(
             "wg0",

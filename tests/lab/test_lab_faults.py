@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from qbt_vpn_watchdog.lab import faults
+from qbt_vpn_watchdog.lab import faults, guard_faults
 from qbt_vpn_watchdog.lab import topology as t
 from tests.support.procs import wait_for
 
@@ -130,13 +130,55 @@ def ipv6_routes(lab) -> str:
     return lab.exec_in(t.NS_VPN, ["ip", "-6", "route", "show", "table", "all"]).stdout.strip()
 
 
-def raw_ipv6(lab) -> float:
+def raw_ipv6_routes(lab) -> None:
     routes = ipv6_routes(lab)
     assert f"default via {t.LAN6_ROUTER} dev {t.LAN_NS}" in routes, routes
     addrs = lab.exec_in(t.NS_VPN, ["ip", "-6", "addr", "show", "dev", t.LAN_NS]).stdout
     assert t.LAN6_NS_ADDR in addrs
+
+
+def raw_ipv6(lab) -> float:
+    raw_ipv6_routes(lab)
     # The kill switch still drops it: the check must see the path, not a leak.
     assert lab.tcp_connect(t.NS_VPN, t.LAN6_ROUTER, 80, timeout=1.0) != "connected"
+    return 0.0
+
+
+def killswitch_table(lab) -> str:
+    return lab.exec_in(t.NS_VPN, ["nft", "list", "ruleset"]).stdout
+
+
+def raw_killswitch(lab) -> float:
+    assert t.KILLSWITCH_TABLE not in killswitch_table(lab)
+    # Nothing leaks at this moment: the routes still point at the tunnel.
+    assert route_dev(lab, t.WHATISMYIP_IP) == t.WG_CLIENT
+    return 0.0
+
+
+def raw_killswitch_open(lab) -> float:
+    rules = killswitch_table(lab)
+    assert f'oifname "{t.LAN_NS}" accept' in rules, rules
+    return 0.0
+
+
+def raw_ipv6_open(lab) -> float:
+    raw_ipv6_routes(lab)
+    assert "meta nfproto ipv6 accept" in killswitch_table(lab)
+    return 0.0
+
+
+def forwarded_port_answers(lab, port: int = t.FORWARDED_PORT) -> str:
+    return lab.tcp_connect(t.NS_INET, t.EXIT_IP, port, timeout=2.0)
+
+
+def raw_port_closed(lab) -> float:
+    assert forwarded_port_answers(lab) != "connected"
+    return 0.0
+
+
+def raw_port_moved(lab) -> float:
+    assert lab.qbt().app_preferences()["listen_port"] == guard_faults.MOVED_PORT
+    assert forwarded_port_answers(lab) != "connected"
     return 0.0
 
 
@@ -214,7 +256,9 @@ def healthy_raw(lab) -> None:
     assert ans and ans["ip"] == t.EXIT_IP and ans["airvpn"] is True
     assert route_dev(lab, t.SERVER_TUN_IP) == t.WG_CLIENT
     assert lab.tcp_connect(t.NS_VPN, t.EXIT_IP, t.WEBUI_PORT) == "refused"
+    assert f"table inet {t.KILLSWITCH_TABLE}" in killswitch_table(lab)
     wait_for("the WebUI", lambda: webui_listening(lab), step=0.1)
+    wait_for("the forwarded port from outside", lambda: forwarded_port_answers(lab) == "connected")
     assert lab.qbt().app_preferences()["current_network_interface"] == t.WG_CLIENT
     assert lab.peer()["rx"] > 92
     assert download(lab) == BULK and upload(lab) == BULK, "full-size packets cross both ways"
@@ -240,6 +284,7 @@ EXPECT = {
             "dns": {"no_answer"},
             "exit_ip": {"unreachable"},
             "path_mtu": {"no_echo"},
+            "port_forward": {"closed"},
         },
     ),
     "blackhole": Expect(
@@ -249,6 +294,7 @@ EXPECT = {
             "dns": {"no_answer"},
             "exit_ip": {"unreachable"},
             "path_mtu": {"no_echo"},
+            "port_forward": {"closed"},
         },
     ),
     # An MTU black hole: small packets pass, so no other check notices.
@@ -258,8 +304,9 @@ EXPECT = {
     "dns": Expect(raw_dns, {"dns": {"no_answer"}}),
     # path_mtu probes the resolver only through the tunnel: not here.
     "dns-leak": Expect(raw_dns_leak, {"dns": {"leak"}, "path_mtu": {"not_measured"}}),
-    "exit-ip": Expect(raw_exit_ip, {"exit_ip": {"not_airvpn"}}),
-    "bind": Expect(raw_bind, {"bind": {"wrong_interface"}}),
+    # port_forward connects to the exit address exit_ip saw: here one that does not exist.
+    "exit-ip": Expect(raw_exit_ip, {"exit_ip": {"not_airvpn"}}, may_fail={"port_forward"}),
+    "bind": Expect(raw_bind, {"bind": {"wrong_interface"}}, may_fail={"port_forward"}),
     "tunnel-down": Expect(
         raw_tunnel_down,
         {
@@ -268,12 +315,24 @@ EXPECT = {
             "dns": {"no_route", "no_answer"},
             "exit_ip": {"unreachable"},
             "path_mtu": {"not_measured", "no_echo"},
+            "port_forward": {"closed"},
         },
         may_fail={"bind"},  # qBittorrent's interface has no address now
     ),
     "webui-exposed": Expect(raw_webui_exposed, {"webui": {"exposed"}}),
-    "ipv6": Expect(raw_ipv6, {"ipv6": {"route_outside"}}),
-    "qbt-down": Expect(raw_qbt_down, {"bind": {"unreachable"}, "webui": {"unreachable"}}),
+    # IPv6 on the LAN side while the kill switch drops it: reported, not unsafe (#21).
+    "ipv6": Expect(raw_ipv6, {"ipv6": {"route_contained"}}),
+    "ipv6-open": Expect(raw_ipv6_open, {"ipv6": {"route_outside"}, "killswitch": {"ipv6_open"}}),
+    "qbt-down": Expect(
+        raw_qbt_down,
+        {"bind": {"unreachable"}, "webui": {"unreachable"}, "port_forward": {"closed"}},
+    ),
+    "killswitch": Expect(raw_killswitch, {"killswitch": {"missing"}}),
+    "killswitch-open": Expect(raw_killswitch_open, {"killswitch": {"lan_open"}}),
+    "port-closed": Expect(raw_port_closed, {"port_forward": {"closed"}}),
+    "port-moved": Expect(
+        raw_port_moved, {"port_forward": {"closed"}, "bind": {"wrong_port", "not_listening"}}
+    ),
 }
 
 MEASURED: dict[str, float] = {}

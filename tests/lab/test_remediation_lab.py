@@ -278,6 +278,13 @@ def no_ipv6_route(lab, torrents: Torrents) -> None:
     assert routes.strip() == ""
 
 
+def killswitch_whole(lab, torrents: Torrents) -> None:
+    from qbt_vpn_watchdog.lab import topology as t
+
+    rules = lab.exec_in(t.NS_VPN, ["nft", "list", "ruleset"]).stdout
+    assert f"table inet {t.KILLSWITCH_TABLE}" in rules and "qvl-fault" not in rules
+
+
 def bound_to_the_tunnel(lab, torrents: Torrents) -> None:
     from qbt_vpn_watchdog.lab import topology as t
 
@@ -291,8 +298,14 @@ def bound_to_the_tunnel(lab, torrents: Torrents) -> None:
         # restart-tunnel, what systemd would do) brings the tunnel back.
         pytest.param("tunnel-down", 120, "restart_tunnel", None, id="tunnel-down"),
         # The tunnel's restart (the script's restart-tunnel) turns IPv6 off in
-        # the namespace again, which takes the address and routes with it.
-        pytest.param("ipv6", 120, "restart_tunnel", no_ipv6_route, id="ipv6"),
+        # the namespace again, which takes the address and routes with it, and
+        # re-installs the kill switch, which takes the rule letting IPv6 out.
+        pytest.param("ipv6-open", 120, "restart_tunnel", no_ipv6_route, id="ipv6-open"),
+        # The same restart re-installs a removed or loosened kill switch.
+        pytest.param("killswitch", 120, "restart_tunnel", killswitch_whole, id="killswitch"),
+        pytest.param(
+            "killswitch-open", 120, "restart_tunnel", killswitch_whole, id="killswitch-open"
+        ),
         # The rebind sets the tunnel interface back, then the hold is released.
         pytest.param("bind", 90, "rebind", bound_to_the_tunnel, id="bind"),
     ],
@@ -352,6 +365,30 @@ def test_never_healed_stays_within_the_cap_and_gives_up(scenario):
     wait_for("torrents resumed", torrents.all_resumed, 90)
     wait_for("remediation ok", lambda: w.state() == "ok", 30)
     assert torrents.user_untouched()
+
+
+def test_ipv6_on_the_lan_side_with_the_kill_switch_in_place_is_not_remediated(healed_lab, tmp_path):
+    """#21: a ULA address (and a default route) on the LAN veth while the kill switch drops
+    IPv6: reported (route_contained, degraded), never acted on, in enforce mode."""
+    lab = healed_lab
+    port = free_port()
+    w = Watchdog(lab_watchdog_config(lab.config_path, tmp_path / "w.toml", port), port,
+                 tmp_path / "w.log")  # fmt: skip
+    w.start()
+    try:
+        wait_for("remediation ok", lambda: w.state() == "ok", 30)
+        lab.break_("ipv6")
+        reason = 'check="ipv6",reason="route_contained"'
+        wait_for("ipv6 route_contained", lambda: w.metrics()["qbtvpn_check_reason"].get(reason), 20)
+        time.sleep(10)  # 5 more cycles at the lab's 2 s: fail_after is 2
+        m = w.metrics()
+        assert m["qbtvpn_check_reason"][reason] == 1
+        assert m["qbtvpn_check_reason"]['check="killswitch",reason="ok"'] == 1
+        assert w.state() == "ok"
+        assert sum(m.get("qbtvpn_remediations_total", {}).values()) == 0
+        assert m["qbtvpn_torrents_held_stopped"][""] == 0
+    finally:
+        w.stop()
 
 
 class Usage:

@@ -187,3 +187,25 @@ def test_more_lan_ports_are_each_opened_on_the_veth(v6_setup):
     assert single.returncode == 0, single.stderr
     rules = _sh("ip", "netns", "exec", V6_NS, "nft", "list", "table", "inet", "vpn_killswitch")
     assert "tcp dport 8080 accept" in rules and "9117" not in rules
+
+
+@pytest.mark.root
+def test_restart_tunnel_re_installs_a_removed_or_loosened_kill_switch(v6_setup):
+    # The watchdog's remedy for killswitch missing/lan_open on a namespace this script built.
+    args, up = v6_setup
+    assert up.returncode == 0, up.stderr
+
+    def rules() -> str:
+        return _sh("ip", "netns", "exec", V6_NS, "nft", "list", "ruleset")
+
+    whole = rules()
+    assert "table inet vpn_killswitch" in whole
+    _sh("ip", "netns", "exec", V6_NS, "nft", "insert", "rule", "inet", "vpn_killswitch", "output",
+        "oifname", V6_VETH[1], "accept")  # fmt: skip
+    assert rules() != whole
+    assert run(*args, "restart-tunnel").returncode == 0
+    assert rules() == whole, "the loosened table replaced by the script's own"
+    _sh("ip", "netns", "exec", V6_NS, "nft", "delete", "table", "inet", "vpn_killswitch")
+    assert "vpn_killswitch" not in rules()
+    assert run(*args, "restart-tunnel").returncode == 0
+    assert rules() == whole, "the removed table installed again"

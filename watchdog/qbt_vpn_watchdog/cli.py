@@ -242,7 +242,13 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     sources = build_sources(cfg)
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
-    results = runner.run_cycle(Context(cfg, sources), timeouts, {})
+    # port_forward targets the exit address exit_ip sees: run it after that one.
+    later = {"port_forward"} & set(names) if "exit_ip" in names else set()
+    first = {n: s for n, s in timeouts.items() if n not in later}
+    results = runner.run_cycle(Context(cfg, sources), first, {})
+    if later:
+        ctx = Context(cfg, sources, exit_ip=results["exit_ip"].facts.get("ip", ""))
+        results.update(runner.run_cycle(ctx, {n: timeouts[n] for n in later}, {}))
     unsettled = [n for n in names if results[n].provisional]
     waited = 0.0
     for wait in sorted({specs[n].settle_after for n in unsettled}, reverse=True):

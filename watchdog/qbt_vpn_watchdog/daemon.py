@@ -256,7 +256,7 @@ class Daemon:
             due = self.due_checks(now)
         else:
             due = {n: cfg.check(n).timeout for n in self.check_names if n in only}
-        ctx = Context(cfg, self.sources, now=self.clock)
+        ctx = Context(cfg, self.sources, now=self.clock, exit_ip=_last_exit_ip(store))
         store.record(self.runner.run_cycle(ctx, due, store.histories(due)), now)
         store.merge_readings(ctx)
         store.cycles += 1
@@ -361,6 +361,13 @@ class Daemon:
 
     def _warn_watchdog_interval(self) -> None:
         self.notifier.warn_if_too_short(self.config, self.check_names)
+
+
+def _last_exit_ip(store: ResultStore) -> str:
+    """port_forward's target: the last exit address exit_ip saw, also while it cannot see
+    one (a dead tunnel: the port is then reported closed, not unknown)."""
+    seen = (r.facts.get("ip", "") for r in reversed(store.history("exit_ip")))
+    return next(filter(None, seen), "")
 
 
 def _snapshot(

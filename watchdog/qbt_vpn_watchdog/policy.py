@@ -97,6 +97,8 @@ class Settings:
     rebind: bool = True
     # What each check's reasons mean; a check or reason not in it counts as unsafe.
     reasons: ReasonTable = field(default_factory=dict)
+    # namespace.built_by_vpn_netns: a restart re-installs the kill switch (Reason.ours_only)
+    ours: bool = True
 
     @classmethod
     def from_config(cls, cfg: Config, specs: Mapping[str, DeclaresReasons]) -> Settings:
@@ -119,6 +121,7 @@ class Settings:
             alternatives=len(r.alternative_endpoints),
             rebind=r.rebind,
             reasons={name: spec.reason_table for name, spec in specs.items()},
+            ours=cfg.namespace.built_by_vpn_netns,
         )
 
     def fail_n(self, check: str) -> int:
@@ -140,8 +143,10 @@ class Settings:
         return self.classify(r.check, r.reason) == UNSAFE
 
     def restart_helps(self, check: str, reason: str) -> bool:
-        """Whether a tunnel restart is the remedy for this result (the check declares it)."""
-        return self.reason(check, reason).restart
+        """Whether a tunnel restart is the remedy for this result (the check declares it;
+        ``Reason.ours_only``: only on a namespace our vpn-netns.sh builds, ``ours``)."""
+        r = self.reason(check, reason)
+        return r.restart and (self.ours or not r.ours_only)
 
     def rebind_helps(self, check: str, reason: str) -> bool:
         """Whether setting qBittorrent's interface and port again is the remedy (declared too)."""

@@ -45,12 +45,18 @@ class Reason:
     UNKNOWN (the watchdog cannot tell: never starts a hold, blocks resuming
     one) or DEGRADED (reported only). ``restart``: a tunnel restart is the
     remedy. ``rebind``: setting qBittorrent's interface and port again is.
+    ``ours_only``: the restart is the remedy only where this project's
+    vpn-netns.sh builds the namespace (``namespace.built_by_vpn_netns``): its
+    restart-tunnel re-installs the kill switch and turns IPv6 off; on a
+    namespace someone else's module built, a restart changes nothing, so the
+    torrents are only held.
     """
 
     name: str
     severity: str
     restart: bool = False
     rebind: bool = False
+    ours_only: bool = False
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES or self.severity == SAFE:

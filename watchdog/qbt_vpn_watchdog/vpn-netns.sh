@@ -15,7 +15,9 @@
 #   down            removes exactly what `up` made (idempotent)
 #   tunnel-up       only the WireGuard part (namespace must exist)
 #   tunnel-down     only the WireGuard part
-#   restart-tunnel  tunnel-down then tunnel-up (what remediation runs)
+#   restart-tunnel  tunnel-down, the kill switch re-installed, tunnel-up (what
+#                   remediation runs: it also repairs a kill switch that was
+#                   removed or loosened, which the watchdog's killswitch check sees)
 #   status          prints what exists; exit 0 when the tunnel is up
 #
 # Options (all --name value):
@@ -398,6 +400,6 @@ case "$CMD" in
   down) cmd_down ;;
   tunnel-up) tunnel_up ;;
   tunnel-down) tunnel_down ;;
-  restart-tunnel) tunnel_down; tunnel_up ;;
+  restart-tunnel) tunnel_down; ns_exists && killswitch_up; tunnel_up ;;
   status) cmd_status ;;
 esac

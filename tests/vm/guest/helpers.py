@@ -76,4 +76,9 @@ timeout = 30.0
 resolver = "{pair.tun_b}"
 names = ["probe.test"]
 timeout = 30.0
+# The pair's namespaces have no kill switch and no forwarded port.
+[checks.killswitch]
+enabled = false
+[checks.port_forward]
+enabled = false
 {after}"""

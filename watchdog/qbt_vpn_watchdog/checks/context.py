@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qbt_vpn_watchdog.results import CheckResult
-from qbt_vpn_watchdog.sources import Sources, local_resource
+from qbt_vpn_watchdog.sources import SourceError, Sources, local_resource
 
 if TYPE_CHECKING:
     from qbt_vpn_watchdog.config import Config
     from qbt_vpn_watchdog.sources import (
         DnsAnswer,
         HttpResponse,
+        KillSwitchReading,
         LinkState,
         Listener,
         PathMtu,
         QbtState,
         Route,
+        TcpAnswer,
         WgDevice,
     )
 
@@ -63,6 +65,9 @@ class Context:
     history: Sequence[CheckResult] = ()  # this check's earlier results, oldest first
     now: Callable[[], float] = time.time
     _memo: dict[str, _Memo] = field(default_factory=dict)
+    # The exit address the exit_ip check saw last ("" = none yet): port_forward's
+    # target. Handed in by the loop; checks never read each other's results.
+    exit_ip: str = ""
     # What ran out (open files, memory...) in a reading this check made; the
     # runner makes a failure of the check ``local_resource`` when it is set.
     local_resource: str | None = None
@@ -116,9 +121,17 @@ class Context:
         """Every unicast route of ``family`` in the namespace, with its output interface."""
         return self._once(f"routes:{family}", lambda: self.sources.links.routes(family))
 
+    def killswitch(self) -> KillSwitchReading:
+        """This cycle's kill-switch probes (one set, shared by killswitch and ipv6)."""
+        prober = self.sources.killswitch
+        if prober is None:
+            raise SourceError("no kill-switch prober in this setup", kind="local")
+        skip = (self.config.wireguard.interface,)
+        return self._once("killswitch", lambda: prober.probe(skip))
+
     def _source_memos(self) -> list[tuple[str, _Memo]]:
         # Route and listener look-ups are per argument and not part of the snapshot.
-        per_argument = ("route:", "routes:", "listen:")
+        per_argument = ("route:", "routes:", "listen:", "killswitch")
         return [(k, m) for k, m in list(self._memo.items()) if not k.startswith(per_argument)]
 
     def readings(self) -> dict[str, Any]:
@@ -135,7 +148,7 @@ class Context:
 
     def for_check(self, history: Sequence[CheckResult]) -> Context:
         """The same cycle (shared memo) with another check's history."""
-        return Context(self.config, self.sources, history, self.now, self._memo)
+        return Context(self.config, self.sources, history, self.now, self._memo, self.exit_ip)
 
     # DNS and HTTP are not memoized: each query is its own probe.
     def dns_query(
@@ -159,6 +172,13 @@ class Context:
 
     def http_get(self, url: str, timeout: float, max_bytes: int) -> HttpResponse:
         return self._read(lambda: self.sources.http.get(url, timeout, max_bytes))
+
+    def tcp_connect(self, netns: str | None, host: str, port: int, timeout: float) -> TcpAnswer:
+        """One TCP connect from ``netns`` (None: the watchdog's own namespace)."""
+        prober = self.sources.tcp
+        if prober is None:
+            raise SourceError("no TCP prober in this setup", kind="local")
+        return self._read(lambda: prober.connect(netns, host, port, timeout))
 
     def webui_probe(self, url: str, timeout: float) -> HttpResponse:
         """An unauthenticated GET of qBittorrent's app/version at ``url`` (no login)."""

@@ -11,9 +11,21 @@ the tunnel. Routes on lo and link-local ones (fe80::/10 never leaves the
 link) are left aside. A route through the tunnel passes: that is the tunnel
 carrying IPv6, not a leak.
 
+A route beside the tunnel is unsafe only when IPv6 can actually leave by it.
+It cannot when the kill switch refuses IPv6 out of the route's interface (the
+killswitch check's probe of this cycle, shared, not sent twice; only when
+that check is enabled) or when the route reaches only the LAN's own prefixes
+(``checks.ipv6.lan_prefixes``, e.g. the ULA VPN-Confinement or any IPv6 LAN
+puts on the veth). Such routes are reported (degraded), not acted on:
+stopping torrents and restarting the tunnel over a path nothing can take is
+remediation anyone on the LAN could trigger.
+
 Reasons:
-  route_outside  an IPv6 route leaves by an interface that is not the tunnel
-  unreadable     the routing table could not be read (the namespace is gone?)
+  route_outside    an IPv6 route leaves by an interface that is not the tunnel,
+                   and IPv6 can leave by it
+  route_contained  routes beside the tunnel, but nothing can leave by them
+                   (the kill switch refuses IPv6 there, or LAN prefixes only)
+  unreadable       the routing table could not be read (the namespace is gone?)
 """
 
 from __future__ import annotations
@@ -21,9 +33,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from qbt_vpn_watchdog.checks import Context, register, unknown, unsafe
+from qbt_vpn_watchdog.checks import Context, degraded, register, unknown, unsafe
 from qbt_vpn_watchdog.results import Outcome
-from qbt_vpn_watchdog.sources import Route, SourceError
+from qbt_vpn_watchdog.sources import REFUSED, KillSwitchReading, Route, SourceError
 
 _SHOWN = 5  # routes named in the detail; the count says how many there are
 
@@ -43,11 +55,12 @@ def outside_tunnel(routes: tuple[Route, ...], tunnel: str) -> list[Route]:
     order=70,
     summary="no IPv6 route leaves the namespace except through the tunnel",
     reasons=(
-        # A path out beside the tunnel. The kill switch still drops IPv6, but
-        # nothing here proves it: hold the torrents. The tunnel's restart is the
-        # remedy: the bring-up script's tunnel-up turns IPv6 off again, which
-        # takes the routes with it.
-        unsafe("route_outside", restart=True),
+        # A path out beside the tunnel that IPv6 can take: hold the torrents.
+        # On a namespace our script builds, the tunnel's restart is the remedy:
+        # its restart-tunnel turns IPv6 off again (taking the routes with it)
+        # and re-installs the kill switch. Elsewhere a restart changes nothing.
+        unsafe("route_outside", restart=True, ours_only=True),
+        degraded("route_contained"),
         unknown("unreadable"),
     ),
 )
@@ -60,12 +73,36 @@ def check(ctx: Context) -> Outcome:
     outside = outside_tunnel(routes, tunnel)
     obs = {"routes_outside_tunnel": float(len(outside))}
     if outside:
-        named = ", ".join(str(r) for r in outside[:_SHOWN])
-        more = f" and {len(outside) - _SHOWN} more" if len(outside) > _SHOWN else ""
+        probes = _killswitch(ctx)
+        lan = [ipaddress.IPv6Network(p, strict=False) for p in ctx.config.checks.ipv6.lan_prefixes]
+        leaking = [r for r in outside if not contained(r, probes, lan)]
+        obs["routes_leaking"] = float(len(leaking))
+        if leaking:
+            fix = (
+                "the tunnel's restart turns it off"
+                if ctx.config.namespace.built_by_vpn_netns
+                else "turn it off, or make the kill switch drop IPv6"
+            )
+            return Outcome.failed(
+                "route_outside",
+                f"{len(leaking)} IPv6 route(s) leave the namespace beside the tunnel {tunnel} "
+                f"and IPv6 can take them: {_named(leaking)} (IPv6 should be off there; {fix})",
+                observations=obs,
+            )
+        why = []
+        refused = sorted({r.interface for r in outside if _refused(r, probes)})
+        if refused:
+            why.append(f"the kill switch refuses IPv6 out of {', '.join(refused)}")
+        if any(_in_lan(r, lan) for r in outside):
+            why.append(
+                "the others reach only checks.ipv6.lan_prefixes"
+                if refused
+                else "they reach only checks.ipv6.lan_prefixes"
+            )
         return Outcome.failed(
-            "route_outside",
-            f"{len(outside)} IPv6 route(s) leave the namespace beside the tunnel {tunnel}: "
-            f"{named}{more} (IPv6 should be off there; the tunnel's restart turns it off)",
+            "route_contained",
+            f"{len(outside)} IPv6 route(s) beside the tunnel {tunnel}, but nothing can leave by "
+            f"them: {'; '.join(why)} ({_named(outside)})",
             observations=obs,
         )
     # Say what was seen: routes read are not a sysctl, so "no routes" is never "IPv6 is off".
@@ -77,3 +114,33 @@ def check(ctx: Context) -> Outcome:
     else:
         seen = "no IPv6 routes at all"
     return Outcome.passed(f"no IPv6 route outside the tunnel ({seen})", observations=obs)
+
+
+def _named(routes: list[Route]) -> str:
+    named = ", ".join(str(r) for r in routes[:_SHOWN])
+    return named + (f" and {len(routes) - _SHOWN} more" if len(routes) > _SHOWN else "")
+
+
+def _killswitch(ctx: Context) -> KillSwitchReading | None:
+    """This cycle's kill-switch probes, when the killswitch check runs (None: unknown)."""
+    if not ctx.config.checks.killswitch.enabled:
+        return None
+    try:
+        return ctx.killswitch()
+    except SourceError:
+        return None
+
+
+def _refused(r: Route, probes: KillSwitchReading | None) -> bool:
+    return probes is not None and probes.verdict(r.interface, "ipv6") == REFUSED
+
+
+def _in_lan(r: Route, lan: list[ipaddress.IPv6Network]) -> bool:
+    dest = ipaddress.ip_network(r.destination, strict=False)
+    return isinstance(dest, ipaddress.IPv6Network) and any(dest.subnet_of(n) for n in lan)
+
+
+def contained(r: Route, probes: KillSwitchReading | None, lan: list[ipaddress.IPv6Network]) -> bool:
+    """Nothing can leave by ``r``: the kill switch refuses IPv6 out of its interface,
+    or it reaches only the LAN's own prefixes."""
+    return _refused(r, probes) or _in_lan(r, lan)

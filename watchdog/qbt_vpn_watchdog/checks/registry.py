@@ -46,8 +46,10 @@ CheckFn = Callable[["Context"], Outcome]
 RenderFn = Callable[[CheckResult | None], Iterable[Any]]
 
 
-def unsafe(name: str, *, restart: bool = False, rebind: bool = False) -> Reason:
-    return Reason(name, UNSAFE, restart, rebind)
+def unsafe(
+    name: str, *, restart: bool = False, rebind: bool = False, ours_only: bool = False
+) -> Reason:
+    return Reason(name, UNSAFE, restart, rebind, ours_only)
 
 
 def degraded(name: str, *, rebind: bool = False) -> Reason:

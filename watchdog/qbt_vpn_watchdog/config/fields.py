@@ -84,6 +84,15 @@ def _ips(v: list) -> str | None:
     return None
 
 
+def _ipv6_prefixes(v: list) -> str | None:
+    for x in v:
+        try:
+            ipaddress.IPv6Network(x, strict=False)
+        except (ValueError, TypeError):
+            return 'a list of IPv6 prefixes, e.g. ["fd51:7a6c::/48"]'
+    return None
+
+
 def _ifname(v: str) -> str | None:
     # Linux IFNAMSIZ is 16 including the NUL; no slashes or spaces.
     if 0 < len(v) < 16 and "/" not in v and not any(c.isspace() for c in v):

@@ -19,6 +19,7 @@ from qbt_vpn_watchdog.config.fields import (
     _ip_or_empty,
     _ips,
     _ipv4_or_empty,
+    _ipv6_prefixes,
     _key,
     _listen_address,
     _max_connections,
@@ -129,6 +130,13 @@ class NamespaceSection:
         "",
         help='Network namespace holding the tunnel and qBittorrent (`ip netns list`); "" = the root namespace.',
         check=_netns_name,
+    )
+    built_by_vpn_netns: bool = _key(
+        False,
+        help="true when this project's vpn-netns.sh builds the namespace and its kill switch (the "
+        "NixOS confinement module and the lab set it): a tunnel restart then re-installs the kill "
+        "switch and turns IPv6 off again, so killswitch and ipv6 failures restart the tunnel; "
+        "false: they only hold the torrents (a restart cannot fix another module's rules).",
     )
 
 
@@ -308,6 +316,42 @@ class Ipv6Check(CheckBase):
     # Its help once said "Seconds for one dump of the IPv6 routes.", the one
     # timeout that had drifted from the others' words: now one helper says them.
     timeout: float = _timeout(2.0)
+    lan_prefixes: list[str] = _key(
+        help="The LAN's own IPv6 prefixes: a route to one of them beside the tunnel carries "
+        "nothing to the internet (degraded, not unsafe), e.g. a ULA on the LAN veth.",
+        check=_ipv6_prefixes,
+        factory=list,
+    )
+
+
+@dataclass(frozen=True)
+class KillswitchCheck(CheckBase):
+    """The kill switch refuses a packet out of every interface but the tunnel, IPv4 and IPv6
+    (a probe that cannot leave the host: link-local multicast with TTL 0; docs/checks.md)."""
+
+    timeout: float = _timeout(2.0)
+
+
+@dataclass(frozen=True)
+class PortForwardCheck(CheckBase):
+    """The forwarded port answers from outside the tunnel: a TCP connect from the host to
+    the exit address and qbittorrent.forwarded_port, which AirVPN forwards to qBittorrent.
+    Without a forwarded port it only reports not_configured: set enabled = false then."""
+
+    # Each run is one SYN over the internet to the VPN's exit and back in
+    # through the tunnel; a closed port stalls seeding but leaks nothing.
+    interval: float = _interval(300.0, "Each run is one TCP connect over the internet.")
+    exit_ip: str = _key(
+        "",
+        help='The exit address AirVPN forwards the port on; "" = the one exit_ip saw last.',
+        check=_ip_or_empty,
+    )
+    probe_netns: str = _key(
+        "",
+        help='Network namespace the connect leaves from; "" = the root namespace (the host: '
+        "outside the tunnel, as any peer on the internet).",
+        check=_netns_name,
+    )
 
 
 @dataclass(frozen=True)
@@ -322,6 +366,8 @@ class ChecksSection:
     bind: BindCheck = _section(BindCheck)
     webui: WebuiCheck = _section(WebuiCheck)
     ipv6: Ipv6Check = _section(Ipv6Check)
+    killswitch: KillswitchCheck = _section(KillswitchCheck)
+    port_forward: PortForwardCheck = _section(PortForwardCheck)
 
 
 @dataclass(frozen=True)

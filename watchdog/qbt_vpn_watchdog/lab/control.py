@@ -205,6 +205,7 @@ listen_port = {t.METRICS_PORT}
 
 [namespace]
 name = "{t.NS_VPN}"
+built_by_vpn_netns = true
 
 [wireguard]
 interface = "{t.WG_CLIENT}"
@@ -233,6 +234,10 @@ lan_url = "http://{t.LAN_NS_IP}:{t.WEBUI_PORT}"
 """
     # The exit address is where a port forward on the server would expose it.
     text += f'probe_addresses = ["{t.EXIT_IP}"]\n'
+    # The forwarded port, from the lab's "internet" side (the root namespace's
+    # routes to lab addresses are blackholes); the exit address is the one
+    # exit_ip sees. Every 4 s: every 2nd cycle, like webui.
+    text += f'\n[checks.port_forward]\ninterval = 4.0\ntimeout = 3.0\nprobe_netns = "{t.NS_INET}"\n'
     # Tier 2 is the lab's restart-tunnel (what the NixOS unit's reload does);
     # a short back-off so that tests and the demo see it act.
     text += (

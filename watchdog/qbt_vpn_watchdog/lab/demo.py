@@ -210,6 +210,14 @@ def demo() -> int:
             return 1
         for ln in metric_lines(("qbtvpn_healthy", "qbtvpn_wireguard_peer_receive_bytes_total")):
             say(f"   {ln}")
+        say(
+            f"   the forwarded port, {t.EXIT_IP}:{t.FORWARDED_PORT}, answers from the lab's "
+            f"internet ({t.NS_INET}) as a peer would reach it (port_forward):"
+        )
+        for ln in metric_lines(
+            ('qbtvpn_check_reason{check="port_forward"', "qbtvpn_port_forward_connect_seconds")
+        ):
+            say(f"   {ln}")
 
         say(
             "\n3. Breaking the return path: only the first handshake response gets back"

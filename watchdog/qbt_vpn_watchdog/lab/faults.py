@@ -12,8 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qbt_vpn_watchdog.lab import guard_faults as g  # the kill switch and forwarded-port faults
 from qbt_vpn_watchdog.lab import procs, services, state
 from qbt_vpn_watchdog.lab import topology as t
+from qbt_vpn_watchdog.lab.fault_steps import (
+    _delete_rules,
+    _set_preference,
+    break_ipv6,
+    heal_ipv6,
+    restart_tunnel,
+)
 
 
 @dataclass(frozen=True)
@@ -35,11 +43,6 @@ def _table(name: str) -> str:
 def _drop_table(ns: str, name: str) -> None:
     if t.ns_exists(ns):
         t.run(["nft", "delete", "table", "inet", _table(name)], netns=ns, check=False)
-
-
-def restart_tunnel() -> None:
-    """What systemd's restart of the tunnel unit does on the host: the script's restart-tunnel."""
-    t.confined("restart-tunnel")
 
 
 # --- return-path: the 92-byte failure -------------------------------------------
@@ -243,13 +246,7 @@ def heal_exit_ip() -> None:
 
 
 def _set_interface(name: str) -> None:
-    c = services.qbt_client()
-    c.app_set_preferences({"current_network_interface": name, "current_interface_address": ""})
-    deadline = time.monotonic() + 5
-    while c.app_preferences().get("current_network_interface") != name:
-        if time.monotonic() > deadline:
-            raise t.LabError(f"qBittorrent did not take interface {name}")
-        time.sleep(0.1)
+    _set_preference("current_network_interface", name, current_interface_address="")
 
 
 def break_bind() -> None:
@@ -334,56 +331,10 @@ def heal_webui_exposed() -> None:
         t.run(
             ["nft", "delete", "table", "ip", _table("webui-exposed")], netns=t.NS_SRV, check=False
         )
-    if t.ns_exists(t.NS_VPN):
-        out = t.run(
-            ["nft", "-a", "list", "chain", "inet", t.KILLSWITCH_TABLE, "input"],
-            netns=t.NS_VPN,
-            check=False,
-        )
-        for line in out.splitlines():
-            if "qvl-fault-webui-exposed" in line and "# handle " in line:
-                handle = line.rsplit("# handle ", 1)[1].strip()
-                t.run(
-                    [
-                        "nft",
-                        "delete",
-                        "rule",
-                        "inet",
-                        t.KILLSWITCH_TABLE,
-                        "input",
-                        "handle",
-                        handle,
-                    ],
-                    netns=t.NS_VPN,
-                    check=False,
-                )
+    _delete_rules("input", "qvl-fault-webui-exposed")
 
 
 # --- ipv6: IPv6 appears on the namespace's LAN side ------------------------------------
-
-
-def _lan_ipv6(disabled: int) -> None:
-    path = f"/proc/sys/net/ipv6/conf/{t.LAN_NS}/disable_ipv6"
-    t.run(["sh", "-c", f"echo {disabled} > {path}"], netns=t.NS_VPN)
-
-
-def break_ipv6() -> None:
-    # What a router advertisement on the LAN does once IPv6 is on for the veth
-    # (a host update, someone's sysctl): an address and a default route out of
-    # the namespace beside the tunnel. IPv6 is blocked there by design, so this
-    # is the path the ipv6 check must see.
-    _lan_ipv6(0)
-    t.run(["ip", "-6", "addr", "add", t.LAN6_NS_ADDR, "dev", t.LAN_NS, "nodad"], netns=t.NS_VPN)
-    t.run(
-        ["ip", "-6", "route", "replace", "default", "via", t.LAN6_ROUTER, "dev", t.LAN_NS],
-        netns=t.NS_VPN,
-    )
-
-
-def heal_ipv6() -> None:
-    # IPv6 off again on the veth takes its addresses and routes with it.
-    if t.ns_exists(t.NS_VPN):
-        _lan_ipv6(1)
 
 
 # --- qbt-down: qbittorrent-nox stops ---------------------------------------------------
@@ -465,6 +416,41 @@ FAULTS: dict[str, Fault] = {
             heal_ipv6,
         ),
         Fault("qbt-down", "qbittorrent-nox is stopped", break_qbt_down, heal_qbt_down),
+        Fault(
+            "killswitch",
+            "the confined namespace's kill switch table is removed",
+            g.break_killswitch,
+            g.heal_killswitch,
+            signature=("killswitch", ("missing",)),
+        ),
+        Fault(
+            "killswitch-open",
+            "the kill switch stays, one rule accepts output on the LAN veth to any address",
+            g.break_killswitch_open,
+            g.heal_killswitch_open,
+            signature=("killswitch", ("lan_open",)),
+        ),
+        Fault(
+            "ipv6-open",
+            "IPv6 on the namespace's LAN side, and the kill switch lets IPv6 out there",
+            g.break_ipv6_open,
+            g.heal_ipv6_open,
+            signature=("ipv6", ("route_outside",)),
+        ),
+        Fault(
+            "port-closed",
+            "the VPN server no longer forwards the forwarded port",
+            g.break_port_closed,
+            g.heal_port_closed,
+            signature=("port_forward", ("closed",)),
+        ),
+        Fault(
+            "port-moved",
+            f"qBittorrent listens on port {g.MOVED_PORT}, not the forwarded {t.FORWARDED_PORT}",
+            g.break_port_moved,
+            g.heal_port_moved,
+            signature=("port_forward", ("closed",)),
+        ),
     )
 }
 

@@ -97,6 +97,15 @@ KILLSWITCH_TABLE = "qvl_killswitch"
 SRV_NAT_TABLE = "qvl_nat"
 
 
+# AirVPN's static port forward, on the AirVPN-like server: the exit address's
+# forwarded port to the client's tunnel address (the port_forward check's path;
+# the port-closed fault removes it).
+FORWARD_RULE = (
+    f'iifname "{INET_SERVER_IF}" ip daddr {EXIT_IP} meta l4proto {{ tcp, udp }} '
+    f"th dport {FORWARDED_PORT} dnat to {CLIENT_TUN_IP}"
+)
+
+
 class LabError(Exception):
     pass
 
@@ -356,10 +365,7 @@ def outer_up() -> None:
     run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], netns=NS_SRV)
     # The tunnel range leaves the server NATed to the exit address, like AirVPN;
     # the forwarded port comes back in to the client's tunnel address.
-    forward = (
-        f'iifname "{INET_SERVER_IF}" ip daddr {EXIT_IP} meta l4proto {{ tcp, udp }} '
-        f"th dport {FORWARDED_PORT} dnat to {CLIENT_TUN_IP}"
-    )
+    forward = FORWARD_RULE
     nft(
         NS_SRV,
         f"""table ip {SRV_NAT_TABLE}

@@ -12,6 +12,8 @@ Where each lives:
   dns.py          one DNS query through a given resolver, inside the namespace
   http.py         one size-capped HTTP(S) GET, inside the namespace
   pmtu.py         path MTU through the tunnel: DF echoes of the tunnel's MTU, both ways
+  killswitch.py   the kill switch proven by behaviour: a refused probe per interface
+  tcp.py          one TCP connect from a given namespace (the forwarded port, from outside)
   qbittorrent.py  qBittorrent Web API (qbittorrent-api), one fetch per cycle
   deadline.py     one overall deadline for a network exchange (sockets shut down at it)
   bounded_requests.py  a requests transport: that deadline and a size cap on every answer
@@ -221,6 +223,37 @@ class PathMtu:
         return ""
 
 
+# --- the kill switch ---------------------------------------------------------
+
+# What one probe out of one interface met (sources/killswitch.py).
+REFUSED = "refused"  # the send failed with EPERM/EACCES: a packet filter said no
+OPEN = "open"  # the send went through: nothing refused it
+NO_PATH = "no_path"  # the kernel has no way out there (link down, no address of that family)
+VERDICTS = (REFUSED, OPEN, NO_PATH)
+
+
+@dataclass(frozen=True)
+class LeakProbe:
+    interface: str
+    family: str  # "ipv4" | "ipv6"
+    verdict: str  # one of VERDICTS
+    errno: str = ""  # "EPERM", "ENETUNREACH", ...; "" when the send went through
+
+
+@dataclass(frozen=True)
+class KillSwitchReading:
+    probes: tuple[LeakProbe, ...]
+    # Only read when a probe got out, to say which: the namespace's netfilter
+    # tables ("inet vpn_killswitch"); None when not read or unreadable.
+    tables: tuple[str, ...] | None = None
+
+    def verdict(self, interface: str, family: str) -> str | None:
+        for p in self.probes:
+            if p.interface == interface and p.family == family:
+                return p.verdict
+        return None
+
+
 # --- HTTP --------------------------------------------------------------------
 
 
@@ -230,6 +263,18 @@ class HttpResponse:
     headers: dict[str, str]  # lower-case names
     body: bytes  # at most the cap the caller gave
     latency: float
+
+
+# --- TCP ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TcpAnswer:
+    host: str
+    port: int
+    outcome: str  # "connected" | "refused" (a RST) | "timeout" (no answer) | "unreachable"
+    latency: float  # seconds
+    detail: str = ""  # the error's text when not connected
 
 
 # --- qBittorrent -------------------------------------------------------------
@@ -307,6 +352,18 @@ class PathMtuProber(Protocol):
     ) -> PathMtu: ...
 
 
+class KillSwitchProber(Protocol):
+    """Does the kill switch refuse a packet out of every interface but ``skip``s (killswitch.py)?"""
+
+    def probe(self, skip: tuple[str, ...]) -> KillSwitchReading: ...
+
+
+class TcpProber(Protocol):
+    """One TCP connect from a namespace (tcp.py): how it ended and how long it took."""
+
+    def connect(self, netns: str | None, host: str, port: int, timeout: float) -> TcpAnswer: ...
+
+
 class HttpClient(Protocol):
     """One capped HTTP(S) GET inside the namespace (http.py)."""
 
@@ -352,6 +409,10 @@ class Sources:
     events: LinkEventSource | None = None
     # None: the path_mtu check cannot measure (it says so and stays degraded).
     pmtu: PathMtuProber | None = None
+    # None: the killswitch check cannot probe (it says so: unreadable).
+    killswitch: KillSwitchProber | None = None
+    # None: the port_forward check cannot connect (it says so: unreadable).
+    tcp: TcpProber | None = None
 
     def close(self) -> None:
         """Close every adapter that holds something open (sockets, threads); best effort."""

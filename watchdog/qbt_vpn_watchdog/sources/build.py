@@ -11,9 +11,11 @@ from qbt_vpn_watchdog.sources import Sources
 def build_sources(cfg: Config) -> Sources:
     from qbt_vpn_watchdog.sources.dns import Resolver, vpn_resolver
     from qbt_vpn_watchdog.sources.http import Http
+    from qbt_vpn_watchdog.sources.killswitch import KillSwitchProbe
     from qbt_vpn_watchdog.sources.links import LinkEvents, Links
     from qbt_vpn_watchdog.sources.pmtu import PathMtuProbe
     from qbt_vpn_watchdog.sources.qbittorrent import Qbittorrent
+    from qbt_vpn_watchdog.sources.tcp import TcpConnect
     from qbt_vpn_watchdog.sources.wireguard import make_reader
 
     netns = cfg.netns
@@ -28,4 +30,6 @@ def build_sources(cfg: Config) -> Sources:
         qbittorrent=Qbittorrent(q.url, q.username, partial(read_password, q), q.timeout),
         events=LinkEvents(netns, cfg.wireguard.interface),
         pmtu=PathMtuProbe(netns),
+        killswitch=KillSwitchProbe(netns),
+        tcp=TcpConnect(),
     )
