@@ -242,12 +242,23 @@ def run_once(cfg: Config, only: Sequence[str] | None = None) -> list[CheckResult
     sources = build_sources(cfg)
     runner = Runner(specs)
     timeouts = {n: cfg.check(n).timeout for n in names}
-    # port_forward targets the exit address exit_ip sees: run it after that one.
-    later = {"port_forward"} & set(names) if "exit_ip" in names else set()
+    # port_forward targets the exit address exit_ip sees: run it after that one,
+    # and run exit_ip for it (not reported) when only port_forward was asked for
+    # and no address is configured: `check --only port_forward` must be usable.
+    later = {"port_forward"} & set(names)
+    helper = (
+        later
+        and "exit_ip" not in names
+        and "exit_ip" in cfg.enabled_checks()
+        and not cfg.checks.port_forward.exit_ip
+    )
     first = {n: s for n, s in timeouts.items() if n not in later}
+    if helper:
+        first["exit_ip"] = cfg.check("exit_ip").timeout
     results = runner.run_cycle(Context(cfg, sources), first, {})
     if later:
-        ctx = Context(cfg, sources, exit_ip=results["exit_ip"].facts.get("ip", ""))
+        seen = results["exit_ip"].facts.get("ip", "") if "exit_ip" in results else ""
+        ctx = Context(cfg, sources, exit_ip=seen)
         results.update(runner.run_cycle(ctx, {n: timeouts[n] for n in later}, {}))
     unsettled = [n for n in names if results[n].provisional]
     waited = 0.0
