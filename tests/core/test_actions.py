@@ -28,7 +28,7 @@ from qbt_vpn_watchdog.actions import (
 )
 from qbt_vpn_watchdog.checks import load_all
 from qbt_vpn_watchdog.sources import Listener, SourceError
-from tests.core.test_policy import CHECKS, ModelQbt, ModelWg, Srcs, res
+from tests.core.test_policy import CHECKS, ModelLinks, ModelQbt, ModelWg, Srcs, res
 from tests.support.session_names import SESSION, unique
 
 SPECS = load_all()  # the checks' reasons, handed to the policy as the daemon does
@@ -178,7 +178,6 @@ def test_rebind_without_forwarded_port_keeps_qbittorrents_own_port():
 
 def test_rebind_that_opens_no_socket_fails_with_why():
     from qbt_vpn_watchdog.actions import rebind
-    from tests.core.test_policy import ModelLinks
 
     class Deaf(ModelLinks):
         def tcp_listeners(self, port):
@@ -189,6 +188,54 @@ def test_rebind_that_opens_no_socket_fails_with_why():
         rebind(qbt, Deaf(qbt), "wg0", 51413, timeout=0.3, poll=0.05)
     with pytest.raises(ActionError, match="wg9 does not exist"):
         rebind(qbt, ModelLinks(qbt), "wg9", 51413, timeout=0.3)
+
+
+class Sticky(ModelQbt):
+    """libtorrent's rule: sockets are opened anew only for a changed port; until then
+    they stay on the index of the link they were opened on (3: the old tunnel)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(1)
+        self.port, self.index, self.asked = port, 3, []
+
+    def set_binding(self, interface, port):
+        self.asked.append(port)
+        if port != self.port:
+            self.port, self.index = port, 5
+
+
+class StickyLinks:
+    def __init__(self, qbt: Sticky) -> None:
+        self.qbt, self.wg0 = qbt, ModelLinks(qbt).link("wg0")
+
+    def link(self, name):
+        return self.wg0 if name == "wg0" else None
+
+    def tcp_listeners(self, port):
+        return (Listener("10.64.1.2", port, self.qbt.index),) if port == self.qbt.port else ()
+
+
+@pytest.mark.parametrize("now", [51414, 51412, 51413, 60000])
+def test_rebind_never_uses_the_port_qbittorrent_has_as_the_neighbour(now):
+    # A rebind interrupted between its two steps (the daemon restarted) leaves
+    # qBittorrent on the neighbour port; the next rebind's first step would be
+    # a no-op there and wait for a socket that never comes (the lab's
+    # "no socket on qvlc0 port 47124 within 15 s").
+    from qbt_vpn_watchdog.actions import rebind
+
+    qbt = Sticky(now)
+    out = rebind(qbt, StickyLinks(qbt), "wg0", 51413, timeout=0.5, poll=0.01)
+    assert qbt.asked[0] not in (now, 51413) and qbt.asked[-1] == 51413
+    assert (qbt.port, qbt.index) == (51413, 5), qbt.asked
+    assert "port 51413" in out and qbt.calls[-1] == "reannounce"
+
+
+def test_rebind_of_qbittorrents_own_port_at_the_top_of_the_range():
+    from qbt_vpn_watchdog.actions import rebind
+
+    qbt = Sticky(65535)
+    rebind(qbt, StickyLinks(qbt), "wg0", None, timeout=0.5, poll=0.01)
+    assert qbt.asked == [65534, 65535] and qbt.index == 5
 
 
 # --- the tag is the memory ---------------------------------------------------------------
