@@ -37,6 +37,22 @@ def test_the_example_has_every_key_with_its_true_default_and_loads():
             assert lines[i - 1].startswith("# ") and len(lines[i - 1]) > 10, line
 
 
+def test_the_example_shows_the_observe_line_a_new_host_starts_with():
+    # The first day (README): watch first. The example names the line to use and the
+    # file still loads once the operator has done what it says.
+    text = config.render_example()
+    marker = "# On a new host, replace the line below with: "
+    lines = text.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith(marker)]
+    assert len(at) == 1
+    i = at[0]
+    assert lines[i + 1] == 'mode = "enforce"'
+    lines[i + 1] = lines[i].removeprefix(marker)
+    cfg = config.parse("\n".join(lines))
+    assert cfg.watchdog.mode == "observe"
+    assert "observe" in lines[i - 1] and "switch to" in lines[i - 1]  # when to switch
+
+
 def test_every_key_explains_itself():
     def walk(cls):
         for f in dataclasses.fields(cls):

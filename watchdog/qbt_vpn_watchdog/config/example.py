@@ -48,6 +48,8 @@ def _render_table(cls: type, path: str, out: list[str]) -> None:
             out.append(f"[{path}]")
     for f in scalars:
         out.append(f"# {f.metadata['help']}")
+        if f.metadata.get("instead"):
+            out.append(f"# On a new host, replace the line below with: {f.metadata['instead']}")
         out.append(f"{f.name} = {_toml(getattr(defaults, f.name))}")
     for f in fields:
         if dataclasses.is_dataclass(hints[f.name]):

@@ -174,13 +174,19 @@ def _max_connections(v: int) -> str | None:
 LISTEN_ADDRESS_ACCEPTS = 'an IP address, IPv4 or IPv6 (e.g. "127.0.0.1", "0.0.0.0" or "::")'
 
 
-def _key(default: object = dataclasses.MISSING, *, help: str, check=None, factory=None):
+def _key(
+    default: object = dataclasses.MISSING, *, help: str, check=None, factory=None, instead=""
+):
     """A schema field: its default, one line saying what it means, its validator.
 
     ``help`` is what ``example-config`` prints above the key, so every key
-    explains itself where an operator reads it.
+    explains itself where an operator reads it; ``instead`` is a line the
+    example shows as the one to use in place of the default where the help says
+    when (only ``watchdog.mode``: "observe" on a new host).
     """
     meta = {"help": help}
+    if instead:
+        meta["instead"] = instead
     if check is not None:
         meta["check"] = check
     if factory is not None:

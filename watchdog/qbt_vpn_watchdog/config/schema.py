@@ -60,6 +60,7 @@ class WatchdogSection:
         ' On a new host start with "observe"; switch to "enforce" once `check` passes and the'
         ' log\'s "would ..." lines are what you want done.',
         check=_one_of("enforce", "observe"),
+        instead='mode = "observe"',
     )
     listen_address: str = _key(
         "127.0.0.1",
