@@ -205,13 +205,15 @@ class Sticky(ModelQbt):
 
 
 class StickyLinks:
-    def __init__(self, qbt: Sticky) -> None:
-        self.qbt, self.wg0 = qbt, ModelLinks(qbt).link("wg0")
+    def __init__(self, qbt: Sticky, others: tuple[int, ...] = ()) -> None:
+        self.qbt, self.wg0, self.others = qbt, ModelLinks(qbt).link("wg0"), others
 
     def link(self, name):
         return self.wg0 if name == "wg0" else None
 
     def tcp_listeners(self, port):
+        if port in self.others:  # another program's socket: qBittorrent cannot listen there
+            return (Listener("0.0.0.0", port, 0),)
         return (Listener("10.64.1.2", port, self.qbt.index),) if port == self.qbt.port else ()
 
 
@@ -228,6 +230,14 @@ def test_rebind_never_uses_the_port_qbittorrent_has_as_the_neighbour(now):
     assert qbt.asked[0] not in (now, 51413) and qbt.asked[-1] == 51413
     assert (qbt.port, qbt.index) == (51413, 5), qbt.asked
     assert "port 51413" in out and qbt.calls[-1] == "reannounce"
+
+
+def test_rebind_steps_around_a_neighbour_another_program_listens_on():
+    from qbt_vpn_watchdog.actions import rebind
+
+    qbt = Sticky(51413)
+    rebind(qbt, StickyLinks(qbt, others=(51414,)), "wg0", 51413, timeout=0.5, poll=0.01)
+    assert qbt.asked == [51412, 51413] and qbt.index == 5
 
 
 def test_rebind_of_qbittorrents_own_port_at_the_top_of_the_range():

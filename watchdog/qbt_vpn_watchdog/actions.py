@@ -202,7 +202,8 @@ def rebind(
     the port goes to a neighbour first and then back. The neighbour is never
     the port qBittorrent has now: one left there by an interrupted rebind (the
     daemon restarted between the two steps) would make that step a no-op too
-    (measured in the lab: "no socket on port 47124" every time). Each step
+    (measured in the lab: "no socket on port 47124" every time); nor, where it
+    can choose, a port another program listens on. Each step
     waits until the namespace's socket table (sock_diag) shows a socket on that
     port bound to the tunnel as it is now (qBittorrent applies preferences
     deferred, and two quick changes would merge into none). Then every torrent
@@ -214,9 +215,11 @@ def rebind(
     deadline = time.monotonic() + timeout
     current = qbt.state().listen_port
     target = port or current
-    neighbour = next(
-        p for p in (target + 1, target - 1, target + 2) if p != current and 1 <= p <= 65535
-    )
+    near = [p for p in (target + 1, target - 1, target + 2, target - 2) if 1 <= p <= 65535]
+    # Not the port it has, and one nothing else in the namespace listens on
+    # (libtorrent would fail to listen there, and the step would wait in vain).
+    free = [p for p in near if p != current and not links.tcp_listeners(p)]
+    neighbour = (free or [p for p in near if p != current])[0]
     for p in (neighbour, target):
         qbt.set_binding(interface, p)
         while not on_tunnel(links.tcp_listeners(p), link):
