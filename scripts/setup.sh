@@ -21,6 +21,7 @@ PACKAGES=(
     systemd                        # systemd-analyze verify for the units NixOS renders (never PID 1 here)
     debootstrap                    # the Debian 13 tree that holds qBittorrent 5.1
     qemu-system-x86 busybox-static kmod  # the kernel VM (tests/vm): the kernel's WireGuard
+    prometheus-node-exporter apache2-utils  # the same web-config.yml in a real node_exporter; htpasswd
     openssl curl python3-venv
 )
 missing=()

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("qbt_vpn_watchdog.http_server")  # one logger name for the server
 
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+# Go's net/http answer to plain HTTP on a TLS port, word for word (node_exporter's too).
+_PLAIN_TO_TLS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 
 
 class _Connections:
@@ -92,22 +94,59 @@ class _Connections:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        ctx = self.owner.security.ssl_context
-        state = READING
-        if ctx is not None:
-            try:
-                sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            except (OSError, ssl.SSLError):
-                sock.close()
-                self.owner.stats.dropped["tls"] += 1
-                return
-            state = HANDSHAKE
+        # With TLS the socket is wrapped once the client's first byte is in (_start_tls).
+        state = READING if self.owner.security.ssl_context is None else HANDSHAKE
         conn = _Conn(sock, client, state, now, self.limits)
         self.conns[sock] = conn
         self.owner.stats.open = len(self.conns)
         self._want(conn, selectors.EVENT_READ)
         if state == HANDSHAKE:
             self._handshake(conn)
+
+    def _start_tls(self, conn: _Conn) -> bool:
+        """Wrap a new connection in TLS once its first byte has come; True when wrapped.
+
+        A first byte that is a letter is plain HTTP sent to the TLS port (a scrape
+        job left at ``scheme: http``): it is answered as Go's servers, node_exporter
+        among them, answer it, a 400 that says so, not a reset the operator has to
+        decode. A TLS record starts with a byte below 0x20.
+        """
+        try:
+            first = conn.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False  # stays registered for reading
+        except OSError:
+            self._drop(conn, "tls")
+            return False
+        if not first:  # closed before a byte
+            self._drop(conn, "tls")
+            return False
+        ctx = self.owner.security.ssl_context
+        if first.isalpha() or ctx is None:
+            try:
+                # What the request sent so far is read first: closing with unread bytes
+                # would reset the connection and lose the answer (Go reads a buffer too).
+                conn.sock.recv(self.limits.head_bytes)
+                conn.sock.send(_PLAIN_TO_TLS)
+            except OSError:
+                pass
+            self._drop(conn, "tls")
+            return False
+        self._want(conn, 0)
+        self.conns.pop(conn.sock, None)
+        try:
+            conn.sock = ctx.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ssl.SSLError):
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+            self.owner.stats.dropped["tls"] += 1
+            self.owner.stats.open = len(self.conns)
+            return False
+        self.conns[conn.sock] = conn
+        self._want(conn, selectors.EVENT_READ)
+        return True
 
     def _want(self, conn: _Conn, events: int) -> None:
         if events == conn.registered:

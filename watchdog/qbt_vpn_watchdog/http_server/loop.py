@@ -144,6 +144,8 @@ class _Loop(_Connections, _Answers):
             self._read(conn)
 
     def _handshake(self, conn: _Conn) -> None:
+        if not isinstance(conn.sock, ssl.SSLSocket) and not self._start_tls(conn):
+            return
         try:
             conn.sock.do_handshake()  # type: ignore[attr-defined]
         except ssl.SSLWantReadError:
@@ -153,7 +155,7 @@ class _Loop(_Connections, _Answers):
             self._want(conn, selectors.EVENT_WRITE)
             return
         except (OSError, ssl.SSLError, ValueError):
-            # Plain HTTP to the TLS port, a TLS version too old: the client's problem.
+            # A TLS version too old, an unknown CA, garbage: the client's problem.
             log.debug("http: TLS handshake with %s failed", conn.client, exc_info=True)
             self._drop(conn, "tls")
             return
