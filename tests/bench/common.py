@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.monitoring import free_port
 from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,13 +53,6 @@ def lab_up() -> Iterator[Path]:
         finally:
             control.down()
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_for(

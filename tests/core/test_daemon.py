@@ -43,6 +43,7 @@ from qbt_vpn_watchdog.sources import (
     WgPeer,
 )
 from qbt_vpn_watchdog.systemd import Notifier
+from tests.support.monitoring import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PUB = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -266,11 +267,6 @@ interval = 0.0
 action_timeout = {over.get("action_timeout", 0.5)}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str, float]:

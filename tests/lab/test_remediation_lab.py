@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from qbt_vpn_watchdog.sources.qbittorrent import STOPPED_STATES
 from tests.support.daemon_proc import WatchdogProc
 from tests.support.lab_load import scrape
+from tests.support.monitoring import free_port
 from tests.support.procs import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.qbittorrent]
@@ -35,11 +35,6 @@ TAG = "watchdog-stopped"
 STOPPED = STOPPED_STATES  # the adapter's: paused* on 4.5, stopped* on 5.1
 SLOW = 48 * 1024  # bytes/s: the 4 MiB test torrent takes ~85 s, so it is mid-way at the fault
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lab_watchdog_config(lab_config: Path, out: Path, port: int, **remediation) -> Path:
