@@ -1,5 +1,7 @@
-"""`run --web.listen-address ... --log.format=json`: the daemon listens where the flag says,
-also after a reload that names another port, and every log line is a JSON object.
+"""`run --web.listen-address ... --web.disable-exporter-metrics --log.format=json`: the
+daemon listens where the flag says and serves no process_* series, also after a reload
+that names another port (and leaves process_metrics at its default, true), and every log
+line is a JSON object.
 
 A real daemon, as root, in the root namespace with every check that would send a
 packet off this machine turned off (exit_ip, dns, webui, path_mtu, return_path):
@@ -48,6 +50,11 @@ def _healthz(port: int) -> int | None:
         return None
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        return r.read().decode()
+
+
 def _wait(cond, seconds: float = 30.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -69,18 +76,22 @@ def test_listen_address_flag_wins_over_the_file_and_its_reload_and_logs_are_json
     log = (tmp_path / "stderr").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "qbt_vpn_watchdog", "run", "--config", str(cfg),
-         "--web.listen-address", f"127.0.0.1:{flag_port}", "--log.format", "json"],
+         "--web.listen-address", f"127.0.0.1:{flag_port}", "--log.format", "json",
+         "--web.disable-exporter-metrics"],
         stdout=subprocess.DEVNULL, stderr=log, env=env, start_new_session=True,
     )  # fmt: skip
     try:
         assert _wait(lambda: _healthz(flag_port) is not None), open(log.name).read()
         assert _healthz(file_port) is None
+        served = _metrics(flag_port)
+        assert "qbtvpn_build_info" in served and "process_resident_memory_bytes" not in served
         cfg.write_text(_config(reload_port, pw))
         proc.send_signal(signal.SIGHUP)
         assert _wait(lambda: "configuration reloaded" in open(log.name).read()), open(
             log.name
         ).read()
         assert _healthz(flag_port) is not None and _healthz(reload_port) is None
+        assert "process_resident_memory_bytes" not in _metrics(flag_port)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -102,6 +102,11 @@ def _parser(checks: bool = True) -> argparse.ArgumentParser:
         " overrides watchdog.listen_address and listen_port (also on reload)",
     )
     r.add_argument(
+        "--web.disable-exporter-metrics", dest="no_process_metrics", action="store_true",
+        help="leave out the process_* series, as node_exporter's flag of that name;"
+        " overrides watchdog.process_metrics (also on reload)",
+    )  # fmt: skip
+    r.add_argument(
         "--web.config.file", dest="web_config_file", default="", metavar="FILE",
         help="exporter-toolkit web-config.yml (TLS, bcrypt users), as node_exporter takes;"
         " wins over web.config_file",
@@ -128,12 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_example())
         return EXIT_OK
     if args.command == "run":
+        flags: dict[str, object] = {}
         if args.web_listen_address is not None:
             try:
-                set_flags({"watchdog": listen_flag(args.web_listen_address)})
+                flags.update(listen_flag(args.web_listen_address))
             except ValueError as e:
                 print(f"qbt-vpn-watchdog: --web.listen-address: {e}", file=sys.stderr)
                 return EXIT_CONFIG
+        if args.no_process_metrics:
+            flags["process_metrics"] = False
+        set_flags({"watchdog": flags} if flags else {})
         # The daemon re-reads the file itself; this only refuses, before
         # anything starts, what would make it fail later (no privileges, a
         # missing password file), with the same exit status as `check`.
