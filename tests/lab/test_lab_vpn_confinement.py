@@ -84,6 +84,8 @@ def test_the_shape_is_vpn_confinements(vc_lab):
     text = path.read_text()
     assert 'name = "qvl-vc"' in text and 'interface = "qvl-vc0"' in text
     assert 'url = "http://192.168.15.1:8080"' in text
+    # As on a real VPN-Confinement host: a restart cannot re-install another module's rules.
+    assert "built_by_vpn_netns = false" in text
     # Its links and addresses: the bridge in the root namespace, the veth pair, the ULA.
     br = lab.exec_in(t.NS_VPN, ["ip", "-o", "addr", "show", "dev", "veth-qvl-vc"]).stdout
     assert "192.168.15.1/24" in br and "fd93:9701:1d00::2/64" in br

@@ -205,7 +205,7 @@ listen_port = {t.METRICS_PORT}
 
 [namespace]
 name = "{t.NS_VPN}"
-built_by_vpn_netns = true
+built_by_vpn_netns = {str(t.SHAPE.built_by_vpn_netns).lower()}
 
 [wireguard]
 interface = "{t.WG_CLIENT}"

@@ -139,6 +139,9 @@ class Shape:
     restart_restarts_qbittorrent: bool = False
     # What a host runs for tier 2, shown in docs and status.
     host_restart: str = "systemctl reload-or-restart qbittorrent-vpn-tunnel.service"
+    # namespace.built_by_vpn_netns: true only where vpn-netns.sh builds the namespace
+    # (a restart re-installs its kill switch); another module's, as on its real host, false.
+    built_by_vpn_netns: bool = True
 
 
 OWN = Shape(
@@ -168,6 +171,7 @@ VPN_CONFINEMENT = Shape(
     lan6_ns_addr="fd93:9701:1d00::2/64",  # namespaceAddressIPv6
     restart_restarts_qbittorrent=True,
     host_restart="systemctl restart <name>.service",
+    built_by_vpn_netns=False,
 )
 SHAPES = {s.name: s for s in (OWN, VPN_CONFINEMENT)}
 SHAPE_FILE = STATE_DIR / "shape"
