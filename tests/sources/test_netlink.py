@@ -81,6 +81,38 @@ def test_routes_lists_unicast_routes_with_their_device(ns):
 
 
 @pytest.mark.root
+def test_a_multipath_route_is_one_route_per_next_hop_with_its_device(ns):
+    """Two routers advertising on a LAN: `default nexthop via A dev X nexthop via B dev Y`
+    has no device of its own; each hop must keep its own, or the ipv6 check cannot
+    ask the kill switch about it (and calls a contained route a leak)."""
+    for cmd in (
+        "link add qvtr0 type veth peer name qvtr1",
+        "link add qvtr2 type veth peer name qvtr3",
+        "link set qvtr0 up",
+        "link set qvtr2 up",
+        "-6 addr add fd51:7a6c:9::2/64 dev qvtr0 nodad",
+        "-6 addr add fd51:7a6c:a::2/64 dev qvtr2 nodad",
+        "-6 route add default nexthop via fd51:7a6c:9::1 dev qvtr0"
+        " nexthop via fd51:7a6c:a::1 dev qvtr2",
+        "addr add 10.99.0.2/24 dev qvtr0",
+        "addr add 10.99.1.2/24 dev qvtr2",
+        "route add 10.50.0.0/16 nexthop via 10.99.0.1 dev qvtr0 nexthop via 10.99.1.1 dev qvtr2",
+    ):
+        ip("-n", ns, *cmd.split())
+    links = Links(ns)
+    try:
+        v6, v4 = links.routes(socket.AF_INET6), links.routes(socket.AF_INET)
+    finally:
+        links.close()
+    assert sorted(r.interface for r in v6 if r.destination == "::/0") == ["qvtr0", "qvtr2"]
+    assert sorted(r.interface for r in v4 if r.destination == "10.50.0.0/16") == [
+        "qvtr0",
+        "qvtr2",
+    ]
+    assert all(r.interface for r in v6 + v4)
+
+
+@pytest.mark.root
 def test_listeners_with_address_port_and_the_bound_device(ns):
     ip("-n", ns, "link", "add", "qvtl0", "type", "veth", "peer", "name", "qvtl1")
     ip("-n", ns, "addr", "add", "10.77.8.1/30", "dev", "qvtl0")

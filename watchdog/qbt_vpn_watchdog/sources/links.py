@@ -172,24 +172,34 @@ class Links:
 
         What `ip -6 route show table all` lists as plain routes: local,
         broadcast, multicast, unreachable, blackhole and prohibit routes carry
-        nothing out of the namespace and are left out.
+        nothing out of the namespace and are left out. A multipath route (what
+        a LAN with two IPv6 routers advertising gives) is one Route per next
+        hop, each with its own device: it has no RTA_OIF of its own, and a
+        device-less route could be matched to no kill-switch verdict.
         """
         name = "IPv6" if family == socket.AF_INET6 else "IPv4"
 
         def get(ipr: Any) -> tuple[Route, ...]:
             names: dict[int, str] = {}
+
+            def dev(oif: int | None) -> str:
+                if oif is None:
+                    return ""
+                if oif not in names:
+                    link = self._link_msg(ipr, index=oif)
+                    names[oif] = (link.get("IFLA_IFNAME") or "") if link is not None else ""
+                return names[oif]
+
             out = []
             for r in ipr.route("dump", family=family):
                 if r["family"] != family or r["type"] != RTN_UNICAST:
                     continue
                 dst = r.get("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-                oif = r.get("RTA_OIF")
-                if oif is not None and oif not in names:
-                    link = self._link_msg(ipr, index=oif)
-                    names[oif] = (link.get("IFLA_IFNAME") or "") if link is not None else ""
+                where = f"{dst}/{r['dst_len']}"
                 table = r.get("RTA_TABLE") or r["table"]
-                dev = names.get(oif, "") if oif is not None else ""
-                out.append(Route(f"{dst}/{r['dst_len']}", dev, table))
+                hops = r.get("RTA_MULTIPATH") or ()
+                oifs = [nh["oif"] for nh in hops] if hops else [r.get("RTA_OIF")]
+                out.extend(Route(where, dev(oif), table) for oif in oifs)
             return tuple(out)
 
         return self._call(get, f"{name} routes")
