@@ -22,6 +22,7 @@ PACKAGES=(
     debootstrap                    # the Debian 13 tree that holds qBittorrent 5.1
     qemu-system-x86 busybox-static kmod  # the kernel VM (tests/vm): the kernel's WireGuard
     prometheus-node-exporter apache2-utils  # the same web-config.yml in a real node_exporter; htpasswd
+    iputils-ping bind9-dnsutils    # the runbook's ping and nslookup lines, run against the lab
     openssl curl python3-venv
 )
 missing=()
