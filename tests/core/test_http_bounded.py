@@ -236,3 +236,47 @@ def test_a_request_followed_by_a_half_close_is_still_answered(server):
     c.close()
     assert data.startswith(b"HTTP/1.1 200 OK")  # answered, and then closed: recv ended
     assert data.endswith(b"alive; ok\n")
+
+
+def test_endless_blank_lines_are_a_head_that_never_ends(server):
+    # Blank lines before a request are allowed (RFC 9112), but they count against the
+    # head's bytes: a stream of them is cut off with 431, not stripped for free forever.
+    c = socket.create_connection(("127.0.0.1", server.address[1]), timeout=5)
+    try:
+        try:
+            for _ in range(HEAD_BYTES // 1024 + 2):
+                c.sendall(b"\r\n" * 512)
+        except OSError:
+            pass  # answered and closed already
+        assert c.recv(100).startswith(b"HTTP/1.1 431")
+    finally:
+        c.close()
+    assert server.stats.dropped["head_too_large"] == 1
+    # A few blank lines before a request are still fine.
+    c = socket.create_connection(("127.0.0.1", server.address[1]), timeout=5)
+    c.sendall(b"\r\n\n\r\nGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert c.recv(100).startswith(b"HTTP/1.1 200 OK")
+    c.close()
+
+
+def test_a_request_that_breaks_the_server_closes_that_connection_not_the_loop(
+    server, monkeypatch
+):
+    import qbt_vpn_watchdog.http_server.answers as answers
+
+    real = answers.parse_head
+
+    def parse_head(raw: bytes):
+        if b"/boom" in raw:
+            raise RuntimeError("a bug no test foresaw")
+        return real(raw)
+
+    monkeypatch.setattr(answers, "parse_head", parse_head)
+    port = server.address[1]
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.sendall(b"GET /boom HTTP/1.1\r\n\r\n")
+    assert c.recv(100) == b""  # closed, no answer
+    c.close()
+    kept = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    assert get(kept, "/healthz") == 200
+    kept.close()

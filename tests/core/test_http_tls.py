@@ -163,3 +163,16 @@ def test_prometheus_scrapes_it_with_tls_config_and_basic_auth(tls, tmp_path):
                 15,
             )
         assert r[0]["metric"]["job"] == "watchdog"
+
+
+def test_a_reload_that_turns_tls_off_serves_a_waiting_connection_in_plain_http(tls):
+    server, cert, pw = tls
+    c = socket.create_connection(("127.0.0.1", server.address[1]), timeout=5)
+    try:
+        wait_for("the connection accepted", lambda: server.stats.open == 1, 5)
+        server.security = load_web_security(config.parse("[web]\n").web)  # TLS and auth off
+        c.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert c.recv(100).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        c.close()
+    assert server.stats.dropped["tls"] == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -176,6 +177,25 @@ def test_a_stale_job_does_not_block_another_jobs_first_login_from_the_same_host(
     for _ in range(10):  # the stale job's scrapes: one check, then the cache
         assert run(gate, basic("prometheus", "last year's password"), "127.0.0.1") == "refused"
     assert run(gate, basic("prometheus", PASSWORD), "127.0.0.1") == "ok"
+
+
+def test_a_basic_token_that_is_not_ascii_is_no_credentials_and_the_server_goes_on(tmp_path):
+    # Headers arrive as latin-1: b64decode raised a plain ValueError on "\xff", which
+    # escaped the gate and ended the server loop (every later scrape refused).
+    server = HttpServer(Exposition(lambda: full_snapshot()).render, lambda: (200, "alive"),
+                        security(web_config(tmp_path, tls=False)))  # fmt: skip
+    server.start(("127.0.0.1", 0))
+    try:
+        for token in (b"\xff", b"\xc3\xa9t\xc3\xa9", b"YWJj\xff"):
+            c = socket.create_connection(("127.0.0.1", server.address[1]), timeout=5)
+            c.sendall(b"GET /metrics HTTP/1.1\r\nAuthorization: Basic " + token + b"\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.1 401"), token
+            c.close()
+        with _session() as s:
+            url = f"http://127.0.0.1:{server.address[1]}/metrics"
+            assert s.get(url, auth=("prometheus", PASSWORD), timeout=5).status_code == 200
+    finally:
+        server.stop()
 
 
 # --- real clients --------------------------------------------------------------------

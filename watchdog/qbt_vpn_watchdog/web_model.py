@@ -11,7 +11,6 @@ that the two loaders share it without importing each other.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import ssl
@@ -103,5 +102,5 @@ def parse_basic(header: str | None) -> tuple[str, bytes] | None:
         if not sep:
             return None
         return user.decode(), password
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, a non-ASCII token: no credentials
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import queue
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -57,12 +58,20 @@ class _Answers:
     ready: list
     done: queue.SimpleQueue
     _bug_logged: bool
+    _guarded: Callable[..., None]
 
     def _next_request(self, conn: _Conn) -> None:
         """Handle the buffered request, if its head is whole."""
         buf = conn.buf
-        while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # blank lines before a request
-            del buf[: 2 if buf[:1] == b"\r" else 1]
+        blank = len(buf) - len(buf.lstrip(b"\r\n"))  # blank lines before a request
+        if blank:
+            # Counted against the head's bytes: an endless stream of them is a head
+            # that never ends (431), not free work for the loop.
+            conn.blank += blank
+            if conn.blank > self.limits.head_bytes:
+                self._drop(conn, "head_too_large", 431)
+                return
+            del buf[:blank]
         end = buf.find(b"\r\n\r\n")
         cut = end + 4
         alt = buf.find(b"\n\n")
@@ -76,6 +85,7 @@ class _Answers:
             return
         raw = bytes(buf[:end])
         del buf[:cut]
+        conn.blank = 0
         try:
             head = parse_head(raw)
         except _BadRequest:
@@ -113,14 +123,17 @@ class _Answers:
                 conn, pending, ok = self.done.get_nowait()
             except queue.Empty:
                 return
-            passed = (conn.gate or self.owner.gate).settle(pending, ok)
-            head, conn.head, conn.gate = conn.head, None, None
-            if conn.sock not in self.conns or head is None:
-                continue
-            if passed:
-                self._serve(conn, head)
-            else:
-                self._unauthorized(conn, head)
+            self._guarded(conn, self._settle, conn, pending, ok)
+
+    def _settle(self, conn: _Conn, pending, ok: bool) -> None:
+        passed = (conn.gate or self.owner.gate).settle(pending, ok)
+        head, conn.head, conn.gate = conn.head, None, None
+        if conn.sock not in self.conns or head is None:
+            return
+        if passed:
+            self._serve(conn, head)
+        else:
+            self._unauthorized(conn, head)
 
     def _unauthorized(self, conn: _Conn, head: _Head) -> None:
         challenge = {"WWW-Authenticate": self.owner.security.challenge}

@@ -54,7 +54,7 @@ _EVICTABLE = (HANDSHAKE, READING, IDLE)
 class _Conn:
     __slots__ = (
         "sock", "client", "state", "deadline", "since", "buf", "out", "close_after",
-        "head", "gate", "registered", "eof",
+        "head", "gate", "registered", "eof", "blank",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, client: str, state: int, now: float, limits: Limits):
@@ -70,3 +70,4 @@ class _Conn:
         self.gate: Gate | None = None  # the gate that asked for it (a reload may swap gates)
         self.registered = 0  # the selector events it is registered for
         self.eof = False  # the client closed its sending side (its last request may be whole)
+        self.blank = 0  # blank-line bytes before the current request (count against head_bytes)

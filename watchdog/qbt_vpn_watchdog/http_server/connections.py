@@ -122,7 +122,10 @@ class _Connections:
             self._drop(conn, "tls")
             return False
         ctx = self.owner.security.ssl_context
-        if first.isalpha() or ctx is None:
+        if ctx is None:  # a reload turned TLS off since the accept: plain HTTP now
+            conn.state = READING
+            return False
+        if first.isalpha():
             try:
                 # What the request sent so far is read first: closing with unread bytes
                 # would reset the connection and lose the answer (Go reads a buffer too).

@@ -90,12 +90,12 @@ class _Loop(_Connections, _Answers):
                     else:
                         conn = key.data
                         if conn.sock in self.conns:
-                            self._io(conn, events)
+                            self._guarded(conn, self._io, conn, events)
                 self._finish_checks()
                 ready, self.ready = self.ready, []
                 for conn in ready:  # one request per connection per turn
                     if conn.sock in self.conns:
-                        self._next_request(conn)
+                        self._guarded(conn, self._next_request, conn)
                 self._expire(time.monotonic())
                 if self.accept_paused_until and time.monotonic() >= self.accept_paused_until:
                     self.accept_paused_until = 0.0
@@ -109,6 +109,17 @@ class _Loop(_Connections, _Answers):
             self.listener.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _guarded(self, conn: _Conn, fn, *args) -> None:
+        """One connection's work: an exception (a bug, or a request no one foresaw)
+        closes that connection, never the loop that serves every other one."""
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - see above
+            if not self._bug_logged:
+                self._bug_logged = True
+                log.exception("http: dropped a connection from %s (a bug; logged once)", conn.client)
+            self._close(conn)
 
     def _next_deadline(self, now: float) -> float:
         nearest = now + 1.0
