@@ -3,14 +3,26 @@
 import socket
 
 from qbt_vpn_watchdog.checks import classify, ipv6, reason_of
+from qbt_vpn_watchdog.config import Config
 from qbt_vpn_watchdog.results import DEGRADED, UNSAFE
 from qbt_vpn_watchdog.sources import Route, SourceError
 from tests.support.fakes import FakeLinks, context
 
 
+def no_killswitch_check():
+    """The config with the killswitch check off: the ipv6 check has no probe to ask."""
+    import dataclasses
+
+    from qbt_vpn_watchdog.config import Config
+
+    cfg = Config()
+    off = dataclasses.replace(cfg.checks.killswitch, enabled=False)
+    return dataclasses.replace(cfg, checks=dataclasses.replace(cfg.checks, killswitch=off))
+
+
 def run(*routes, error=None):
     table = {socket.AF_INET6: error if error is not None else tuple(routes)}
-    return ipv6.check(context(links=FakeLinks(table=table)))
+    return ipv6.check(context(no_killswitch_check(), links=FakeLinks(table=table)))
 
 
 def test_no_ipv6_route_at_all_passes():
@@ -72,12 +84,13 @@ LAN = (Route("fd51:7a6c:1::/64", "qbtvpn-ns", 254), Route("::/0", "qbtvpn-ns", 2
 
 
 def run_with(routes, probes=None, lan_prefixes=(), ours=False):
+    """``probes``: [(interface, verdict)], a SourceError the probe raises, or None for
+    the killswitch check turned off."""
     import dataclasses
 
-    from qbt_vpn_watchdog.config import Config
     from qbt_vpn_watchdog.sources import KillSwitchReading, LeakProbe
 
-    cfg = Config()
+    cfg = no_killswitch_check() if probes is None else Config()
     cfg = dataclasses.replace(
         cfg,
         namespace=dataclasses.replace(cfg.namespace, built_by_vpn_netns=ours),
@@ -90,6 +103,8 @@ def run_with(routes, probes=None, lan_prefixes=(), ours=False):
 
         class Prober:
             def probe(self, skip):
+                if isinstance(probes, SourceError):
+                    raise probes
                 return KillSwitchReading(tuple(LeakProbe(i, "ipv6", v) for i, v in probes))
 
         kw["killswitch"] = Prober()
@@ -108,6 +123,24 @@ def test_routes_out_of_an_interface_the_kill_switch_refuses_ipv6_on_are_containe
 def test_routes_out_of_an_interface_ipv6_gets_out_of_are_unsafe():
     o = run_with(LAN, probes=[("qbtvpn-ns", "open")])
     assert o.reason == "route_outside" and o.observations["routes_leaking"] == 2
+
+
+def test_a_probe_that_could_not_be_read_is_never_unsafe():
+    # EINVAL from a setsockopt, the interface listing failing: whether IPv6 can leave
+    # is unknown this cycle, which is no reason to stop torrents (the killswitch check
+    # says its own probe failed).
+    o = run_with(LAN, probes=SourceError("cannot prepare the probe out of qbtvpn-ns: EINVAL"))
+    assert (o.ok, o.reason) == (False, "unreadable")
+    assert classify("ipv6", o.reason) not in (UNSAFE,) and "EINVAL" in o.detail
+    assert "::/0 dev qbtvpn-ns" in o.detail
+
+
+def test_an_interface_the_kernel_has_no_ipv6_way_out_of_is_contained():
+    # The probe's no_path (link down, no IPv6 address yet: a veth just re-created by
+    # our own tier-2 restart, its address still in duplicate-address detection).
+    o = run_with(LAN, probes=[("qbtvpn-ns", "no_path")])
+    assert (o.ok, o.reason) == (False, "route_contained")
+    assert "no IPv6 way out of qbtvpn-ns" in o.detail and "kill switch" not in o.detail
 
 
 def test_without_the_probe_only_the_lan_prefixes_make_a_route_benign():

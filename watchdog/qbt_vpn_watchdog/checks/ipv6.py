@@ -12,9 +12,9 @@ link) are left aside. A route through the tunnel passes: that is the tunnel
 carrying IPv6, not a leak.
 
 A route beside the tunnel is unsafe only when IPv6 can actually leave by it.
-It cannot when the kill switch refuses IPv6 out of the route's interface (the
-killswitch check's probe of this cycle, shared, not sent twice; only when
-that check is enabled) or when the route reaches only the LAN's own prefixes
+It cannot when the kill switch refuses IPv6 out of the route's interface, or
+the kernel has no way out there at all (the killswitch check's probe of this
+cycle, shared, not sent twice; only when that check is enabled) or when the route reaches only the LAN's own prefixes
 (``checks.ipv6.lan_prefixes``, e.g. the ULA VPN-Confinement or any IPv6 LAN
 puts on the veth). Such routes are reported (degraded), not acted on:
 stopping torrents and restarting the tunnel over a path nothing can take is
@@ -25,7 +25,9 @@ Reasons:
                    and IPv6 can leave by it
   route_contained  routes beside the tunnel, but nothing can leave by them
                    (the kill switch refuses IPv6 there, or LAN prefixes only)
-  unreadable       the routing table could not be read (the namespace is gone?)
+  unreadable       the routing table could not be read (the namespace is gone?),
+                   or routes beside the tunnel while the kill switch's probe
+                   could not be read (whether IPv6 can leave is unknown)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import socket
 
 from qbt_vpn_watchdog.checks import Context, degraded, register, unknown, unsafe
 from qbt_vpn_watchdog.results import Outcome
-from qbt_vpn_watchdog.sources import REFUSED, KillSwitchReading, Route, SourceError
+from qbt_vpn_watchdog.sources import NO_PATH, REFUSED, KillSwitchReading, Route, SourceError
 
 _SHOWN = 5  # routes named in the detail; the count says how many there are
 
@@ -73,10 +75,19 @@ def check(ctx: Context) -> Outcome:
     outside = outside_tunnel(routes, tunnel)
     obs = {"routes_outside_tunnel": float(len(outside))}
     if outside:
-        probes = _killswitch(ctx)
+        probes, probe_error = _killswitch(ctx)
         lan = [ipaddress.IPv6Network(p, strict=False) for p in ctx.config.checks.ipv6.lan_prefixes]
         leaking = [r for r in outside if not contained(r, probes, lan)]
         obs["routes_leaking"] = float(len(leaking))
+        if leaking and probe_error:
+            # Whether IPv6 can leave by them is not known this cycle: never a reason to
+            # act (the killswitch check reports its own probe's failure).
+            return Outcome.failed(
+                "unreadable",
+                f"{len(leaking)} IPv6 route(s) beside the tunnel {tunnel} ({_named(leaking)}), "
+                f"and the kill switch's probe could not be read: {probe_error}",
+                observations=obs,
+            )
         if leaking:
             fix = (
                 "the tunnel's restart turns it off"
@@ -91,8 +102,12 @@ def check(ctx: Context) -> Outcome:
             )
         why = []
         refused = sorted({r.interface for r in outside if _refused(r, probes)})
-        if refused:
-            why.append(f"the kill switch refuses IPv6 out of {', '.join(refused)}")
+        by_filter = [i for i in refused if probes and probes.verdict(i, "ipv6") == REFUSED]
+        if by_filter:
+            why.append(f"the kill switch refuses IPv6 out of {', '.join(by_filter)}")
+        if len(by_filter) < len(refused):
+            gone = ", ".join(i for i in refused if i not in by_filter)
+            why.append(f"the kernel has no IPv6 way out of {gone} (link down, no address)")
         if any(_in_lan(r, lan) for r in outside):
             why.append(
                 "the others reach only checks.ipv6.lan_prefixes"
@@ -121,18 +136,20 @@ def _named(routes: list[Route]) -> str:
     return named + (f" and {len(routes) - _SHOWN} more" if len(routes) > _SHOWN else "")
 
 
-def _killswitch(ctx: Context) -> KillSwitchReading | None:
-    """This cycle's kill-switch probes, when the killswitch check runs (None: unknown)."""
+def _killswitch(ctx: Context) -> tuple[KillSwitchReading | None, str]:
+    """This cycle's kill-switch probes when the killswitch check runs, and why not when
+    they could not be read (``(None, "")``: the check is off, nothing is known)."""
     if not ctx.config.checks.killswitch.enabled:
-        return None
+        return None, ""
     try:
-        return ctx.killswitch()
-    except SourceError:
-        return None
+        return ctx.killswitch(), ""
+    except SourceError as e:
+        return None, str(e) or type(e).__name__
 
 
 def _refused(r: Route, probes: KillSwitchReading | None) -> bool:
-    return probes is not None and probes.verdict(r.interface, "ipv6") == REFUSED
+    # no_path: the kernel has no way out there at all (link down, no IPv6 address).
+    return probes is not None and probes.verdict(r.interface, "ipv6") in (REFUSED, NO_PATH)
 
 
 def _in_lan(r: Route, lan: list[ipaddress.IPv6Network]) -> bool:
