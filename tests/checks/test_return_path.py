@@ -231,3 +231,49 @@ def test_kernel_counters_from_an_older_result_default_to_the_userspace_meaning()
     # Results kept from before this field existed read as userspace counters.
     s = Sample(0.0, KEY, 1, 2, 3, 4, True, False)
     assert (s.inner_rx_packets, s.link_counts_wire) == (0, False)
+
+
+def test_a_probe_that_cannot_be_set_up_leaves_the_verdict_to_the_counters():
+    """A link-local resolver in resolv.conf ("fe80::1%eth0", a router's RDNSS), a netlink
+    error on the route look-up: the probe is left out, and the check never becomes an
+    error (unsafe: torrents stopped, the tunnel restarted) over it."""
+    from qbt_vpn_watchdog.checks import load_all
+    from qbt_vpn_watchdog.sources import LinkState, SourceError, WgDevice, WgPeer
+    from tests.support.fakes import FakeDns, FakeLinks, FakeWireguard, context
+
+    class Broken(FakeLinks):
+        def __init__(self, links, error):
+            super().__init__(links)
+            self.error = error
+
+        def route_interface(self, dst):
+            raise self.error
+
+    dev = WgDevice(
+        "wg0", "uapi", None, (WgPeer(KEY, "192.0.2.1:1637", 995, 5000, 5000, ("0.0.0.0/0",)),)
+    )
+    wg0 = LinkState("wg0", 7, True, 1420, ("10.64.0.2/32",), 0, 0, 0, 0)
+    for error in (
+        OSError("illegal IP address string passed to inet_pton"),
+        ValueError("'fe80::1%' does not appear to be an IPv4 or IPv6 address"),
+        SourceError("route to fe80::1: Invalid argument", kind="unreachable"),
+    ):
+        ctx = context(
+            now=1000.0,
+            wireguard=FakeWireguard(dev),
+            links=Broken({"wg0": wg0}, error),
+            dns=FakeDns(nameserver="fe80::1%eth0"),
+        )
+        o = load_all()["return_path"].fn(ctx)
+        assert o.ok, (error, o.reason, o.detail)
+
+
+def test_a_zoned_link_local_resolver_is_looked_up_without_its_zone():
+    from qbt_vpn_watchdog.sources.links import Links
+
+    links = Links(None)  # the root namespace: a read-only route look-up
+    try:
+        # Was: OSError from inet_pton ("illegal IP address string").
+        assert links.route_interface("fe80::1%lo") == links.route_interface("fe80::1")
+    finally:
+        links.close()

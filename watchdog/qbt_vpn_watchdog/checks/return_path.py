@@ -229,13 +229,19 @@ def assess(history: list[Sample], now: Sample, min_tx_bytes: int, window: float)
 
 def _probe(ctx: Context) -> tuple[bool, bool, str]:
     """Send one DNS query through the tunnel. Returns (sent, answered, note)."""
-    server = ctx.resolver()
-    if not server:
-        return False, False, "no resolver to probe"
-    # A resolver not routed through the tunnel proves nothing about the tunnel
-    # (that is the dns check's `leak`); count on the counters alone then.
-    if ctx.route_interface(server) != ctx.config.wireguard.interface:
-        return False, False, f"resolver {server} is not routed through the tunnel"
+    # The probe is an extra: when its resolver or route cannot be found out (a
+    # scoped or malformed nameserver, a netlink error), the counters judge alone,
+    # and the check never turns into an error (unsafe) over it.
+    try:
+        server = ctx.resolver()
+        if not server:
+            return False, False, "no resolver to probe"
+        # A resolver not routed through the tunnel proves nothing about the tunnel
+        # (that is the dns check's `leak`); count on the counters alone then.
+        if ctx.route_interface(server) != ctx.config.wireguard.interface:
+            return False, False, f"resolver {server} is not routed through the tunnel"
+    except (SourceError, OSError, ValueError) as e:
+        return False, False, f"no probe: {e}"
     name = ctx.config.checks.dns.names[0]
     try:
         ctx.dns_query(name, server, PROBE_TIMEOUT)

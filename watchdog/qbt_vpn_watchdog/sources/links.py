@@ -147,7 +147,9 @@ class Links:
         None for unreachable, blackhole and prohibit routes and for no route
         at all. ValueError when ``dst`` is not an IP address.
         """
-        ip = ipaddress.ip_address(dst)
+        # A zone ("fe80::1%eth0", as resolv.conf may name a link-local resolver) is
+        # not part of the address netlink takes.
+        ip = ipaddress.ip_address(dst.partition("%")[0])
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
         def get(ipr: Any) -> str | None:
