@@ -352,6 +352,21 @@ def test_tunnel_check_timeouts_start_a_hold():
     assert "stop_torrents" in kinds(d)
 
 
+def test_a_bind_timeout_is_a_slow_webui_and_never_starts_a_hold_but_its_error_does():
+    # A hung or busy qBittorrent (SIGSTOP, a long recheck) makes bind's reads outlast
+    # the check's timeout: no tunnel fault, so no hold (it blocks a resume, as
+    # `unreachable` does). Its own error (a bug in it) still fails closed.
+    from qbt_vpn_watchdog.checks import classify
+
+    assert classify("bind", "timeout") == UNKNOWN and classify("bind", "error") == UNSAFE
+    assert classify("return_path", "timeout") == UNSAFE  # a tunnel guard's own reads
+    sim = Sim()
+    for _ in range(4):
+        assert sim.cycle(bind="timeout").actions == ()
+    sim.cycle(bind="error")
+    assert "stop_torrents" in kinds(sim.cycle(bind="error"))
+
+
 def test_qbittorrent_unreachable_never_starts_a_hold_but_blocks_resume():
     sim = Sim()
     for _ in range(4):

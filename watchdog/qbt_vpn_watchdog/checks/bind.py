@@ -33,7 +33,7 @@ watchdog's rebind moves the listen port away and back, which opens new sockets.
 from __future__ import annotations
 
 from qbt_vpn_watchdog.checks import Context, degraded, register, unknown, unsafe
-from qbt_vpn_watchdog.results import UNSAFE, Outcome
+from qbt_vpn_watchdog.results import UNKNOWN, UNSAFE, Outcome
 from qbt_vpn_watchdog.sources import LinkState, Listener, QbtState, SourceError
 from qbt_vpn_watchdog.sources.tunnel import ip_of, on_tunnel, routable
 
@@ -81,6 +81,9 @@ def observations(s: QbtState) -> dict[str, float]:
     summary="qBittorrent is bound to the tunnel interface and port",
     reasons=REASONS,
     errors=UNSAFE,  # fail closed: it guards where torrent traffic goes
+    # ...but its timeout is qBittorrent's WebUI not answering in time (a hung or busy
+    # qBittorrent moves no traffic): unknown, like `unreachable`, never a hold.
+    timeouts=UNKNOWN,
     on_link_event=True,
 )
 def check(ctx: Context) -> Outcome:

@@ -75,6 +75,9 @@ class CheckSpec:
     # Seconds a provisional result needs before running the check again can settle
     # it (return_path: its counters' window); a one-shot `check` waits this long.
     settle_after: float = 0.0
+    # How its timeout counts, when not as its errors: bind's reads wait on qBittorrent's
+    # WebUI, and a hung WebUI is no tunnel fault (UNKNOWN), while its own error stays unsafe.
+    timeouts: str | None = None
     _by_name: Mapping[str, Reason] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,7 +90,10 @@ class CheckSpec:
         errors = Reason(ERROR, self.errors, restart=self.restart_on_error)
         by_name = {r.name: r for r in self.reasons}
         by_name[ERROR] = errors
-        by_name[TIMEOUT] = Reason(TIMEOUT, self.errors, restart=self.restart_on_error)
+        if self.timeouts is None:
+            by_name[TIMEOUT] = Reason(TIMEOUT, self.errors, restart=self.restart_on_error)
+        else:
+            by_name[TIMEOUT] = Reason(TIMEOUT, self.timeouts)
         # Never unsafe, even for a check that fails closed: nothing was read.
         by_name[LOCAL_RESOURCE] = Reason(LOCAL_RESOURCE, UNKNOWN)
         object.__setattr__(self, "_by_name", by_name)
@@ -127,6 +133,7 @@ def register(
     series: Sequence[Metric] = (),
     render: RenderFn | None = None,
     settle_after: float = 0.0,
+    timeouts: str | None = None,
 ) -> Callable[[CheckFn], CheckFn]:
     """Add the decorated function to the registry as check ``name`` (see ``CheckSpec``)."""
 
@@ -135,7 +142,7 @@ def register(
             raise RuntimeError(f"check {name!r} registered twice")
         REGISTRY[name] = CheckSpec(
             name, fn, tuple(reasons), summary, order, errors, restart_on_error, on_link_event,
-            tuple(series), render, settle_after,
+            tuple(series), render, settle_after, timeouts,
         )  # fmt: skip
         return fn
 
