@@ -463,3 +463,38 @@ def test_qbittorrent_hung_during_the_92_byte_failure_stopped_once_it_answers(sce
     assert torrents.user_untouched()
     lab.heal("return-path")
     wait_for("torrents resumed", torrents.all_resumed, 90)
+
+
+def test_a_hung_qbittorrent_alone_never_makes_the_watchdog_act(scenario):
+    """qBittorrent SIGSTOPped for 40 s with the tunnel healthy: every read of it ends by
+    its timeout (bind's `timeout` and `unreachable` are unknown: a hung WebUI moves no
+    traffic), no action is taken, and once it answers again nothing of ours is stopped."""
+    from qbt_vpn_watchdog.lab import procs
+
+    lab, torrents, make = scenario
+    w = make().start()
+    wait_for("remediation ok", lambda: w.state() == "ok", 30)
+    qbt = procs.running("client-qbt")
+    assert qbt is not None
+    states: set[str | None] = set()
+    bind: set[str] = set()
+    os.killpg(qbt, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            states.add(w.state())
+            reasons = w.metrics().get("qbtvpn_check_reason", {})
+            bind |= {k for k, v in reasons.items() if v == 1 and k.startswith('check="bind"')}
+            time.sleep(2)
+    finally:
+        os.killpg(qbt, signal.SIGCONT)
+    time.sleep(10)  # cycles with qBittorrent answering again: a late stop would land now
+    states.add(w.state())
+    acted = {a: w.count("qbtvpn_remediations_total", a) for a in ("stop_torrents", "restart_tunnel")}
+    print(f"qBittorrent hung 40 s: bind said {sorted(bind)}; states {states}; actions {acted}")
+    # The case under test happened: bind could not read qBittorrent.
+    assert bind - {'check="bind",reason="ok"'}, bind
+    assert states == {"ok"}, w.log_text()[-3000:]
+    assert acted == {"stop_torrents": 0.0, "restart_tunnel": 0.0}
+    assert not any(TAG in torrents.tags(h) for h in torrents.ours)
+    assert torrents.user_untouched()
