@@ -240,6 +240,37 @@ def test_rebind_steps_around_a_neighbour_another_program_listens_on():
     assert qbt.asked == [51412, 51413] and qbt.index == 5
 
 
+def test_rebind_with_no_port_anywhere_refuses_instead_of_moving_qbittorrent_to_port_1():
+    from qbt_vpn_watchdog.actions import rebind
+
+    qbt = Sticky(0)  # qBittorrent says listen_port 0; no forwarded port configured
+    with pytest.raises(ActionError, match=r"no port \(0\) and qbittorrent.forwarded_port is not set"):
+        rebind(qbt, StickyLinks(qbt), "wg0", None, timeout=0.3, poll=0.01)
+    assert qbt.asked == []
+
+
+def test_rebind_to_the_forwarded_port_goes_on_when_qbittorrents_state_cannot_be_read():
+    from qbt_vpn_watchdog.actions import rebind
+
+    class Unreadable(Sticky):
+        def state(self):
+            raise SourceError("app/preferences: not JSON", kind="bad_response")
+
+    qbt = Unreadable(51413)
+    rebind(qbt, StickyLinks(qbt), "wg0", 51413, timeout=0.5, poll=0.01)
+    assert qbt.asked == [51414, 51413] and qbt.index == 5
+    with pytest.raises(SourceError):  # without a forwarded port, its own port is needed
+        rebind(Unreadable(51413), StickyLinks(qbt), "wg0", None, timeout=0.3)
+
+
+def test_rebind_neighbours_stay_unprivileged_where_they_can():
+    from qbt_vpn_watchdog.actions import rebind
+
+    qbt = Sticky(1024)
+    rebind(qbt, StickyLinks(qbt, others=(1025,)), "wg0", None, timeout=0.5, poll=0.01)
+    assert qbt.asked == [1026, 1024]  # not 1023: a port only root may open
+
+
 def test_rebind_of_qbittorrents_own_port_at_the_top_of_the_range():
     from qbt_vpn_watchdog.actions import rebind
 

@@ -213,9 +213,20 @@ def rebind(
     if link is None:
         raise ActionError(f"{interface} does not exist in the namespace: nothing to bind to")
     deadline = time.monotonic() + timeout
-    current = qbt.state().listen_port
+    try:
+        current: int | None = qbt.state().listen_port
+    except SourceError:
+        if not port:
+            raise
+        current = None  # unknown: the forwarded port is the target all the same
     target = port or current
+    if not target:
+        raise ActionError(
+            "qBittorrent listens on no port (0) and qbittorrent.forwarded_port is not set: "
+            "nothing to bind to"
+        )
     near = [p for p in (target + 1, target - 1, target + 2, target - 2) if 1 <= p <= 65535]
+    near.sort(key=lambda p: p < 1024)  # an unprivileged port first, where there is one
     # Not the port it has, and one nothing else in the namespace listens on
     # (libtorrent would fail to listen there, and the step would wait in vain).
     free = [p for p in near if p != current and not links.tcp_listeners(p)]
