@@ -137,6 +137,18 @@ def test_lan_url_not_answering_or_not_qbittorrent_is_unreachable():
     assert o.reason == "unreachable" and "HTTP 404" in o.detail
 
 
+def test_a_password_in_the_lan_url_never_reaches_the_detail_or_the_facts():
+    # A reverse proxy's basic auth in the URL: details are logged, facts printed by
+    # `check --json`.
+    secret = "hunter2"
+    for lan in (NGINX_404, FORBIDDEN):
+        o, qbt, _ = run(lan_url=f"http://admin:{secret}@192.168.1.10:8080", lan=lan)
+        shown = f"{o.detail} {dict(o.facts)}"
+        assert secret not in shown and "admin:" not in shown, shown
+        assert "http://192.168.1.10:8080" in shown
+        assert qbt.probed == [f"http://admin:{secret}@192.168.1.10:8080"]  # still used to probe
+
+
 def test_webui_on_the_forwarded_port_is_exposed():
     o, _, _ = run(state(webui_port=47000), forwarded=47000)
     assert o.reason == "exposed" and "47000" in o.detail

@@ -32,6 +32,7 @@ from qbt_vpn_watchdog.checks import Context, degraded, register
 from qbt_vpn_watchdog.checks.bind import source_reason
 from qbt_vpn_watchdog.results import DEGRADED, Outcome
 from qbt_vpn_watchdog.sources import HttpResponse, SourceError
+from qbt_vpn_watchdog.sources.qbittorrent import safe_url
 from qbt_vpn_watchdog.sources.tunnel import routable, tunnel_peer
 
 # All reported, never acted on. ``exposed`` is a security problem, but stopping
@@ -115,7 +116,10 @@ def check(ctx: Context) -> Outcome:
     except SourceError as e:
         return Outcome.failed(source_reason(e), f"WebUI: {e}")
     obs: dict[str, float] = {"webui_port": float(s.webui_port)}
-    facts = {"lan_url": lan, "webui_address": s.webui_address or "*"}
+    # Shown without a user:password@ (a reverse proxy's basic auth in the URL): details
+    # are logged and printed by `check --json`.
+    shown_lan, shown_url = safe_url(lan), safe_url(url)
+    facts = {"lan_url": shown_lan, "webui_address": s.webui_address or "*"}
 
     if lan != url:
         try:
@@ -128,7 +132,7 @@ def check(ctx: Context) -> Outcome:
         if not looks_like_qbittorrent(r):
             return Outcome.failed(
                 "unreachable",
-                f"{lan} answers HTTP {r.status}, not like qBittorrent's WebUI",
+                f"{shown_lan} answers HTTP {r.status}, not like qBittorrent's WebUI",
                 observations=obs,
                 facts=facts,
             )
@@ -174,7 +178,7 @@ def check(ctx: Context) -> Outcome:
                 facts=facts,
             )
     return Outcome.passed(
-        f"logged in at {url}; WebUI on {s.webui_address or '*'}:{s.webui_port}{note}, "
+        f"logged in at {shown_url}; WebUI on {s.webui_address or '*'}:{s.webui_port}{note}, "
         "not reachable through the VPN",
         observations=obs,
         facts=facts,
