@@ -82,5 +82,10 @@ def sources(**kw) -> Sources:
     return Sources(**base)
 
 
-def context(cfg: Config | None = None, now: float = 1_000_000.0, history=(), **kw) -> Context:
-    return Context(cfg or Config(), sources(**kw), history, lambda: now)
+def context(
+    cfg: Config | None = None, now: float = 1_000_000.0, history=(), monotonic=None, **kw
+) -> Context:
+    ctx = Context(cfg or Config(), sources(**kw), history, lambda: now)
+    if monotonic is not None:
+        ctx.monotonic = lambda: monotonic
+    return ctx

@@ -71,6 +71,9 @@ class Context:
     # What ran out (open files, memory...) in a reading this check made; the
     # runner makes a failure of the check ``local_resource`` when it is set.
     local_resource: str | None = None
+    # A clock no one steps, for ages a check follows across cycles (``now`` is the
+    # wall clock: WireGuard's timestamps are on it, and NTP may step it).
+    monotonic: Callable[[], float] = time.monotonic
 
     def _read(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -148,7 +151,10 @@ class Context:
 
     def for_check(self, history: Sequence[CheckResult]) -> Context:
         """The same cycle (shared memo) with another check's history."""
-        return Context(self.config, self.sources, history, self.now, self._memo, self.exit_ip)
+        return Context(
+            self.config, self.sources, history, self.now, self._memo, self.exit_ip,
+            monotonic=self.monotonic,
+        )  # fmt: skip
 
     # DNS and HTTP are not memoized: each query is its own probe.
     def dns_query(
